@@ -1,0 +1,1 @@
+//! Add-ons (product.md §7). Being written.

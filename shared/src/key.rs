@@ -1,0 +1,1 @@
+//! Keys and their model (product.md §5). Being written.

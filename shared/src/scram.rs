@@ -1,0 +1,1 @@
+//! SCRAM verifiers (RFC 5802 / RFC 7677). Being written.
