@@ -5,6 +5,7 @@
 //! record in, exactly one [`pipeline::Outcome`] out (a stored event or a dead letter reason).
 
 pub mod addon;
+pub mod autofill;
 pub mod collection;
 pub mod event;
 pub mod keen;
