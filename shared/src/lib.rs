@@ -17,5 +17,5 @@ pub mod reject;
 pub mod scram;
 pub mod timestamp;
 
-// pub use pipeline::{Outcome, StoredEvent, process};
+pub use pipeline::{Outcome, StoredEvent, process};
 pub use reject::{ErrorCode, Rejection};
