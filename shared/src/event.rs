@@ -348,7 +348,8 @@ mod tests {
     #[test]
     fn decoding_rules() {
         use ErrorCode::*;
-        let cases: Vec<(&[u8], Option<(ErrorCode, &str)>)> = vec![
+        type Case<'a> = (&'a [u8], Option<(ErrorCode, &'a str)>);
+        let cases: Vec<Case<'_>> = vec![
             (b"{\"a\":1}", None),
             (b"  {\"a\":1}\n", None),
             (b"{}", Some((InvalidEventError, "empty_object"))),

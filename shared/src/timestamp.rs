@@ -90,9 +90,8 @@ pub fn parse(text: &str) -> Result<ParsedTimestamp, TimestampError> {
         Some(b'Z' | b'z') => 0,
         Some(sign @ (b'+' | b'-')) => {
             let hours = cursor.digits(2).ok_or(TimestampError("expected a 2-digit zone hour"))?;
-            let minutes = if cursor.eat(b':') {
-                cursor.digits(2).ok_or(TimestampError("expected 2-digit zone minutes"))?
-            } else if cursor.peek_digit() {
+            // `+hh:mm` and `+hhmm` carry minutes, `+hh` does not.
+            let minutes = if cursor.eat(b':') || cursor.peek_digit() {
                 cursor.digits(2).ok_or(TimestampError("expected 2-digit zone minutes"))?
             } else {
                 0

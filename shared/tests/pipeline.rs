@@ -165,3 +165,17 @@ fn tenant_headers_decide_project_and_collection_not_the_topic() {
     let Outcome::Stored(event) = run(Some(br#"{"a":1}"#), &h, Some(&key(json!({})))) else { panic!("stored") };
     assert_eq!(event.collection, "page-views");
 }
+
+#[test]
+fn add_on_outputs_stay_within_the_nesting_limit() {
+    let spec = |depth: usize| {
+        let output = vec!["o"; depth].join(".");
+        json!({"ua": "curl/8.0", "keen": {"addons": [{"name": "keen:ua_parser", "input": {"ua_string": "ua"}, "output": output}]}})
+    };
+    let deepest = store(spec(98));
+    let Value::Object(map) = deepest else { panic!("object") };
+    assert!(keen_shared::event::validate(&map, None).is_ok());
+    let bytes = serde_json::to_vec(&spec(99)).expect("json");
+    let (code, path, _) = rejection_of(&bytes, &headers("purchases", &[]), Some(&key(json!({}))));
+    assert_eq!((code, path.as_deref()), (ErrorCode::InvalidAddonError, Some("$.keen.addons[0].output")));
+}
