@@ -56,9 +56,9 @@ fn main() {
         let mut j = 0usize;
         group.bench_function("process", |b| {
             b.iter(|| {
-                j = (j + 1) % mix.events.len();
-                let (value, headers) = &mix.events[j];
-                run(value, headers, &key, &data, j as i64)
+                j += 1;
+                let (value, headers) = mix.event(j);
+                run(value, &headers, &key, &data, j as i64)
             })
         });
         group.finish();
@@ -78,10 +78,11 @@ fn main() {
     }
     let floor_mix = rate(window, |n| serde_floor(&mix.events[n % mix.events.len()].0));
     let mix_rate = rate(window, |n| {
-        let (value, headers) = &mix.events[n % mix.events.len()];
-        run(value, headers, &key, &fresh, n as i64)
+        let (value, headers) = mix.event(n);
+        run(value, &headers, &key, &fresh, n as i64)
     });
     let stats = fresh.cache_stats();
+    let hit_rate = |hits: u64, misses: u64| 100.0 * hits as f64 / (hits + misses).max(1) as f64;
 
     println!();
     println!("== summary (one core)");
@@ -100,7 +101,15 @@ fn main() {
         floor_mix,
         100.0 * mix_rate / floor_mix
     );
-    println!("    cache hit rate: {stats:?}");
+    println!(
+        "    cache hit rate: user agents {:.1}% ({} hits, {} misses), IPs {:.1}% ({} hits, {} misses)",
+        hit_rate(stats.user_agent_hits, stats.user_agent_misses),
+        stats.user_agent_hits,
+        stats.user_agent_misses,
+        hit_rate(stats.ip_hits, stats.ip_misses),
+        stats.ip_hits,
+        stats.ip_misses
+    );
 }
 
 fn run(value: &[u8], headers: &[Header], key: &KeyModel, data: &ReferenceData, offset: i64) -> usize {
@@ -188,26 +197,23 @@ fn plain_event() -> Vec<u8> {
 }
 
 /// Events carrying all five add-ons; user agent and IP arrive as headers through placeholders,
-/// as a producer forwarding web traffic would send them.
+/// as a producer forwarding web traffic would send them. Nine events in ten pick one of
+/// `distinct` known user agents and IPs; the tenth brings a pair never seen before, generated
+/// afresh on every call so that it stays new however long the benchmark runs.
 struct AddonMix {
     events: Vec<(Vec<u8>, Vec<Header>)>,
+    distinct: usize,
 }
 
 impl AddonMix {
     fn new(distinct: usize, total: usize) -> Self {
-        let pool: Vec<(String, String)> = (0..distinct).map(|i| (user_agent(i), ip(i))).collect();
         let mut seed = 0x2545_f491_4f6c_dd1du64;
         let mut events = Vec::with_capacity(total);
         for n in 0..total {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
-            // One event in ten brings a user agent and IP never seen before.
-            let (ua, address) = if n % 10 == 9 {
-                (user_agent(distinct + n), ip(distinct + n))
-            } else {
-                pool[(seed as usize) % distinct].clone()
-            };
+            let known = (seed as usize) % distinct;
             let value = serde_json::to_vec(&json!({
                 "page_url": format!("https://shop.example.com/p/{}?ref=mail&utm_source=news", n % 97),
                 "referrer": if n % 3 == 0 { "https://www.google.com/search?q=golden+widget".to_owned() } else { format!("https://shop.example.com/c/{}", n % 13) },
@@ -226,9 +232,20 @@ impl AddonMix {
                 }
             }))
             .expect("serialisable");
-            events.push((value, tenant_headers(Some(&address), Some(&ua))));
+            events.push((value, tenant_headers(Some(&ip(known)), Some(&user_agent(known)))));
         }
-        AddonMix { events }
+        AddonMix { events, distinct }
+    }
+
+    /// The value and headers of the `n`th event of the stream.
+    fn event(&self, n: usize) -> (&[u8], std::borrow::Cow<'_, [Header]>) {
+        let (value, headers) = &self.events[n % self.events.len()];
+        if n % 10 == 9 {
+            let fresh = self.distinct + n;
+            (value, std::borrow::Cow::Owned(tenant_headers(Some(&ip(fresh)), Some(&user_agent(fresh)))))
+        } else {
+            (value, std::borrow::Cow::Borrowed(headers))
+        }
     }
 }
 
