@@ -255,7 +255,7 @@ fn user_agent(i: usize) -> String {
     let patch = i % 200;
     match i % 7 {
         0 => format!("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{}.0.{build}.{patch} Safari/537.36", 100 + i % 30),
-        1 => format!("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_{}) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/{}.{} Safari/605.1.15", i % 8, 14 + i % 4, patch),
+        1 => format!("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_{}) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/{}.{patch}.{build} Safari/605.1.15", i % 8, 14 + i % 4),
         2 => format!("Mozilla/5.0 (iPhone; CPU iPhone OS {}_{} like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/{}.0 Mobile/15E{build} Safari/604.1", 14 + i % 4, patch % 10, 14 + i % 4),
         3 => format!("Mozilla/5.0 (Linux; Android {}; SM-G9{:02}0) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{}.0.{build}.{patch} Mobile Safari/537.36", 9 + i % 5, i % 100, 100 + i % 30),
         4 => format!("Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:{}.0) Gecko/20100101 Firefox/{}.{patch}", 100 + i % 30, 100 + i % 30),

@@ -7,6 +7,7 @@
 pub mod addon;
 pub mod autofill;
 pub mod collection;
+pub mod dead_letter;
 pub mod event;
 pub mod keen;
 pub mod key;
@@ -15,7 +16,11 @@ pub mod placeholder;
 pub mod record;
 pub mod reject;
 pub mod scram;
+pub mod storage;
 pub mod timestamp;
 
 pub use pipeline::{Outcome, StoredEvent, process};
 pub use reject::{ErrorCode, Rejection};
+
+#[cfg(feature = "aws")]
+pub mod adapters;
