@@ -1,0 +1,1 @@
+//! Authorizer actions (being written).

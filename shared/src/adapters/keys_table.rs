@@ -1,0 +1,1 @@
+//! Keys table (being written).

@@ -1,0 +1,1 @@
+//! Pepper from env or Secrets Manager (being written).

@@ -1,0 +1,1 @@
+//! Events, counters, collections, dedupe, dead letters: DynamoDB and SQS (being written).

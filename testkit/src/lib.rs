@@ -1,0 +1,1 @@
+//! moto harness (being written).
