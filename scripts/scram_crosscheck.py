@@ -9,6 +9,13 @@
         the server-first-message, prints the client-final-message, reads the
         server-final-message, then prints "ok" if scramp accepts the server's signature, or
         "refused: <reason>" if it does not (including an `e=` error from the server).
+
+    scram_crosscheck.py exchange MECHANISM SALT ITERATIONS STORED_KEY SERVER_KEY
+        stdin:  the password, on one line (kept off argv, where `ps` would show it)
+        a full scramp ScramClient <-> scramp ScramServer exchange, the server configured with
+        the given verifier (salt, stored and server key in base64), as a server holding only
+        what the Keys table holds would be; prints "ok" if both sides accept, or
+        "refused: <reason>".
 """
 
 import base64
@@ -46,10 +53,33 @@ def client(mechanism, username, password):
     print("ok", flush=True)
 
 
+def exchange(mechanism, salt, iterations, stored_key, server_key):
+    password = sys.stdin.readline().rstrip("\n")
+    auth_info = (
+        base64.b64decode(salt),
+        base64.b64decode(stored_key),
+        base64.b64decode(server_key),
+        int(iterations),
+    )
+    server = ScramMechanism(mechanism).make_server(lambda _username: auth_info)
+    client = ScramClient([mechanism], "project", password)
+    try:
+        server.set_client_first(client.get_client_first())
+        client.set_server_first(server.get_server_first())
+        server.set_client_final(client.get_client_final())
+        client.set_server_final(server.get_server_final())
+    except ScramException as error:
+        print(f"refused: {error}", flush=True)
+        return
+    print("ok", flush=True)
+
+
 if __name__ == "__main__":
     if sys.argv[1:2] == ["verifiers"]:
         verifiers()
     elif sys.argv[1:2] == ["client"] and len(sys.argv) == 5:
         client(*sys.argv[2:])
+    elif sys.argv[1:2] == ["exchange"] and len(sys.argv) == 7:
+        exchange(*sys.argv[2:])
     else:
         sys.exit(__doc__)

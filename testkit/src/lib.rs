@@ -1,1 +1,286 @@
-//! moto harness (being written).
+//! Test support: a real moto server per test, and clients and tables on it.
+//!
+//! Contract:
+//! - [`MotoServer::start`] runs `<repo>/.venv/bin/moto_server` (or `$KEEN_MOTO_SERVER`) on a free
+//!   127.0.0.1 port, returns once it answers HTTP, and kills it on drop. Tests never assume a
+//!   fixed port (4566, 9092, 3000 belong to a developer's local stack).
+//! - [`MotoServer::sdk_config`] is built from nothing in the process environment (no
+//!   `AWS_ENDPOINT_URL`, profile or credentials leak in), since tests run in parallel next to a
+//!   developer's shell settings.
+//! - [`MotoServer::provisioned`] creates the tables and queue of `template.yaml` through the same
+//!   code the local stack uses ([`keen_shared::adapters::provision`]).
+
+use aws_sdk_dynamodb::config::{Credentials, Region, SharedCredentialsProvider};
+use keen_shared::adapters::provision::{DeploymentSpec, ProvisionedNames, provision};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Overrides the moto_server binary.
+pub const MOTO_SERVER_ENV: &str = "KEEN_MOTO_SERVER";
+/// The region every test client uses.
+pub const REGION: &str = "us-east-1";
+/// How long moto may take to answer after it was spawned.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+/// Attempts at finding a port nobody grabs between our probe and moto's bind.
+const START_ATTEMPTS: usize = 3;
+
+/// The repository root (the workspace directory).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
+/// The Python of the repository's venv, where `scripts/setup-test-env` installs scramp and moto.
+pub fn venv_python() -> PathBuf {
+    let python = repo_root().join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: run scripts/setup-test-env first",
+        python.display()
+    );
+    python
+}
+
+/// A name prefix unique within this machine's test runs: `{label}-{pid}-{n}-`.
+pub fn unique_prefix(label: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "{label}-{}-{}-",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A moto server of this test's own.
+#[derive(Debug)]
+pub struct MotoServer {
+    child: Child,
+    port: u16,
+    endpoint: String,
+    log: PathBuf,
+}
+
+/// Clients on a moto server and the resources of `template.yaml` created on it.
+#[derive(Debug, Clone)]
+pub struct Provisioned {
+    pub dynamodb: aws_sdk_dynamodb::Client,
+    pub sqs: aws_sdk_sqs::Client,
+    /// Environment variable (`KEYS_TABLE`…) → table name or queue URL.
+    pub names: ProvisionedNames,
+}
+
+impl Provisioned {
+    /// The table name or queue URL under `env_var`.
+    ///
+    /// # Panics
+    /// If template.yaml declares no such resource.
+    pub fn name(&self, env_var: &str) -> &str {
+        self.names
+            .get(env_var)
+            .unwrap_or_else(|| panic!("template.yaml provisions nothing for {env_var}"))
+    }
+}
+
+impl MotoServer {
+    /// Starts moto on a free port and waits until it answers.
+    ///
+    /// # Panics
+    /// If the binary is missing (run `scripts/setup-test-env`) or moto does not answer within
+    /// 10 seconds.
+    pub fn start() -> Self {
+        let binary = std::env::var_os(MOTO_SERVER_ENV)
+            .map(PathBuf::from)
+            .unwrap_or_else(|| repo_root().join(".venv/bin/moto_server"));
+        assert!(
+            binary.exists(),
+            "moto_server not found at {}: run scripts/setup-test-env (it installs moto[server] \
+             into .venv), or set {MOTO_SERVER_ENV} to a moto_server binary",
+            binary.display()
+        );
+        let mut failures = Vec::new();
+        for _ in 0..START_ATTEMPTS {
+            match Self::try_start(&binary) {
+                Ok(server) => return server,
+                Err(failure) => failures.push(failure),
+            }
+        }
+        panic!(
+            "moto_server ({}) did not start: {}",
+            binary.display(),
+            failures.join("; ")
+        );
+    }
+
+    fn try_start(binary: &Path) -> Result<Self, String> {
+        let port = free_port().map_err(|error| format!("no free port: {error}"))?;
+        let log = std::env::temp_dir().join(format!(
+            "keen-moto-{}-{port}.log",
+            std::process::id()
+        ));
+        // moto logs every request: to a file, since an unread pipe would fill and stall it.
+        let log_file = File::create(&log).map_err(|error| format!("{}: {error}", log.display()))?;
+        let log_err = log_file
+            .try_clone()
+            .map_err(|error| format!("{}: {error}", log.display()))?;
+        let child = Command::new(binary)
+            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(log_file)
+            .stderr(log_err)
+            .spawn()
+            .map_err(|error| format!("spawning failed: {error}"))?;
+        let mut server = MotoServer {
+            child,
+            port,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            log,
+        };
+        // On every error below, `server` is dropped, which kills moto.
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if http_request(port, "GET", "/moto-api/").is_ok() {
+                return Ok(server);
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                return Err(format!(
+                    "exited with {status} on port {port}: {}",
+                    server.log_tail()
+                ));
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "no answer on port {port} within {} s: {}",
+                    START_TIMEOUT.as_secs(),
+                    server.log_tail()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// SDK configuration for this server: its endpoint, us-east-1, static test credentials, and
+    /// nothing from the process environment.
+    pub fn sdk_config(&self) -> aws_config::SdkConfig {
+        sdk_config_for(&self.endpoint)
+    }
+
+    pub fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
+        aws_sdk_dynamodb::Client::new(&self.sdk_config())
+    }
+
+    pub fn sqs(&self) -> aws_sdk_sqs::Client {
+        aws_sdk_sqs::Client::new(&self.sdk_config())
+    }
+
+    pub fn secrets_manager(&self) -> aws_sdk_secretsmanager::Client {
+        aws_sdk_secretsmanager::Client::new(&self.sdk_config())
+    }
+
+    /// Wipes every resource (`POST /moto-api/reset`).
+    ///
+    /// # Panics
+    /// If moto does not answer 200.
+    pub fn reset(&self) {
+        match http_request(self.port, "POST", "/moto-api/reset") {
+            Ok(status) if status.contains(" 200") => {}
+            other => panic!("resetting moto failed: {other:?}"),
+        }
+    }
+
+    /// Creates the tables and queue of `template.yaml` named `{prefix}{LogicalId}`.
+    ///
+    /// # Panics
+    /// If provisioning fails.
+    pub async fn provisioned(&self, prefix: &str) -> Provisioned {
+        let dynamodb = self.dynamodb();
+        let sqs = self.sqs();
+        let spec = DeploymentSpec::deployment().expect("template.yaml parses");
+        let names = provision(&dynamodb, &sqs, &spec, prefix)
+            .await
+            .unwrap_or_else(|error| panic!("provisioning on moto failed: {error}"));
+        Provisioned {
+            dynamodb,
+            sqs,
+            names,
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let mut text = String::new();
+        if File::open(&self.log)
+            .and_then(|mut file| file.read_to_string(&mut text))
+            .is_err()
+        {
+            return format!("(no log at {})", self.log.display());
+        }
+        let tail: Vec<&str> = text.lines().rev().take(10).collect();
+        tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
+    }
+}
+
+impl Drop for MotoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// SDK configuration for any endpoint, with static test credentials and no environment input.
+pub fn sdk_config_for(endpoint: &str) -> aws_config::SdkConfig {
+    aws_config::SdkConfig::builder()
+        .behavior_version(aws_config::BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new(REGION))
+        .credentials_provider(SharedCredentialsProvider::new(Credentials::new(
+            "test",
+            "test",
+            None,
+            None,
+            "keen-testkit",
+        )))
+        .build()
+}
+
+/// A port that was free a moment ago (bind port 0, read it, let it go).
+fn free_port() -> std::io::Result<u16> {
+    let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// One tiny HTTP/1.1 exchange; returns the status line.
+fn http_request(port: u16, method: &str, path: &str) -> std::io::Result<String> {
+    let address = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    let mut stream = TcpStream::connect_timeout(&address, Duration::from_millis(500))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\n\
+         Connection: close\r\n\r\n"
+    )?;
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response)?;
+    let text = String::from_utf8_lossy(&response);
+    let status = text.lines().next().unwrap_or_default().to_owned();
+    if status.starts_with("HTTP/1.") {
+        Ok(status)
+    } else {
+        Err(std::io::Error::other(format!("not an HTTP answer: {status:?}")))
+    }
+}

@@ -1,1 +1,57 @@
-fn main() {}
+//! The ingest Lambda: wires the environment's tables, queue and reference data to the handler.
+
+use aws_lambda_events::event::kafka::KafkaEvent;
+use keen_ingest::{Config, Ingest, decode_event, system_clock_ms};
+use keen_shared::addon::ReferenceData;
+use keen_shared::adapters::batch::WriteBatcher;
+use keen_shared::adapters::dlq::DeadLetterQueue;
+use keen_shared::adapters::keys_table::KeysTable;
+use lambda_runtime::{Error, LambdaEvent, service_fn};
+use std::sync::Arc;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_current_span(false)
+        .init();
+
+    let config = Config::from_env()?;
+    let sdk = aws_config::load_from_env().await;
+    let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+
+    // Open the connections now: the first TLS handshake would otherwise land on the first batch.
+    let _ = dynamodb.describe_table().table_name(&config.tables.events).send().await;
+    let _ = sqs.get_queue_attributes().queue_url(&config.dead_letter_queue_url).send().await;
+    let data = Arc::new(ReferenceData::new(config.geoip_database.clone()));
+    data.warm_up()?;
+
+    let ingest = Ingest::new(
+        config.clone(),
+        dynamodb.clone(),
+        WriteBatcher::new(dynamodb.clone()),
+        DeadLetterQueue::new(sqs, config.dead_letter_queue_url.clone()),
+        KeysTable::new(dynamodb, config.keys_table.clone()),
+        data,
+    );
+    let ingest = &ingest;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<KafkaEvent>| async move {
+        let records = decode_event(&event.payload);
+        let (response, counts) = ingest.handle(records).await;
+        tracing::info!(
+            received = counts.received,
+            stored = counts.stored,
+            duplicates = counts.duplicates,
+            resends = counts.resends,
+            dead_lettered = counts.dead_lettered_total(),
+            dead_lettered_by_code = ?counts.dead_lettered,
+            retried = counts.retried,
+            "batch processed"
+        );
+        println!("{}", counts.embedded_metrics(system_clock_ms()));
+        Ok::<_, Error>(response)
+    }))
+    .await
+}

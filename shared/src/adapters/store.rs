@@ -1,1 +1,539 @@
-//! Events, counters, collections, dedupe, dead letters: DynamoDB and SQS (being written).
+//! The ingest function's DynamoDB items: events (head and parts), hourly counters, the
+//! Collections table, dedupe claims and dead letters. Layout decisions live in
+//! [`crate::storage`] and [`crate::dead_letter`]; this module only turns them into items and
+//! conditional updates.
+//!
+//! Counters live in the Events table (`{project}#{collection}#counts`, one item per hour). Each
+//! counter item keeps, per source partition of the inbound topic, the highest offset it has
+//! counted (`hw#{topic}#{partition}`), updated in the same conditional write as the count: a
+//! retried batch adds only the records past that mark, so counts are exact under redelivery.
+
+use crate::dead_letter::{DeadLetter, table_keys};
+use crate::storage::{self, Body};
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::types::AttributeValue;
+use std::collections::{BTreeMap, HashMap};
+
+/// An item: attribute name → value.
+pub type Item = HashMap<String, AttributeValue>;
+
+/// Table names, from the environment of the function.
+#[derive(Debug, Clone)]
+pub struct Tables {
+    /// Events and counters.
+    pub events: String,
+    /// Collections.
+    pub collections: String,
+    /// Dedupe claims.
+    pub dedupe: String,
+    /// Dead letters.
+    pub dead_letters: String,
+}
+
+/// Why a storage call failed. Everything here is transient from the record's point of view:
+/// the batch is retried, never dead-lettered.
+#[derive(Debug, thiserror::Error)]
+#[error("{operation} failed: {message}")]
+pub struct StoreError {
+    /// What was being done.
+    pub operation: &'static str,
+    /// The service's words.
+    pub message: String,
+}
+
+impl StoreError {
+    fn new(operation: &'static str, error: impl std::fmt::Display) -> Self {
+        StoreError { operation, message: error.to_string() }
+    }
+}
+
+fn s(value: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(value.into())
+}
+
+fn n(value: impl ToString) -> AttributeValue {
+    AttributeValue::N(value.to_string())
+}
+
+fn b(bytes: Vec<u8>) -> AttributeValue {
+    AttributeValue::B(aws_sdk_dynamodb::primitives::Blob::new(bytes))
+}
+
+/// The items of one stored event: parts (to write first) and the head (to write last).
+#[derive(Debug, Clone)]
+pub struct EventItems {
+    /// Part items, in order.
+    pub parts: Vec<Item>,
+    /// The head item.
+    pub head: Item,
+    /// Bytes of body stored (compressed), for the figures.
+    pub stored_bytes: usize,
+}
+
+/// The facts about a stored event the items are built from.
+#[derive(Debug, Clone, Copy)]
+pub struct EventFacts<'a> {
+    /// Owning project.
+    pub project_id: &'a str,
+    /// Collection.
+    pub collection: &'a str,
+    /// keen.id.
+    pub keen_id: &'a crate::keen::KeenId,
+    /// keen.timestamp in ms.
+    pub timestamp_ms: i64,
+    /// The stored JSON.
+    pub json: &'a str,
+    /// `{topic}:{partition}:{offset}` of the record: tells a retry of this record from a resend
+    /// of the same producer record at another offset.
+    pub source: &'a str,
+}
+
+/// Builds the items of an event per the layout.
+pub fn event_items(facts: &EventFacts<'_>, layout: &storage::EventLayout) -> EventItems {
+    let pk = layout.partition_key(facts.project_id, facts.collection, facts.timestamp_ms, facts.keen_id);
+    let sk = storage::sort_key(facts.timestamp_ms, facts.keen_id);
+    let body = Body::of_json(facts.json);
+    let stored_bytes = body.stored_len();
+    let mut head: Item = HashMap::from([
+        ("pk".to_owned(), s(pk.clone())),
+        ("sk".to_owned(), s(sk.clone())),
+        ("src".to_owned(), s(facts.source)),
+    ]);
+    let parts = match body {
+        Body::Inline(bytes) => {
+            head.insert("body".to_owned(), b(bytes));
+            Vec::new()
+        }
+        Body::Parts(chunks) => {
+            head.insert("parts".to_owned(), n(chunks.len()));
+            chunks
+                .into_iter()
+                .enumerate()
+                .map(|(i, chunk)| {
+                    HashMap::from([
+                        ("pk".to_owned(), s(pk.clone())),
+                        ("sk".to_owned(), s(storage::part_sort_key(&sk, i + 1))),
+                        ("body".to_owned(), b(chunk)),
+                    ])
+                })
+                .collect()
+        }
+    };
+    EventItems { parts, head, stored_bytes }
+}
+
+/// The key of an item (pk, sk).
+pub fn item_key(item: &Item) -> Item {
+    item.iter().filter(|(k, _)| *k == "pk" || *k == "sk").map(|(k, v)| (k.clone(), v.clone())).collect()
+}
+
+/// The text of a string attribute.
+pub fn string_attr<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
+    match item.get(name) {
+        Some(AttributeValue::S(text)) => Some(text),
+        _ => None,
+    }
+}
+
+/// Reads an event back: the head item and, when split, its parts (consistent reads).
+pub async fn read_event(client: &Client, table: &str, pk: &str, sk: &str) -> Result<Option<String>, StoreError> {
+    let head = client
+        .get_item()
+        .table_name(table)
+        .key("pk", s(pk))
+        .key("sk", s(sk))
+        .consistent_read(true)
+        .send()
+        .await
+        .map_err(|e| StoreError::new("GetItem event", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+    let Some(head) = head.item else { return Ok(None) };
+    let mut chunks: Vec<Vec<u8>> = Vec::new();
+    if let Some(AttributeValue::B(body)) = head.get("body") {
+        chunks.push(body.as_ref().to_vec());
+    } else if let Some(AttributeValue::N(count)) = head.get("parts") {
+        let count: usize = count.parse().unwrap_or(0);
+        for i in 1..=count {
+            let part = client
+                .get_item()
+                .table_name(table)
+                .key("pk", s(pk))
+                .key("sk", s(storage::part_sort_key(sk, i)))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(|e| StoreError::new("GetItem part", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+            match part.item.as_ref().and_then(|p| p.get("body")) {
+                Some(AttributeValue::B(body)) => chunks.push(body.as_ref().to_vec()),
+                _ => return Err(StoreError::new("GetItem part", format!("part {i} of {pk} {sk} is missing"))),
+            }
+        }
+    }
+    let refs: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
+    storage::decompress(&refs).map(Some).map_err(|e| StoreError::new("decode event", e))
+}
+
+/// Outcome of a dedupe claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// The token is ours (new, expired, or already held by this very event).
+    Won,
+    /// Another event holds the token: this one is a duplicate.
+    Duplicate,
+}
+
+/// Claims a uniqueness token for an event (architecture.md, "Dedupe table").
+pub async fn claim_token(
+    client: &Client,
+    table: &str,
+    key: &str,
+    keen_id: &str,
+    now_s: i64,
+) -> Result<Claim, StoreError> {
+    let result = client
+        .put_item()
+        .table_name(table)
+        .item("pk", s(key))
+        .item("keen_id", s(keen_id))
+        .item("expires_at", n(now_s + storage::DEDUPE_TTL_SECONDS))
+        .condition_expression("attribute_not_exists(pk) OR expires_at < :now OR keen_id = :id")
+        .expression_attribute_values(":now", n(now_s))
+        .expression_attribute_values(":id", s(keen_id))
+        .send()
+        .await;
+    match result {
+        Ok(_) => Ok(Claim::Won),
+        Err(error) => {
+            let conditional = error
+                .as_service_error()
+                .is_some_and(|e| e.is_conditional_check_failed_exception());
+            if conditional {
+                Ok(Claim::Duplicate)
+            } else {
+                Err(StoreError::new("PutItem dedupe", aws_sdk_dynamodb::error::DisplayErrorContext(error)))
+            }
+        }
+    }
+}
+
+/// Existing head items' `src` by (pk, sk), read consistently in batches of 100.
+pub async fn existing_sources(
+    client: &Client,
+    table: &str,
+    keys: &[(String, String)],
+) -> Result<HashMap<(String, String), String>, StoreError> {
+    let mut found = HashMap::new();
+    for chunk in keys.chunks(100) {
+        let mut pending: Vec<Item> = chunk
+            .iter()
+            .map(|(pk, sk)| HashMap::from([("pk".to_owned(), s(pk.clone())), ("sk".to_owned(), s(sk.clone()))]))
+            .collect();
+        pending.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+        pending.dedup();
+        let mut attempts = 0;
+        while !pending.is_empty() {
+            attempts += 1;
+            let request = aws_sdk_dynamodb::types::KeysAndAttributes::builder()
+                .set_keys(Some(std::mem::take(&mut pending)))
+                .consistent_read(true)
+                .projection_expression("pk, sk, src")
+                .build()
+                .map_err(|e| StoreError::new("BatchGetItem", e))?;
+            let output = client
+                .batch_get_item()
+                .request_items(table, request)
+                .send()
+                .await
+                .map_err(|e| StoreError::new("BatchGetItem", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+            for item in output.responses.unwrap_or_default().remove(table).unwrap_or_default() {
+                if let (Some(pk), Some(sk), Some(src)) =
+                    (string_attr(&item, "pk"), string_attr(&item, "sk"), string_attr(&item, "src"))
+                {
+                    found.insert((pk.to_owned(), sk.to_owned()), src.to_owned());
+                }
+            }
+            if let Some(mut unprocessed) = output.unprocessed_keys {
+                if let Some(rest) = unprocessed.remove(table) {
+                    pending = rest.keys;
+                }
+            }
+            if !pending.is_empty() {
+                if attempts >= 8 {
+                    return Err(StoreError::new("BatchGetItem", "unprocessed keys after 8 attempts"));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20 << attempts.min(6))).await;
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// Adds `offsets` (all from one source partition, one collection and one hour) to the hourly
+/// counter, counting only offsets past the partition's mark. Returns how many were added.
+pub async fn add_to_counter(
+    client: &Client,
+    table: &str,
+    counter: &CounterKey,
+    offsets: &[i64],
+) -> Result<u64, StoreError> {
+    let pk = storage::counters_partition_key(&counter.project_id, &counter.collection);
+    let mark = format!("hw#{}", counter.source_partition);
+    for _ in 0..5 {
+        let current = client
+            .get_item()
+            .table_name(table)
+            .key("pk", s(pk.clone()))
+            .key("sk", s(counter.hour.clone()))
+            .consistent_read(true)
+            .projection_expression("#m")
+            .expression_attribute_names("#m", mark.clone())
+            .send()
+            .await
+            .map_err(|e| StoreError::new("GetItem counter", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+        let previous: Option<i64> = current
+            .item
+            .as_ref()
+            .and_then(|i| i.get(&mark))
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse().ok());
+        let fresh: Vec<i64> = offsets.iter().copied().filter(|o| previous.is_none_or(|p| *o > p)).collect();
+        let Some(&highest) = fresh.iter().max() else { return Ok(0) };
+        let mut update = client
+            .update_item()
+            .table_name(table)
+            .key("pk", s(pk.clone()))
+            .key("sk", s(counter.hour.clone()))
+            .update_expression("SET #c = if_not_exists(#c, :zero) + :n, #m = :hw")
+            .expression_attribute_names("#c", "count")
+            .expression_attribute_names("#m", mark.clone())
+            .expression_attribute_values(":zero", n(0))
+            .expression_attribute_values(":n", n(fresh.len()))
+            .expression_attribute_values(":hw", n(highest));
+        update = match previous {
+            None => update.condition_expression("attribute_not_exists(#m)"),
+            Some(p) => update.condition_expression("#m = :prev").expression_attribute_values(":prev", n(p)),
+        };
+        match update.send().await {
+            Ok(_) => return Ok(fresh.len() as u64),
+            Err(error) => {
+                let conditional = error
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception());
+                if !conditional {
+                    return Err(StoreError::new("UpdateItem counter", aws_sdk_dynamodb::error::DisplayErrorContext(error)));
+                }
+                // Someone moved the mark meanwhile (a concurrent retry): read again.
+            }
+        }
+    }
+    Err(StoreError::new("UpdateItem counter", "the counter kept changing; retry the batch"))
+}
+
+/// Identifies one hourly counter and the source partition whose mark guards it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CounterKey {
+    /// Project.
+    pub project_id: String,
+    /// Collection.
+    pub collection: String,
+    /// `yyyy-mm-ddThh`.
+    pub hour: String,
+    /// `{topic}#{partition}` of the inbound topic.
+    pub source_partition: String,
+}
+
+/// Reads the hourly counts of a collection: `(hour, count)` in order.
+pub async fn read_counters(client: &Client, table: &str, project_id: &str, collection: &str) -> Result<Vec<(String, u64)>, StoreError> {
+    let pk = storage::counters_partition_key(project_id, collection);
+    let mut out = Vec::new();
+    let mut start: Option<Item> = None;
+    loop {
+        let page = client
+            .query()
+            .table_name(table)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(pk.clone()))
+            .consistent_read(true)
+            .set_exclusive_start_key(start.take())
+            .send()
+            .await
+            .map_err(|e| StoreError::new("Query counters", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+        for item in page.items.unwrap_or_default() {
+            let hour = string_attr(&item, "sk").unwrap_or_default().to_owned();
+            let count = item.get("count").and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
+            out.push((hour, count));
+        }
+        match page.last_evaluated_key {
+            Some(key) if !key.is_empty() => start = Some(key),
+            _ => break,
+        }
+    }
+    Ok(out)
+}
+
+/// What one invocation saw of a collection, merged into the Collections table once.
+#[derive(Debug, Clone, Default)]
+pub struct CollectionUpdate {
+    /// Earliest keen.timestamp seen, ms.
+    pub first_ms: Option<i64>,
+    /// Latest keen.timestamp seen, ms.
+    pub last_ms: Option<i64>,
+    /// Property paths and types seen.
+    pub paths: BTreeMap<String, &'static str>,
+}
+
+/// Merges an invocation's view of a collection into its Collections item (optimistic locking
+/// on a version attribute, so concurrent invocations for other partitions do not lose paths).
+pub async fn update_collection(
+    client: &Client,
+    table: &str,
+    project_id: &str,
+    collection: &str,
+    update: &CollectionUpdate,
+) -> Result<(), StoreError> {
+    for _ in 0..8 {
+        let current = client
+            .get_item()
+            .table_name(table)
+            .key("pk", s(project_id))
+            .key("sk", s(collection))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::new("GetItem collection", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?
+            .item;
+        let version: i64 = current
+            .as_ref()
+            .and_then(|i| i.get("version"))
+            .and_then(|v| v.as_n().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let number = |name: &str| -> Option<i64> {
+            current.as_ref().and_then(|i| i.get(name)).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok())
+        };
+        let first = [number("first_event_ms"), update.first_ms].into_iter().flatten().min();
+        let last = [number("last_event_ms"), update.last_ms].into_iter().flatten().max();
+        let mut known: BTreeMap<String, String> = current
+            .as_ref()
+            .and_then(|i| i.get("properties"))
+            .and_then(|v| v.as_s().ok())
+            .and_then(|text| serde_json::from_str(text).ok())
+            .unwrap_or_default();
+        let was_truncated = current
+            .as_ref()
+            .and_then(|i| i.get("properties_truncated"))
+            .and_then(|v| v.as_bool().ok())
+            .copied()
+            .unwrap_or(false);
+        let before = known.clone();
+        let truncated = storage::merge_schema(&mut known, &update.paths) || was_truncated;
+        if current.is_some() && before == known && first == number("first_event_ms") && last == number("last_event_ms") {
+            return Ok(()); // nothing new: spare the write
+        }
+        let mut put = client
+            .put_item()
+            .table_name(table)
+            .item("pk", s(project_id))
+            .item("sk", s(collection))
+            .item("version", n(version + 1))
+            .item("properties", s(serde_json::to_string(&known).unwrap_or_else(|_| "{}".to_owned())))
+            .item("properties_truncated", AttributeValue::Bool(truncated));
+        if let Some(first) = first {
+            put = put.item("first_event_ms", n(first)).item("first_event_at", s(crate::timestamp::format_millis(first)));
+        }
+        if let Some(last) = last {
+            put = put.item("last_event_ms", n(last)).item("last_event_at", s(crate::timestamp::format_millis(last)));
+        }
+        put = if current.is_some() {
+            put.condition_expression("version = :v").expression_attribute_values(":v", n(version))
+        } else {
+            put.condition_expression("attribute_not_exists(pk)")
+        };
+        match put.send().await {
+            Ok(_) => return Ok(()),
+            Err(error) => {
+                let conditional = error
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception());
+                if !conditional {
+                    return Err(StoreError::new("PutItem collection", aws_sdk_dynamodb::error::DisplayErrorContext(error)));
+                }
+            }
+        }
+    }
+    Err(StoreError::new("PutItem collection", "the collection item kept changing; retry the batch"))
+}
+
+/// The DeadLetters table items of a dead letter: the envelope without payload as JSON, the
+/// payload zstd-compressed, split into parts like a large event when needed.
+pub fn dead_letter_items(letter: &DeadLetter, now_s: i64) -> (Vec<Item>, Item) {
+    let keys = table_keys(letter);
+    let value = letter.value_bytes().unwrap_or_default();
+    let mut envelope = letter.clone();
+    envelope.payload = None;
+    envelope.payload_b64 = None;
+    envelope.payload_zstd_b64 = None;
+    let compressed = storage::compress(&value);
+    let expires = now_s + storage::DEAD_LETTER_TTL_SECONDS;
+    let mut head: Item = HashMap::from([
+        ("pk".to_owned(), s(keys.pk.clone())),
+        ("sk".to_owned(), s(keys.sk.clone())),
+        ("id".to_owned(), s(letter.id.clone())),
+        ("error_code".to_owned(), s(letter.error.code.clone())),
+        ("envelope".to_owned(), s(envelope.to_json())),
+        ("payload_utf8".to_owned(), AttributeValue::Bool(letter.payload.is_some())),
+        ("expires_at".to_owned(), n(expires)),
+    ]);
+    let mut parts = Vec::new();
+    if compressed.len() <= storage::MAX_BODY_CHUNK {
+        head.insert("payload".to_owned(), b(compressed));
+    } else {
+        for (i, chunk) in compressed.chunks(storage::MAX_BODY_CHUNK).enumerate() {
+            parts.push(HashMap::from([
+                ("pk".to_owned(), s(keys.pk.clone())),
+                ("sk".to_owned(), s(storage::part_sort_key(&keys.sk, i + 1))),
+                ("payload".to_owned(), b(chunk.to_vec())),
+                ("expires_at".to_owned(), n(expires)),
+            ]));
+        }
+        head.insert("parts".to_owned(), n(parts.len()));
+    }
+    (parts, head)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::keen::KeenId;
+
+    #[test]
+    fn small_events_are_one_item_and_large_ones_are_split() {
+        let id = KeenId::for_position("keen-inbound", 0, 1, 0);
+        let small = "{\"a\":1}";
+        let facts = EventFacts {
+            project_id: "p",
+            collection: "c",
+            keen_id: &id,
+            timestamp_ms: 0,
+            json: small,
+            source: "keen-inbound:0:1",
+        };
+        let items = event_items(&facts, &storage::EventLayout::default());
+        assert!(items.parts.is_empty());
+        assert!(items.head.contains_key("body"));
+        assert_eq!(string_attr(&items.head, "src"), Some("keen-inbound:0:1"));
+
+        let mut seed = 1u64;
+        let noise: String = (0..900_000)
+            .map(|_| {
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                char::from(b'!' + ((seed >> 33) % 90) as u8)
+            })
+            .collect();
+        let big = format!("{{\"n\":\"{noise}\"}}");
+        let facts = EventFacts { json: &big, ..facts };
+        let items = event_items(&facts, &storage::EventLayout::default());
+        assert!(items.parts.len() >= 2);
+        assert!(!items.head.contains_key("body"));
+        assert_eq!(items.head.get("parts"), Some(&n(items.parts.len())));
+    }
+}

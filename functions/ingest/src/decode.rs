@@ -1,0 +1,75 @@
+//! The MSK event as Lambda delivers it, decoded into records the core can read.
+//!
+//! Values and keys arrive base64; headers as lists of single-entry maps whose values are arrays
+//! of SIGNED bytes. Records are keyed `"<topic>-<partition>"`, but a topic may contain `-`, so
+//! the records' own `topic` and `partition` fields are used.
+
+use aws_lambda_events::event::kafka::KafkaEvent;
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use keen_shared::record::{Header, InboundRecord};
+
+/// One record, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodedRecord {
+    /// Physical topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: i32,
+    /// Offset.
+    pub offset: i64,
+    /// Record timestamp, ms.
+    pub timestamp_ms: i64,
+    /// Record key.
+    pub key: Option<Vec<u8>>,
+    /// Record value; `None` for a tombstone or a value that was not base64 (rejected by the core
+    /// as invalid JSON, so it is dead-lettered rather than lost).
+    pub value: Option<Vec<u8>>,
+    /// Headers in order.
+    pub headers: Vec<Header>,
+}
+
+impl DecodedRecord {
+    /// The core's view of the record.
+    pub fn as_inbound(&self) -> InboundRecord<'_> {
+        InboundRecord {
+            topic: &self.topic,
+            partition: self.partition,
+            offset: self.offset,
+            timestamp_ms: self.timestamp_ms,
+            key: self.key.as_deref(),
+            value: self.value.as_deref(),
+            headers: &self.headers,
+        }
+    }
+
+    /// `{topic}:{partition}:{offset}`: the record's position, stored with its event.
+    pub fn source(&self) -> String {
+        format!("{}:{}:{}", self.topic, self.partition, self.offset)
+    }
+}
+
+/// Decodes every record of an MSK event, ordered by (topic, partition, offset).
+pub fn decode_event(event: &KafkaEvent) -> Vec<DecodedRecord> {
+    let mut records: Vec<DecodedRecord> = event
+        .records
+        .values()
+        .flatten()
+        .map(|record| DecodedRecord {
+            topic: record.topic.clone().unwrap_or_default(),
+            partition: i32::try_from(record.partition).unwrap_or(-1),
+            offset: record.offset,
+            timestamp_ms: record.timestamp.0.timestamp_millis(),
+            key: record.key.as_deref().and_then(|k| BASE64.decode(k).ok()),
+            value: record.value.as_deref().and_then(|v| BASE64.decode(v).ok()),
+            headers: record
+                .headers
+                .iter()
+                .flat_map(|map| map.iter())
+                .map(|(name, bytes)| Header::new(name.clone(), bytes.iter().map(|b| *b as u8).collect::<Vec<u8>>()))
+                .collect(),
+        })
+        .collect();
+    records.sort_by(|a, b| (&a.topic, a.partition, a.offset).cmp(&(&b.topic, b.partition, b.offset)));
+    records
+}

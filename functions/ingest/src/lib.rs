@@ -1,0 +1,468 @@
+//! The ingest function: drains the inbound topic (an MSK event), runs every record through the
+//! event core, and persists the outcome exactly once (architecture.md).
+//!
+//! Per invocation: decode the records; look each writing key up once (cached ≤ 30 s); process
+//! every record; claim uniqueness tokens; skip resends of an idempotent producer's record that
+//! is already stored from another offset; write event parts, then heads; count and describe each
+//! collection once; dead-letter rejects to the table and the queue. Any transient failure turns
+//! into the Kafka partial batch response — the first failed offset of each affected partition —
+//! so Lambda retries from there; deterministic keen.ids make the retry rewrite the same items,
+//! and counters advance only over the successful prefix of each partition.
+
+mod decode;
+mod keys;
+mod metrics;
+
+pub use decode::{DecodedRecord, decode_event};
+pub use metrics::Counts;
+
+use aws_sdk_dynamodb::Client as DynamoDb;
+use keen_shared::Outcome;
+use keen_shared::addon::ReferenceData;
+use keen_shared::adapters::batch::{TableWrite, WriteBatcher, WriteOp};
+use keen_shared::adapters::dlq::{Announcement, DeadLetterQueue};
+use keen_shared::adapters::store::{self, Claim, CollectionUpdate, CounterKey, EventFacts, Tables};
+use keen_shared::dead_letter::{DeadLetter, table_keys};
+use keen_shared::record::{InboundRecord, Tenant};
+use keen_shared::storage::{self, EventLayout};
+use serde_json::{Value, json};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+
+/// Everything the function reads from its environment.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Table names.
+    pub tables: Tables,
+    /// Keys table name.
+    pub keys_table: String,
+    /// SQS dead letter queue URL.
+    pub dead_letter_queue_url: String,
+    /// MaxMind City database path.
+    pub geoip_database: Option<std::path::PathBuf>,
+    /// Shards per (project, collection, day).
+    pub shards: u16,
+}
+
+/// A configuration problem, named after the variable.
+#[derive(Debug, thiserror::Error)]
+#[error("environment variable {0} is not set; set it to the {1}")]
+pub struct ConfigError(&'static str, &'static str);
+
+impl Config {
+    /// Reads `EVENTS_TABLE`, `COLLECTIONS_TABLE`, `DEDUPE_TABLE`, `DEAD_LETTERS_TABLE`,
+    /// `KEYS_TABLE`, `DEAD_LETTER_QUEUE_URL`, `GEOIP_DATABASE` and `EVENT_SHARDS`.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        let var = |name: &'static str, what: &'static str| std::env::var(name).map_err(|_| ConfigError(name, what));
+        Ok(Config {
+            tables: Tables {
+                events: var("EVENTS_TABLE", "Events table name")?,
+                collections: var("COLLECTIONS_TABLE", "Collections table name")?,
+                dedupe: var("DEDUPE_TABLE", "Dedupe table name")?,
+                dead_letters: var("DEAD_LETTERS_TABLE", "DeadLetters table name")?,
+            },
+            keys_table: var("KEYS_TABLE", "Keys table name")?,
+            dead_letter_queue_url: var("DEAD_LETTER_QUEUE_URL", "SQS dead letter queue URL")?,
+            geoip_database: std::env::var_os("GEOIP_DATABASE").map(Into::into),
+            shards: std::env::var("EVENT_SHARDS").ok().and_then(|v| v.parse().ok()).unwrap_or(storage::DEFAULT_SHARDS),
+        })
+    }
+}
+
+/// The function's state, built once per execution environment.
+pub struct Ingest {
+    config: Config,
+    dynamodb: DynamoDb,
+    batcher: WriteBatcher,
+    queue: DeadLetterQueue,
+    keys: keys::KeyCache,
+    data: Arc<ReferenceData>,
+    layout: EventLayout,
+    clock: fn() -> i64,
+}
+
+/// Milliseconds since the epoch, from the system clock.
+pub fn system_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Per-record fate within one invocation.
+#[derive(Debug, Clone, PartialEq)]
+enum Fate {
+    /// Being written as an event.
+    Store,
+    /// Dropped as a uniqueness-token duplicate (counted, not stored).
+    Duplicate,
+    /// Already stored from another offset (an idempotent producer's resend).
+    Resend,
+    /// Being dead-lettered.
+    DeadLetter,
+    /// Transient failure: retried by Lambda from the first such offset of its partition.
+    Retry,
+}
+
+impl Ingest {
+    /// Builds the function state. `batcher` and `queue` are injected so tests can wrap the real
+    /// clients with fault injection.
+    pub fn new(
+        config: Config,
+        dynamodb: DynamoDb,
+        batcher: WriteBatcher,
+        queue: DeadLetterQueue,
+        keys_table: keen_shared::adapters::keys_table::KeysTable,
+        data: Arc<ReferenceData>,
+    ) -> Self {
+        let layout = EventLayout::new(config.shards);
+        Ingest { config, dynamodb, batcher, queue, keys: keys::KeyCache::new(keys_table), data, layout, clock: system_clock_ms }
+    }
+
+    /// Replaces the clock (tests).
+    pub fn with_clock(mut self, clock: fn() -> i64) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Handles one MSK event. Returns the partial batch response (empty list when everything was
+    /// stored or dead-lettered) and the counts.
+    pub async fn handle(&self, records: Vec<DecodedRecord>) -> (Value, Counts) {
+        let mut counts = Counts { received: records.len() as u64, ..Counts::default() };
+        let now_ms = (self.clock)();
+        let mut fates: Vec<Fate> = vec![Fate::Retry; records.len()];
+
+        // 1. Tenants and keys, each key looked up once.
+        let tenants: Vec<Option<Tenant>> = records.iter().map(|r| keen_shared::pipeline::tenant(&r.as_inbound()).ok()).collect();
+        let wanted: HashSet<(String, String)> =
+            tenants.iter().flatten().map(|t| (t.project_id.clone(), t.key_id.clone())).collect();
+        let looked_up = self.keys.lookup_all(wanted).await;
+
+        // 2. The core, record by record.
+        let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(records.len());
+        for (i, record) in records.iter().enumerate() {
+            let outcome = match &tenants[i] {
+                None => Some(keen_shared::process(&record.as_inbound(), None, &self.data)),
+                Some(tenant) => match looked_up.get(&(tenant.project_id.clone(), tenant.key_id.clone())) {
+                    Some(Ok(model)) => Some(keen_shared::process(&record.as_inbound(), model.as_ref(), &self.data)),
+                    _ => None, // key lookup failed transiently: retry the record
+                },
+            };
+            fates[i] = match &outcome {
+                Some(Outcome::Stored(_)) => Fate::Store,
+                Some(Outcome::DeadLettered(_)) => Fate::DeadLetter,
+                None => Fate::Retry,
+            };
+            outcomes.push(outcome);
+        }
+
+        // 3. One record per keen.id within the batch (a resend in the same batch).
+        let mut seen_ids: HashMap<String, usize> = HashMap::new();
+        for (i, outcome) in outcomes.iter().enumerate() {
+            if let Some(Outcome::Stored(event)) = outcome
+                && seen_ids.insert(event.keen_id.to_hex(), i).is_some()
+            {
+                fates[i] = Fate::Resend;
+            }
+        }
+
+        // 4. Uniqueness tokens: claim before writing.
+        self.claim_tokens(&outcomes, &mut fates, now_ms).await;
+
+        // 5. Resends of idempotent producers' records already stored from another offset.
+        self.skip_resends(&records, &tenants, &outcomes, &mut fates).await;
+
+        // 6. Events: parts first, then heads of events whose parts all landed.
+        self.write_events(&records, &outcomes, &mut fates, &mut counts).await;
+
+        // 7. Dead letters: table and queue.
+        self.dead_letter(&records, &tenants, &outcomes, &mut fates, now_ms).await;
+
+        // 8. Counters and collections, over the successful prefix of each partition.
+        let first_failed = first_failed_offsets(&records, &fates);
+        self.count_and_describe(&records, &outcomes, &mut fates, &first_failed).await;
+
+        let first_failed = first_failed_offsets(&records, &fates);
+        for (i, fate) in fates.iter().enumerate() {
+            match fate {
+                Fate::Store => counts.stored += 1,
+                Fate::Duplicate => counts.duplicates += 1,
+                Fate::Resend => counts.resends += 1,
+                Fate::DeadLetter => {
+                    if let Some(Outcome::DeadLettered(r)) = &outcomes[i] {
+                        *counts.dead_lettered.entry(r.code.as_str().to_owned()).or_default() += 1;
+                    }
+                }
+                Fate::Retry => counts.retried += 1,
+            }
+        }
+        let failures: Vec<Value> = first_failed
+            .iter()
+            .map(|((topic, partition), offset)| {
+                json!({"itemIdentifier": {"partition": format!("{topic}-{partition}"), "offset": offset}})
+            })
+            .collect();
+        (json!({ "batchItemFailures": failures }), counts)
+    }
+
+    async fn claim_tokens(&self, outcomes: &[Option<Outcome>], fates: &mut [Fate], now_ms: i64) {
+        let mut claims = tokio::task::JoinSet::new();
+        for (i, outcome) in outcomes.iter().enumerate() {
+            if fates[i] != Fate::Store {
+                continue;
+            }
+            let Some(Outcome::Stored(event)) = outcome else { continue };
+            let Some(token) = &event.uniqueness_token else { continue };
+            let client = self.dynamodb.clone();
+            let table = self.config.tables.dedupe.clone();
+            let key = storage::dedupe_key(&event.project_id, &event.collection, token);
+            let id = event.keen_id.to_hex();
+            claims.spawn(async move { (i, store::claim_token(&client, &table, &key, &id, now_ms / 1000).await) });
+            if claims.len() >= 16 {
+                if let Some(Ok((i, result))) = claims.join_next().await {
+                    apply_claim(fates, i, result);
+                }
+            }
+        }
+        while let Some(joined) = claims.join_next().await {
+            if let Ok((i, result)) = joined {
+                apply_claim(fates, i, result);
+            }
+        }
+    }
+
+    async fn skip_resends(
+        &self,
+        records: &[DecodedRecord],
+        tenants: &[Option<Tenant>],
+        outcomes: &[Option<Outcome>],
+        fates: &mut [Fate],
+    ) {
+        // Only an idempotent producer's record can reach us at two offsets with one keen.id.
+        let mut keys: Vec<(String, String)> = Vec::new();
+        let mut by_key: HashMap<(String, String), usize> = HashMap::new();
+        for (i, outcome) in outcomes.iter().enumerate() {
+            if fates[i] != Fate::Store || tenants[i].as_ref().is_none_or(|t| t.producer.is_none()) {
+                continue;
+            }
+            let Some(Outcome::Stored(event)) = outcome else { continue };
+            let pk = self.layout.partition_key(&event.project_id, &event.collection, event.timestamp_ms, &event.keen_id);
+            let sk = storage::sort_key(event.timestamp_ms, &event.keen_id);
+            keys.push((pk.clone(), sk.clone()));
+            by_key.insert((pk, sk), i);
+        }
+        if keys.is_empty() {
+            return;
+        }
+        match store::existing_sources(&self.dynamodb, &self.config.tables.events, &keys).await {
+            Ok(found) => {
+                for (key, source) in found {
+                    if let Some(&i) = by_key.get(&key)
+                        && source != records[i].source()
+                    {
+                        fates[i] = Fate::Resend;
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "resend check failed; the records will be retried");
+                for &i in by_key.values() {
+                    fates[i] = Fate::Retry;
+                }
+            }
+        }
+    }
+
+    async fn write_events(
+        &self,
+        records: &[DecodedRecord],
+        outcomes: &[Option<Outcome>],
+        fates: &mut [Fate],
+        counts: &mut Counts,
+    ) {
+        let mut parts = Vec::new();
+        let mut heads = Vec::new();
+        for (i, outcome) in outcomes.iter().enumerate() {
+            if fates[i] != Fate::Store {
+                continue;
+            }
+            let Some(Outcome::Stored(event)) = outcome else { continue };
+            let source = records[i].source();
+            let facts = EventFacts {
+                project_id: &event.project_id,
+                collection: &event.collection,
+                keen_id: &event.keen_id,
+                timestamp_ms: event.timestamp_ms,
+                json: &event.json,
+                source: &source,
+            };
+            let items = store::event_items(&facts, &self.layout);
+            counts.stored_bytes += items.stored_bytes as u64;
+            for part in items.parts {
+                parts.push(TableWrite { table: self.config.tables.events.clone(), op: WriteOp::Put(part), tag: i });
+            }
+            heads.push(TableWrite { table: self.config.tables.events.clone(), op: WriteOp::Put(items.head), tag: i });
+        }
+        if !parts.is_empty() {
+            let report = self.batcher.write_all(parts).await;
+            counts.write_retries += u64::from(report.retries);
+            for tag in report.failed_tags {
+                fates[tag] = Fate::Retry;
+            }
+        }
+        // A head is written only once all its parts are: readers start from heads.
+        heads.retain(|w| fates[w.tag] == Fate::Store);
+        if !heads.is_empty() {
+            let report = self.batcher.write_all(heads).await;
+            counts.write_retries += u64::from(report.retries);
+            for tag in report.failed_tags {
+                fates[tag] = Fate::Retry;
+            }
+        }
+    }
+
+    async fn dead_letter(
+        &self,
+        records: &[DecodedRecord],
+        tenants: &[Option<Tenant>],
+        outcomes: &[Option<Outcome>],
+        fates: &mut [Fate],
+        now_ms: i64,
+    ) {
+        let mut writes = Vec::new();
+        let mut announcements = Vec::new();
+        for (i, outcome) in outcomes.iter().enumerate() {
+            if fates[i] != Fate::DeadLetter {
+                continue;
+            }
+            let Some(Outcome::DeadLettered(rejection)) = outcome else { continue };
+            let letter = DeadLetter::new(&records[i].as_inbound(), tenants[i].as_ref(), rejection, now_ms);
+            let (parts, head) = store::dead_letter_items(&letter, now_ms / 1000);
+            for part in parts {
+                writes.push(TableWrite { table: self.config.tables.dead_letters.clone(), op: WriteOp::Put(part), tag: i });
+            }
+            writes.push(TableWrite { table: self.config.tables.dead_letters.clone(), op: WriteOp::Put(head), tag: i });
+            announcements.push(announcement(&letter, i));
+        }
+        if !writes.is_empty() {
+            let report = self.batcher.write_all(writes).await;
+            for tag in report.failed_tags {
+                fates[tag] = Fate::Retry;
+            }
+        }
+        announcements.retain(|a| fates[a.tag] == Fate::DeadLetter);
+        if !announcements.is_empty() {
+            let report = self.queue.announce_all(announcements).await;
+            for tag in report.failed_tags {
+                fates[tag] = Fate::Retry;
+            }
+        }
+    }
+
+    async fn count_and_describe(
+        &self,
+        records: &[DecodedRecord],
+        outcomes: &[Option<Outcome>],
+        fates: &mut [Fate],
+        first_failed: &BTreeMap<(String, i32), i64>,
+    ) {
+        let mut counters: BTreeMap<CounterKey, Vec<(i64, usize)>> = BTreeMap::new();
+        let mut collections: BTreeMap<(String, String), (CollectionUpdate, Vec<usize>)> = BTreeMap::new();
+        for (i, outcome) in outcomes.iter().enumerate() {
+            if fates[i] != Fate::Store {
+                continue;
+            }
+            let record = &records[i];
+            // Past the first failure of its partition the record will be redelivered: count it then.
+            if first_failed.get(&(record.topic.clone(), record.partition)).is_some_and(|&f| record.offset >= f) {
+                continue;
+            }
+            let Some(Outcome::Stored(event)) = outcome else { continue };
+            let key = CounterKey {
+                project_id: event.project_id.clone(),
+                collection: event.collection.clone(),
+                hour: storage::hour_of(event.timestamp_ms),
+                source_partition: format!("{}#{}", record.topic, record.partition),
+            };
+            counters.entry(key).or_default().push((record.offset, i));
+            let entry = collections.entry((event.project_id.clone(), event.collection.clone())).or_default();
+            entry.0.first_ms = Some(entry.0.first_ms.map_or(event.timestamp_ms, |f| f.min(event.timestamp_ms)));
+            entry.0.last_ms = Some(entry.0.last_ms.map_or(event.timestamp_ms, |l| l.max(event.timestamp_ms)));
+            if entry.0.paths.len() < storage::MAX_SCHEMA_PATHS
+                && let Ok(Value::Object(map)) = serde_json::from_str::<Value>(&event.json)
+            {
+                for (path, kind) in storage::property_paths(&map) {
+                    entry.0.paths.insert(path, kind);
+                }
+            }
+            entry.1.push(i);
+        }
+        for (key, members) in counters {
+            let offsets: Vec<i64> = members.iter().map(|(o, _)| *o).collect();
+            if let Err(error) = store::add_to_counter(&self.dynamodb, &self.config.tables.events, &key, &offsets).await {
+                tracing::warn!(%error, "counter update failed; the records will be retried");
+                for (_, i) in members {
+                    fates[i] = Fate::Retry;
+                }
+            }
+        }
+        for ((project, collection), (update, members)) in collections {
+            if let Err(error) =
+                store::update_collection(&self.dynamodb, &self.config.tables.collections, &project, &collection, &update).await
+            {
+                tracing::warn!(%error, "collection update failed; the records will be retried");
+                for i in members {
+                    fates[i] = Fate::Retry;
+                }
+            }
+        }
+    }
+}
+
+fn apply_claim(fates: &mut [Fate], i: usize, result: Result<Claim, store::StoreError>) {
+    fates[i] = match result {
+        Ok(Claim::Won) => Fate::Store,
+        Ok(Claim::Duplicate) => Fate::Duplicate,
+        Err(error) => {
+            tracing::warn!(%error, "dedupe claim failed; the record will be retried");
+            Fate::Retry
+        }
+    };
+}
+
+/// The SQS announcement of a dead letter: whole when it fits, else with the payload compressed,
+/// else pointing at the table item that holds it (never truncated).
+fn announcement(letter: &DeadLetter, tag: usize) -> Announcement {
+    let attributes = vec![
+        ("project_id".to_owned(), letter.project_id.clone()),
+        ("collection".to_owned(), letter.collection.clone()),
+        ("error_code".to_owned(), letter.error.code.clone()),
+    ];
+    let make = |body: String| Announcement { body, attributes: attributes.clone(), tag, dedupe_id: letter.id.clone() };
+    let whole = make(letter.to_json());
+    if keen_shared::adapters::dlq::message_size(&whole) <= keen_shared::adapters::dlq::MAX_MESSAGE_BYTES {
+        return whole;
+    }
+    let compressed = make(letter.with_compressed_payload().to_json());
+    if keen_shared::adapters::dlq::message_size(&compressed) <= keen_shared::adapters::dlq::MAX_MESSAGE_BYTES {
+        return compressed;
+    }
+    make(letter.with_payload_ref(table_keys(letter)).to_json())
+}
+
+/// The first offset of each partition whose record must be retried.
+fn first_failed_offsets(records: &[DecodedRecord], fates: &[Fate]) -> BTreeMap<(String, i32), i64> {
+    let mut first: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    for (record, fate) in records.iter().zip(fates) {
+        if *fate == Fate::Retry {
+            let entry = first.entry((record.topic.clone(), record.partition)).or_insert(record.offset);
+            *entry = (*entry).min(record.offset);
+        }
+    }
+    first
+}
+
+/// Re-exported for the binary and tests.
+pub fn inbound<'a>(record: &'a DecodedRecord) -> InboundRecord<'a> {
+    record.as_inbound()
+}

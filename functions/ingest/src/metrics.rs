@@ -1,0 +1,70 @@
+//! What one invocation did, logged once as structured JSON and as CloudWatch embedded metrics.
+
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+/// Counts of one invocation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Records in the event.
+    pub received: u64,
+    /// Events written.
+    pub stored: u64,
+    /// Dropped as uniqueness-token duplicates.
+    pub duplicates: u64,
+    /// Idempotent producers' resends already stored from another offset.
+    pub resends: u64,
+    /// Dead-lettered, by error code.
+    pub dead_lettered: BTreeMap<String, u64>,
+    /// Left for Lambda to retry (transient failures).
+    pub retried: u64,
+    /// Write calls retried inside the invocation (throttling, unprocessed items).
+    pub write_retries: u64,
+    /// Compressed body bytes written.
+    pub stored_bytes: u64,
+}
+
+impl Counts {
+    /// Records dead-lettered, all codes.
+    pub fn dead_lettered_total(&self) -> u64 {
+        self.dead_lettered.values().sum()
+    }
+
+    /// The CloudWatch embedded metric format line.
+    pub fn embedded_metrics(&self, timestamp_ms: i64) -> Value {
+        let mut line = json!({
+            "_aws": {
+                "Timestamp": timestamp_ms,
+                "CloudWatchMetrics": [{
+                    "Namespace": "KeenInbound",
+                    "Dimensions": [["Function"]],
+                    "Metrics": [
+                        {"Name": "Received", "Unit": "Count"},
+                        {"Name": "Stored", "Unit": "Count"},
+                        {"Name": "Duplicates", "Unit": "Count"},
+                        {"Name": "Resends", "Unit": "Count"},
+                        {"Name": "DeadLettered", "Unit": "Count"},
+                        {"Name": "Retried", "Unit": "Count"},
+                        {"Name": "WriteRetries", "Unit": "Count"},
+                        {"Name": "StoredBytes", "Unit": "Bytes"}
+                    ]
+                }]
+            },
+            "Function": "ingest",
+            "Received": self.received,
+            "Stored": self.stored,
+            "Duplicates": self.duplicates,
+            "Resends": self.resends,
+            "DeadLettered": self.dead_lettered_total(),
+            "Retried": self.retried,
+            "WriteRetries": self.write_retries,
+            "StoredBytes": self.stored_bytes,
+        });
+        if let Value::Object(map) = &mut line {
+            for (code, n) in &self.dead_lettered {
+                map.insert(format!("DeadLettered.{code}"), json!(n));
+            }
+        }
+        line
+    }
+}

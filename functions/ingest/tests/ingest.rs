@@ -1,0 +1,304 @@
+//! The ingest handler against moto (DynamoDB and SQS in server mode), with the MSK event of
+//! `events/ingest-batch.json`: stored events, dead letters on the table and the queue, dedupe,
+//! idempotent-producer resends, exact counters under redelivery, and injected write faults.
+
+use aws_lambda_events::event::kafka::KafkaEvent;
+use aws_sdk_dynamodb::types::AttributeValue;
+use keen_ingest::{Config, DecodedRecord, Ingest, decode_event};
+use keen_shared::addon::ReferenceData;
+use keen_shared::adapters::batch::{Fault, FaultInjecting, WriteBatcher};
+use keen_shared::adapters::dlq::DeadLetterQueue;
+use keen_shared::adapters::keys_table::KeysTable;
+use keen_shared::adapters::store::{self, Tables};
+use keen_shared::key::{KeyModel, ProjectSalt, SecretKey, StoredKey};
+use keen_shared::record::{HEADER_COLLECTION, HEADER_KEY_ID, HEADER_PROJECT_ID, Header};
+use keen_testkit::{MotoServer, Provisioned};
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+const PROJECT: &str = "4f1c9a3be6d2a1b07c3e5f11";
+const KEY_ID: &str = "0123456789abcdef";
+const PEPPER: &[u8] = b"a test pepper of enough length";
+
+fn batch_file() -> Vec<DecodedRecord> {
+    let path = keen_testkit::repo_root().join("events/ingest-batch.json");
+    let text = std::fs::read_to_string(&path).expect("events/ingest-batch.json");
+    let event: KafkaEvent = serde_json::from_str(&text).expect("an MSK event");
+    decode_event(&event)
+}
+
+fn geoip() -> std::path::PathBuf {
+    let path = keen_testkit::repo_root().join(".test-data/GeoLite2-City-Test.mmdb");
+    assert!(path.exists(), "run scripts/setup-test-env for {}", path.display());
+    path
+}
+
+struct Harness {
+    _moto: MotoServer,
+    aws: Provisioned,
+    config: Config,
+}
+
+impl Harness {
+    async fn start(label: &str) -> Harness {
+        let moto = MotoServer::start();
+        let aws = moto.provisioned(&keen_testkit::unique_prefix(label)).await;
+        let config = Config {
+            tables: Tables {
+                events: aws.name("EVENTS_TABLE").to_owned(),
+                collections: aws.name("COLLECTIONS_TABLE").to_owned(),
+                dedupe: aws.name("DEDUPE_TABLE").to_owned(),
+                dead_letters: aws.name("DEAD_LETTERS_TABLE").to_owned(),
+            },
+            keys_table: aws.name("KEYS_TABLE").to_owned(),
+            dead_letter_queue_url: aws.name("DEAD_LETTER_QUEUE_URL").to_owned(),
+            geoip_database: Some(geoip()),
+            shards: 16,
+        };
+        let harness = Harness { _moto: moto, aws, config };
+        harness.put_key(true).await;
+        harness
+    }
+
+    fn keys(&self) -> KeysTable {
+        KeysTable::new(self.aws.dynamodb.clone(), self.config.keys_table.clone())
+    }
+
+    async fn put_key(&self, active: bool) {
+        let keys = self.keys();
+        let salt: ProjectSalt = keys.put_project(PROJECT).await.expect("project");
+        let model: KeyModel = serde_json::from_value(json!({
+            "key_id": KEY_ID, "project_id": PROJECT, "name": "writer", "kind": "write",
+            "permitted": [], "is_active": active, "options": {}
+        }))
+        .expect("model");
+        let secret = SecretKey::import(&"w".repeat(40)).expect("key");
+        let _ = keys.delete_key(PROJECT, &model.key_id).await;
+        keys.put_key(&StoredKey::derive(model, &secret, PEPPER, &salt)).await.expect("put key");
+    }
+
+    fn ingest(&self, batcher: WriteBatcher) -> Ingest {
+        Ingest::new(
+            self.config.clone(),
+            self.aws.dynamodb.clone(),
+            batcher,
+            DeadLetterQueue::new(self.aws.sqs.clone(), self.config.dead_letter_queue_url.clone()),
+            self.keys(),
+            Arc::new(ReferenceData::new(self.config.geoip_database.clone())),
+        )
+        .with_clock(|| 1_710_000_100_000)
+    }
+
+    async fn scan(&self, table: &str) -> Vec<std::collections::HashMap<String, AttributeValue>> {
+        self.aws.dynamodb.scan().table_name(table).send().await.expect("scan").items.unwrap_or_default()
+    }
+
+    async fn event_heads(&self) -> Vec<std::collections::HashMap<String, AttributeValue>> {
+        self.scan(&self.config.tables.events)
+            .await
+            .into_iter()
+            .filter(|i| {
+                let pk = store::string_attr(i, "pk").unwrap_or_default();
+                let sk = store::string_attr(i, "sk").unwrap_or_default();
+                !pk.ends_with("#counts") && !keen_shared::storage::is_part_sort_key(sk)
+            })
+            .collect()
+    }
+
+    async fn count(&self, collection: &str) -> u64 {
+        store::read_counters(&self.aws.dynamodb, &self.config.tables.events, PROJECT, collection)
+            .await
+            .expect("counters")
+            .iter()
+            .map(|(_, n)| n)
+            .sum()
+    }
+
+    async fn queue_messages(&self) -> Vec<aws_sdk_sqs::types::Message> {
+        let mut all = Vec::new();
+        for _ in 0..10 {
+            let page = self
+                .aws
+                .sqs
+                .receive_message()
+                .queue_url(&self.config.dead_letter_queue_url)
+                .max_number_of_messages(10)
+                .message_attribute_names("All")
+                .visibility_timeout(60)
+                .send()
+                .await
+                .expect("receive");
+            let messages = page.messages.unwrap_or_default();
+            if messages.is_empty() {
+                break;
+            }
+            all.extend(messages);
+        }
+        all
+    }
+}
+
+fn no_failures(response: &Value) {
+    assert_eq!(response, &json!({"batchItemFailures": []}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sample_batch_is_stored_dead_lettered_and_deduplicated() {
+    let h = Harness::start("batch").await;
+    let ingest = h.ingest(WriteBatcher::new(h.aws.dynamodb.clone()));
+    let records = batch_file();
+    assert_eq!(records.len(), 8);
+
+    let (response, counts) = ingest.handle(records.clone()).await;
+    no_failures(&response);
+    assert_eq!(counts.received, 8);
+    assert_eq!(counts.stored, 3, "{counts:?}"); // 100, 103, 106
+    assert_eq!(counts.duplicates, 1); // 104 repeats order-1
+    assert_eq!(counts.resends, 1); // 107 repeats 106's producer identity
+    assert_eq!(counts.dead_lettered_total(), 3);
+    assert_eq!(counts.dead_lettered.get("InvalidEventError"), Some(&1));
+    assert_eq!(counts.dead_lettered.get("InvalidPropertyNameError"), Some(&1));
+    assert_eq!(counts.dead_lettered.get("MissingTenantHeadersError"), Some(&1));
+
+    // The stored event reads back equal to the core's output.
+    let heads = h.event_heads().await;
+    assert_eq!(heads.len(), 3);
+    let first = &records[0];
+    let key: KeyModel = serde_json::from_value(json!({
+        "key_id": KEY_ID, "project_id": PROJECT, "name": "writer", "kind": "write", "permitted": [], "is_active": true, "options": {}
+    }))
+    .expect("model");
+    let data = ReferenceData::new(Some(geoip()));
+    let expected = keen_shared::process(&first.as_inbound(), Some(&key), &data);
+    let expected = expected.stored().expect("stored").clone();
+    let layout = keen_shared::storage::EventLayout::new(16);
+    let pk = layout.partition_key(PROJECT, "purchases", expected.timestamp_ms, &expected.keen_id);
+    let sk = keen_shared::storage::sort_key(expected.timestamp_ms, &expected.keen_id);
+    let stored = store::read_event(&h.aws.dynamodb, &h.config.tables.events, &pk, &sk).await.expect("read").expect("present");
+    assert_eq!(stored, expected.json);
+    let stored: Value = serde_json::from_str(&stored).expect("json");
+    assert_eq!(stored["parsed_page_url"]["query_string"], json!({"source": "twitter", "foo": "bar/"}));
+    assert_eq!(stored["timestamp_info"]["day_of_week_string"], "Saturday");
+    assert_eq!(stored["ua"].as_str().map(|s| s.contains("CriOS")), Some(true));
+
+    // Dead letters: in the table and announced on the queue with attributes.
+    let letters = h.scan(&h.config.tables.dead_letters).await;
+    assert_eq!(letters.len(), 3);
+    let messages = h.queue_messages().await;
+    assert_eq!(messages.len(), 3);
+    let mut codes: Vec<String> = messages
+        .iter()
+        .map(|m| {
+            let body: Value = serde_json::from_str(m.body().unwrap_or_default()).expect("json body");
+            assert!(body["source"]["offset"].is_i64());
+            body["error"]["code"].as_str().unwrap_or_default().to_owned()
+        })
+        .collect();
+    codes.sort();
+    assert_eq!(codes, ["InvalidEventError", "InvalidPropertyNameError", "MissingTenantHeadersError"]);
+    for message in &messages {
+        let attributes = message.message_attributes().expect("attributes");
+        assert!(attributes.contains_key("error_code") && attributes.contains_key("project_id"));
+    }
+
+    assert_eq!(h.count("purchases").await, 3);
+    let collection = h
+        .aws
+        .dynamodb
+        .get_item()
+        .table_name(&h.config.tables.collections)
+        .key("pk", AttributeValue::S(PROJECT.into()))
+        .key("sk", AttributeValue::S("purchases".into()))
+        .send()
+        .await
+        .expect("get")
+        .item
+        .expect("collection item");
+    let properties: Value = serde_json::from_str(store::string_attr(&collection, "properties").unwrap_or("{}")).expect("json");
+    assert_eq!(properties["parsed_page_url.domain"], "string");
+    assert_eq!(properties["price"], "number");
+
+    // The same batch again: nothing stored twice, nothing counted twice.
+    let (response, again) = ingest.handle(records).await;
+    no_failures(&response);
+    assert_eq!(h.event_heads().await.len(), 3);
+    assert_eq!(h.count("purchases").await, 3);
+    assert_eq!(again.duplicates, 1);
+}
+
+fn simple_record(offset: i64) -> DecodedRecord {
+    DecodedRecord {
+        topic: "keen-inbound".into(),
+        partition: 5,
+        offset,
+        timestamp_ms: 1_710_000_000_000 + offset,
+        key: None,
+        value: Some(format!("{{\"n\":{offset}}}").into_bytes()),
+        headers: vec![
+            Header::new(HEADER_PROJECT_ID, PROJECT),
+            Header::new(HEADER_COLLECTION, "clicks"),
+            Header::new(HEADER_KEY_ID, KEY_ID),
+        ],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retried_range_counts_only_what_is_new() {
+    let h = Harness::start("retry").await;
+    let ingest = h.ingest(WriteBatcher::new(h.aws.dynamodb.clone()));
+    let first: Vec<DecodedRecord> = (100..=200).map(simple_record).collect();
+    no_failures(&ingest.handle(first).await.0);
+    assert_eq!(h.count("clicks").await, 101);
+    // Lambda redelivers 100–250 after 100–200 were processed: exactly 50 more.
+    let retry: Vec<DecodedRecord> = (100..=250).map(simple_record).collect();
+    no_failures(&ingest.handle(retry).await.0);
+    assert_eq!(h.count("clicks").await, 151);
+    assert_eq!(h.event_heads().await.len(), 151);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn injected_throttling_is_retried_until_everything_is_stored() {
+    let h = Harness::start("throttle").await;
+    let faulty = FaultInjecting::shuffled(h.aws.dynamodb.clone(), 42, 10, 0.3, 4);
+    let ingest = h.ingest(WriteBatcher::with_api(Arc::new(faulty)).with_policy(
+        keen_shared::adapters::batch::RetryPolicy {
+            max_attempts: 30,
+            base_delay: std::time::Duration::from_millis(1),
+            max_delay: std::time::Duration::from_millis(5),
+        },
+    ));
+    let records: Vec<DecodedRecord> = (0..300).map(simple_record).collect();
+    let (response, counts) = ingest.handle(records).await;
+    no_failures(&response);
+    assert!(counts.write_retries > 0, "faults were injected: {counts:?}");
+    assert_eq!(h.event_heads().await.len(), 300);
+    assert_eq!(h.count("clicks").await, 300);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_key_is_dead_lettered_and_a_failing_store_is_retried_from_the_first_offset() {
+    let h = Harness::start("revoked").await;
+    h.put_key(false).await;
+    let ingest = h.ingest(WriteBatcher::new(h.aws.dynamodb.clone()));
+    let (response, counts) = ingest.handle((0..5).map(simple_record).collect()).await;
+    no_failures(&response);
+    assert_eq!(counts.dead_lettered.get("InvalidApiKeyError"), Some(&5));
+    assert!(h.event_heads().await.is_empty());
+
+    // Every write failing beyond the budget: the whole partition is retried from its first
+    // offset, nothing is dead-lettered, nothing counted.
+    h.put_key(true).await;
+    let always_failing = FaultInjecting::scripted(h.aws.dynamodb.clone(), std::iter::repeat_n(Fault::throttle(), 1_000), 7);
+    let ingest = h.ingest(WriteBatcher::with_api(Arc::new(always_failing)).with_policy(
+        keen_shared::adapters::batch::RetryPolicy {
+            max_attempts: 2,
+            base_delay: std::time::Duration::from_millis(1),
+            max_delay: std::time::Duration::from_millis(2),
+        },
+    ));
+    let (response, counts) = ingest.handle((10..20).map(simple_record).collect()).await;
+    assert_eq!(response, json!({"batchItemFailures": [{"itemIdentifier": {"partition": "keen-inbound-5", "offset": 10}}]}));
+    assert_eq!(counts.retried, 10);
+    assert_eq!(counts.dead_lettered_total(), 0);
+    assert_eq!(h.count("clicks").await, 0);
+}
