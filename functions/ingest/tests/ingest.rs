@@ -197,8 +197,13 @@ async fn the_sample_batch_is_stored_dead_lettered_and_deduplicated() {
     codes.sort();
     assert_eq!(codes, ["InvalidEventError", "InvalidPropertyNameError", "MissingTenantHeadersError"]);
     for message in &messages {
+        let body: Value = serde_json::from_str(message.body().unwrap_or_default()).expect("json body");
         let attributes = message.message_attributes().expect("attributes");
-        assert!(attributes.contains_key("error_code") && attributes.contains_key("project_id"));
+        let code = attributes.get("error_code").and_then(|a| a.string_value());
+        assert_eq!(code, body["error"]["code"].as_str());
+        // SQS refuses empty attribute values: a record without tenant headers has no project.
+        let project = attributes.get("project_id").and_then(|a| a.string_value()).unwrap_or_default();
+        assert_eq!(project, body["project_id"].as_str().unwrap_or_default());
     }
 
     assert_eq!(h.count("purchases").await, 3);
