@@ -132,7 +132,8 @@ impl CommandOptions<'_> {
     }
 
     fn require(&self, name: &str) -> Result<&str, String> {
-        self.get(name).ok_or_else(|| format!("--{name} is required"))
+        self.get(name)
+            .ok_or_else(|| format!("--{name} is required"))
     }
 }
 
@@ -173,7 +174,10 @@ async fn run(invocation: Invocation) -> Result<ExitCode, CliError> {
         "provision" => return provision_command(&invocation).await,
         "put-project" => {
             invocation.options(&[]).map_err(CliError::Usage)?;
-            let [project] = invocation.positional(&["PROJECT"]).map_err(CliError::Usage)? else {
+            let [project] = invocation
+                .positional(&["PROJECT"])
+                .map_err(CliError::Usage)?
+            else {
                 unreachable!("positional checked the count");
             };
             json!({"action": "put_project", "project_id": project})
@@ -191,7 +195,10 @@ async fn run(invocation: Invocation) -> Result<ExitCode, CliError> {
         }
         "list-keys" => {
             invocation.options(&[]).map_err(CliError::Usage)?;
-            let [project] = invocation.positional(&["PROJECT"]).map_err(CliError::Usage)? else {
+            let [project] = invocation
+                .positional(&["PROJECT"])
+                .map_err(CliError::Usage)?
+            else {
                 unreachable!("positional checked the count");
             };
             json!({"action": "list_keys", "project_id": project})
@@ -233,7 +240,8 @@ async fn provision_command(invocation: &Invocation) -> Result<ExitCode, CliError
     invocation.positional(&[]).map_err(CliError::Usage)?;
     let prefix = options.get("prefix").unwrap_or("keen-");
     let config = sdk_config(invocation).await;
-    let spec = DeploymentSpec::deployment().map_err(|error| CliError::Failure(error.to_string()))?;
+    let spec =
+        DeploymentSpec::deployment().map_err(|error| CliError::Failure(error.to_string()))?;
     let sqs = match &invocation.endpoint_url {
         Some(url) => aws_sdk_sqs::Client::from_conf(
             aws_sdk_sqs::config::Builder::from(&config)
@@ -270,8 +278,9 @@ fn new_key_request(invocation: &Invocation) -> Result<Value, String> {
         })
         .unwrap_or_default();
     let key_options: Value = match options.get("options") {
-        Some(text) => serde_json::from_str(text)
-            .map_err(|error| format!("--options is not JSON: {error}"))?,
+        Some(text) => {
+            serde_json::from_str(text).map_err(|error| format!("--options is not JSON: {error}"))?
+        }
         None => Value::Null,
     };
     let mut request = json!({
@@ -328,7 +337,10 @@ async fn sdk_config(invocation: &Invocation) -> aws_config::SdkConfig {
 }
 
 /// An explicit `--endpoint-url` wins over service-specific endpoint variables too.
-fn dynamodb_client(config: &aws_config::SdkConfig, invocation: &Invocation) -> aws_sdk_dynamodb::Client {
+fn dynamodb_client(
+    config: &aws_config::SdkConfig,
+    invocation: &Invocation,
+) -> aws_sdk_dynamodb::Client {
     match &invocation.endpoint_url {
         Some(url) => aws_sdk_dynamodb::Client::from_conf(
             aws_sdk_dynamodb::config::Builder::from(config)
@@ -362,7 +374,10 @@ mod tests {
             "--region",
             "eu-west-1",
         ]);
-        assert_eq!(invocation.endpoint_url.as_deref(), Some("http://127.0.0.1:5000"));
+        assert_eq!(
+            invocation.endpoint_url.as_deref(),
+            Some("http://127.0.0.1:5000")
+        );
         assert_eq!(invocation.region.as_deref(), Some("eu-west-1"));
         let request = new_key_request(&invocation).expect("request");
         assert_eq!(
@@ -379,14 +394,53 @@ mod tests {
             new_key_request(&missing_kind).expect_err("no kind"),
             "--kind is required"
         );
-        let key_on_create = parse(&["create-key", "p1", "--name", "n", "--kind", "write", "--key", "k"]);
-        assert!(new_key_request(&key_on_create).expect_err("no --key").contains("--key"));
+        let key_on_create = parse(&[
+            "create-key",
+            "p1",
+            "--name",
+            "n",
+            "--kind",
+            "write",
+            "--key",
+            "k",
+        ]);
+        assert!(
+            new_key_request(&key_on_create)
+                .expect_err("no --key")
+                .contains("--key")
+        );
         let two_projects = parse(&["create-key", "p1", "p2", "--name", "n", "--kind", "write"]);
-        assert!(new_key_request(&two_projects).expect_err("two").contains("takes PROJECT"));
-        let bad_options = parse(&["create-key", "p1", "--name", "n", "--kind", "write", "--options", "{"]);
-        assert!(new_key_request(&bad_options).expect_err("json").contains("not JSON"));
+        assert!(
+            new_key_request(&two_projects)
+                .expect_err("two")
+                .contains("takes PROJECT")
+        );
+        let bad_options = parse(&[
+            "create-key",
+            "p1",
+            "--name",
+            "n",
+            "--kind",
+            "write",
+            "--options",
+            "{",
+        ]);
+        assert!(
+            new_key_request(&bad_options)
+                .expect_err("json")
+                .contains("not JSON")
+        );
         assert!(Invocation::parse(["--region".to_owned()]).is_err());
-        let import = parse(&["import-key", "p1", "--name", "n", "--kind", "write", "--key", "k".repeat(32).as_str()]);
+        let import = parse(&[
+            "import-key",
+            "p1",
+            "--name",
+            "n",
+            "--kind",
+            "write",
+            "--key",
+            "k".repeat(32).as_str(),
+        ]);
         let request = new_key_request(&import).expect("request");
         assert_eq!(request["action"], "import_key");
         assert_eq!(request["key"], "k".repeat(32));

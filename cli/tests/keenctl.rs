@@ -27,7 +27,11 @@ fn keenctl(moto: &MotoServer, args: &[&str], stdin: Option<&str>) -> Output {
         .env("TEST_PEPPER", PEPPER)
         .env_remove("KEY_PEPPER")
         .env_remove("KEYS_TABLE")
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let mut child = command.spawn().expect("keenctl runs");
@@ -58,7 +62,11 @@ fn provision_create_import_and_list_keys() {
     let moto = MotoServer::start();
     let prefix = unique_prefix("cli");
     let output = keenctl(&moto, &["provision", "--prefix", &prefix], None);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let exports: BTreeMap<String, String> = String::from_utf8_lossy(&output.stdout)
         .lines()
         .map(|line| {
@@ -85,7 +93,12 @@ fn provision_create_import_and_list_keys() {
     let again = keenctl(&moto, &["provision", "--prefix", &prefix], None);
     assert_eq!(again.stdout, output.stdout);
 
-    let base = ["--keys-table", keys_table.as_str(), "--pepper-env", "TEST_PEPPER"];
+    let base = [
+        "--keys-table",
+        keys_table.as_str(),
+        "--pepper-env",
+        "TEST_PEPPER",
+    ];
     let run = |args: &[&str], stdin: Option<&str>| {
         let all: Vec<&str> = base.iter().chain(args).copied().collect();
         keenctl(&moto, &all, stdin)
@@ -93,9 +106,16 @@ fn provision_create_import_and_list_keys() {
 
     let created = json_of(&run(
         &[
-            "create-key", "p1", "--name", "tenant 7", "--kind", "access",
-            "--permitted", "writes,queries",
-            "--options", r#"{"writes":{"autofill":{"tenant":{"id":7}}}}"#,
+            "create-key",
+            "p1",
+            "--name",
+            "tenant 7",
+            "--kind",
+            "access",
+            "--permitted",
+            "writes,queries",
+            "--options",
+            r#"{"writes":{"autofill":{"tenant":{"id":7}}}}"#,
         ],
         None,
     ));
@@ -105,7 +125,16 @@ fn provision_create_import_and_list_keys() {
 
     let imported_key = "an imported key read from stdin!".replace(' ', "-");
     let imported = json_of(&run(
-        &["import-key", "p1", "--name", "mine", "--kind", "write", "--key", "-"],
+        &[
+            "import-key",
+            "p1",
+            "--name",
+            "mine",
+            "--kind",
+            "write",
+            "--key",
+            "-",
+        ],
         Some(&format!("{imported_key}\n")),
     ));
     let imported_id = imported["key_id"].as_str().expect("key_id");
@@ -120,8 +149,14 @@ fn provision_create_import_and_list_keys() {
     let mut expected = vec![key_id, imported_id];
     expected.sort_unstable();
     assert_eq!(ids, expected);
-    let tenant = keys.iter().find(|k| k["key_id"] == key_id).expect("created key");
-    assert_eq!(tenant["permitted"], serde_json::json!(["writes", "queries"]));
+    let tenant = keys
+        .iter()
+        .find(|k| k["key_id"] == key_id)
+        .expect("created key");
+    assert_eq!(
+        tenant["permitted"],
+        serde_json::json!(["writes", "queries"])
+    );
     assert_eq!(tenant["options"]["writes"]["autofill"]["tenant"]["id"], 7);
 
     let revoked = json_of(&run(&["revoke-key", "p1", key_id], None));
@@ -139,7 +174,11 @@ fn provision_create_import_and_list_keys() {
     assert!(String::from_utf8_lossy(&usage.stderr).contains("--name is required"));
 
     // A missing pepper is a configuration failure (exit 3) that names the variable.
-    let no_pepper = keenctl(&moto, &["--keys-table", &keys_table, "list-keys", "p1"], None);
+    let no_pepper = keenctl(
+        &moto,
+        &["--keys-table", &keys_table, "list-keys", "p1"],
+        None,
+    );
     assert_eq!(no_pepper.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&no_pepper.stderr).contains("KEY_PEPPER is not set"));
 }

@@ -120,10 +120,7 @@ impl MotoServer {
 
     fn try_start(binary: &Path) -> Result<Self, String> {
         let port = free_port().map_err(|error| format!("no free port: {error}"))?;
-        let log = std::env::temp_dir().join(format!(
-            "keen-moto-{}-{port}.log",
-            std::process::id()
-        ));
+        let log = std::env::temp_dir().join(format!("keen-moto-{}-{port}.log", std::process::id()));
         // moto logs every request: to a file, since an unread pipe would fill and stall it.
         let log_file = File::create(&log).map_err(|error| format!("{}: {error}", log.display()))?;
         let log_err = log_file
@@ -281,6 +278,8 @@ fn http_request(port: u16, method: &str, path: &str) -> std::io::Result<String> 
     if status.starts_with("HTTP/1.") {
         Ok(status)
     } else {
-        Err(std::io::Error::other(format!("not an HTTP answer: {status:?}")))
+        Err(std::io::Error::other(format!(
+            "not an HTTP answer: {status:?}"
+        )))
     }
 }

@@ -76,7 +76,8 @@ async fn every_table_and_queue_of_the_template_is_created_as_declared() {
         }
     }
     assert_eq!(
-        spec.table("DedupeTable").and_then(|t| t.ttl_attribute.as_deref()),
+        spec.table("DedupeTable")
+            .and_then(|t| t.ttl_attribute.as_deref()),
         Some("expires_at")
     );
 
@@ -116,7 +117,11 @@ async fn every_table_and_queue_of_the_template_is_created_as_declared() {
         .send()
         .await
         .expect("list tables");
-    assert!(tables.table_names().is_empty(), "{:?}", tables.table_names());
+    assert!(
+        tables.table_names().is_empty(),
+        "{:?}",
+        tables.table_names()
+    );
 }
 
 #[tokio::test]
@@ -150,5 +155,8 @@ Resources:
     let error = provision(&dynamodb, &sqs, &spec, "bad prefix")
         .await
         .expect_err("space");
-    assert!(matches!(error, ProvisionError::InvalidPrefix { .. }), "{error}");
+    assert!(
+        matches!(error, ProvisionError::InvalidPrefix { .. }),
+        "{error}"
+    );
 }

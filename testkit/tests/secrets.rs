@@ -35,13 +35,19 @@ async fn a_secret_arn_resolves_to_the_secret_string() {
     let error = resolve_pepper(short.arn().expect("arn"), &moto.sdk_config())
         .await
         .expect_err("9 bytes");
-    assert!(matches!(error, PepperError::TooShort { length: 9 }), "{error}");
+    assert!(
+        matches!(error, PepperError::TooShort { length: 9 }),
+        "{error}"
+    );
     assert!(!error.to_string().contains("too short"), "{error}");
 
     let missing = arn.replace("keen/key-pepper", "keen/absent");
     let error = resolve_pepper(&missing, &moto.sdk_config())
         .await
         .expect_err("no such secret");
-    assert!(matches!(error, PepperError::SecretsManager { .. }), "{error}");
+    assert!(
+        matches!(error, PepperError::SecretsManager { .. }),
+        "{error}"
+    );
     assert!(error.to_string().contains("keen/absent"), "{error}");
 }

@@ -311,16 +311,23 @@ impl Authorizer {
                 Err(error) => return Err(error.into()),
             }
         }
-        Err(Failure::Transient(TransientError(KeysTableError::Unavailable {
-            operation: "PutItem",
-            message: format!("{KEY_ID_ATTEMPTS} fresh key ids all collided; retry"),
-        })))
+        Err(Failure::Transient(TransientError(
+            KeysTableError::Unavailable {
+                operation: "PutItem",
+                message: format!("{KEY_ID_ATTEMPTS} fresh key ids all collided; retry"),
+            },
+        )))
     }
 
     async fn set_active(&self, request: KeyRequest, active: bool) -> Result<Value, Failure> {
         let (project_id, key_id) = key_ref(request)?;
         self.keys.set_active(&project_id, &key_id, active).await?;
-        tracing::info!(project_id, key_id = key_id.as_str(), active, "key activity set");
+        tracing::info!(
+            project_id,
+            key_id = key_id.as_str(),
+            active,
+            "key activity set"
+        );
         Ok(json!({"key_id": key_id, "is_active": active}))
     }
 
@@ -336,7 +343,9 @@ impl Authorizer {
         if self.keys.get_project(&project_id).await?.is_none() {
             return Err(Refusal::new(
                 ErrorCode::ProjectNotFound,
-                format!("project {project_id} does not exist; put_project or create_key creates it"),
+                format!(
+                    "project {project_id} does not exist; put_project or create_key creates it"
+                ),
             )
             .into());
         }
@@ -386,12 +395,13 @@ fn key_model(request: NewKeyRequest) -> Result<KeyModel, Refusal> {
             "the name is {name_length} characters long; the limit is {MAX_NAME_LEN}"
         )));
     }
-    let kind: KeyKind = serde_json::from_value(Value::String(request.kind.clone())).map_err(|_| {
-        invalid(format!(
-            "unknown kind {:?}: the kinds are master, write, read and access",
-            request.kind
-        ))
-    })?;
+    let kind: KeyKind =
+        serde_json::from_value(Value::String(request.kind.clone())).map_err(|_| {
+            invalid(format!(
+                "unknown kind {:?}: the kinds are master, write, read and access",
+                request.kind
+            ))
+        })?;
     let mut permitted: Vec<Permission> = Vec::new();
     for name in &request.permitted {
         let permission: Permission = name.parse().map_err(|error| invalid(format!("{error}")))?;
@@ -470,15 +480,31 @@ mod tests {
         assert!(model.is_active);
 
         for (request, code, needle) in [
-            (json!({"project_id": "p 1", "kind": "write"}), ErrorCode::InvalidRequest, "project_id"),
-            (json!({"project_id": "p1", "kind": "admin"}), ErrorCode::InvalidKeyModel, "kinds are"),
-            (json!({"project_id": "p1", "kind": "access"}), ErrorCode::InvalidKeyModel, "permits nothing"),
+            (
+                json!({"project_id": "p 1", "kind": "write"}),
+                ErrorCode::InvalidRequest,
+                "project_id",
+            ),
+            (
+                json!({"project_id": "p1", "kind": "admin"}),
+                ErrorCode::InvalidKeyModel,
+                "kinds are",
+            ),
+            (
+                json!({"project_id": "p1", "kind": "access"}),
+                ErrorCode::InvalidKeyModel,
+                "permits nothing",
+            ),
             (
                 json!({"project_id": "p1", "kind": "access", "permitted": ["write"]}),
                 ErrorCode::InvalidKeyModel,
                 "unknown permission `write`",
             ),
-            (json!({"project_id": "p1", "kind": "write", "options": [1]}), ErrorCode::InvalidKeyModel, "JSON object"),
+            (
+                json!({"project_id": "p1", "kind": "write", "options": [1]}),
+                ErrorCode::InvalidKeyModel,
+                "JSON object",
+            ),
             (
                 json!({"project_id": "p1", "kind": "write", "options": {"writes": {"autofill": 3}}}),
                 ErrorCode::InvalidKeyModel,
@@ -494,12 +520,24 @@ mod tests {
                 ErrorCode::InvalidKeyModel,
                 "limit is 256",
             ),
-            (json!({"project_id": "p1", "kind": "write", "permited": []}), ErrorCode::InvalidRequest, "unknown field"),
-            (json!({"kind": "write"}), ErrorCode::InvalidRequest, "project_id"),
+            (
+                json!({"project_id": "p1", "kind": "write", "permited": []}),
+                ErrorCode::InvalidRequest,
+                "unknown field",
+            ),
+            (
+                json!({"kind": "write"}),
+                ErrorCode::InvalidRequest,
+                "project_id",
+            ),
         ] {
             let refusal = new_key(request.clone()).expect_err("refused");
             assert_eq!(refusal.code, code, "{request}: {}", refusal.message);
-            assert!(refusal.message.contains(needle), "{request}: {}", refusal.message);
+            assert!(
+                refusal.message.contains(needle),
+                "{request}: {}",
+                refusal.message
+            );
         }
         let big = "x".repeat(9_000);
         let options: Map<String, Value> = (0..8).map(|i| (format!("k{i}"), json!(big))).collect();
@@ -508,7 +546,11 @@ mod tests {
             "options": {"writes": {"autofill": options}}
         }))
         .expect_err("too big");
-        assert!(refusal.message.contains("limit is 65536"), "{}", refusal.message);
+        assert!(
+            refusal.message.contains("limit is 65536"),
+            "{}",
+            refusal.message
+        );
         assert!(new_key(json!({"project_id": "p1", "kind": "write", "options": {"writes": {"autofill": {}}}})).is_ok());
     }
 
@@ -521,8 +563,14 @@ mod tests {
         .expect_err("refused");
         let answer = refusal.answer();
         assert_eq!(answer["error"]["code"], "InvalidKeyModel");
-        assert_eq!(answer["error"]["path"], r#"$.options.writes.autofill.ok["$bad"]"#, "{answer}");
+        assert_eq!(
+            answer["error"]["path"], r#"$.options.writes.autofill.ok["$bad"]"#,
+            "{answer}"
+        );
         let plain = Refusal::new(ErrorCode::KeyNotFound, "gone").answer();
-        assert_eq!(plain, json!({"error": {"code": "KeyNotFound", "message": "gone"}}));
+        assert_eq!(
+            plain,
+            json!({"error": {"code": "KeyNotFound", "message": "gone"}})
+        );
     }
 }

@@ -8,7 +8,9 @@ use keen_authorizer::Authorizer;
 use keen_shared::adapters::keys_table::KeysTable;
 use keen_shared::adapters::secrets::Pepper;
 use keen_shared::key::{KeyId, key_digest};
-use keen_testkit::{MotoServer, Provisioned, repo_root, sdk_config_for, unique_prefix, venv_python};
+use keen_testkit::{
+    MotoServer, Provisioned, repo_root, sdk_config_for, unique_prefix, venv_python,
+};
 use serde_json::{Value, json};
 use std::collections::HashMap;
 use std::io::Write;
@@ -162,11 +164,17 @@ async fn put_project_is_idempotent_and_keeps_one_salt() {
     let fixture = Fixture::start().await;
     let request = json!({"action": "put_project", "project_id": PROJECT});
     let first = fixture.call(request.clone()).await;
-    assert_eq!(first, json!({"project_id": PROJECT, "scram_iterations": 4096}));
+    assert_eq!(
+        first,
+        json!({"project_id": PROJECT, "scram_iterations": 4096})
+    );
     let salt = string(&fixture.raw_item("project").await.expect("item"), "salt");
     assert_eq!(fixture.call(request).await, first);
     let again = string(&fixture.raw_item("project").await.expect("item"), "salt");
-    assert_eq!(salt, again, "the second put_project must not change the salt");
+    assert_eq!(
+        salt, again,
+        "the second put_project must not change the salt"
+    );
     assert!(BASE64.decode(&salt).expect("base64").len() >= 16);
     assert!(fixture.list().await.is_empty());
 }
@@ -187,9 +195,15 @@ async fn create_key_shows_the_key_once_and_stores_only_verifiers() {
     let key = answer["key"].as_str().expect("key");
     let key_id = answer["key_id"].as_str().expect("key_id");
     assert_eq!(key.len(), 64);
-    assert!(key.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')), "{key}");
+    assert!(
+        key.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')),
+        "{key}"
+    );
     assert!(KeyId::parse(key_id).is_ok(), "{key_id}");
-    assert!(fixture.raw_item("project").await.is_some(), "project created");
+    assert!(
+        fixture.raw_item("project").await.is_some(),
+        "project created"
+    );
 
     // list_keys: the model, never the key, its digest or its verifiers.
     let listed = fixture.list().await;
@@ -199,15 +213,28 @@ async fn create_key_shows_the_key_once_and_stores_only_verifiers() {
     assert_eq!(model["kind"], "access");
     assert_eq!(model["permitted"], json!(["writes", "queries"]));
     assert_eq!(model["is_active"], true);
-    assert_eq!(model["options"]["writes"]["autofill"], json!({"tenant": {"id": 7}}));
+    assert_eq!(
+        model["options"]["writes"]["autofill"],
+        json!({"tenant": {"id": 7}})
+    );
     assert_eq!(model["options"]["datasets"], json!({"x": 1}));
     let digest = key_digest(PEPPER, key);
     let listing = serde_json::to_string(&listed).expect("json");
     for secret in [key.to_owned(), hex(&digest), BASE64.encode(digest)] {
         assert!(!listing.contains(&secret), "list_keys leaks {secret}");
     }
-    for field in ["key", "digest", "scram_sha256", "scram_sha512", "stored_key", "server_key"] {
-        assert!(!listing.contains(&format!("\"{field}\"")), "list_keys has {field}: {listing}");
+    for field in [
+        "key",
+        "digest",
+        "scram_sha256",
+        "scram_sha512",
+        "stored_key",
+        "server_key",
+    ] {
+        assert!(
+            !listing.contains(&format!("\"{field}\"")),
+            "list_keys has {field}: {listing}"
+        );
     }
 
     // The stored item: no plaintext anywhere in the table, in any attribute, in any encoding.
@@ -220,10 +247,16 @@ async fn create_key_shows_the_key_once_and_stores_only_verifiers() {
                 AttributeValue::B(blob) => String::from_utf8_lossy(blob.as_ref()).into_owned(),
                 other => format!("{other:?}"),
             };
-            assert!(!text.contains(key), "attribute {name} holds the plaintext key");
+            assert!(
+                !text.contains(key),
+                "attribute {name} holds the plaintext key"
+            );
             if let AttributeValue::B(blob) = value {
                 assert!(
-                    !blob.as_ref().windows(key.len()).any(|w| w == key.as_bytes()),
+                    !blob
+                        .as_ref()
+                        .windows(key.len())
+                        .any(|w| w == key.as_bytes()),
                     "{name}"
                 );
             }
@@ -233,11 +266,27 @@ async fn create_key_shows_the_key_once_and_stores_only_verifiers() {
         .raw_item(&format!("key#{key_id}"))
         .await
         .expect("key item");
-    assert_eq!(bytes(&item, "digest"), digest, "the digest is HMAC-SHA-256 under the pepper");
+    assert_eq!(
+        bytes(&item, "digest"),
+        digest,
+        "the digest is HMAC-SHA-256 under the pepper"
+    );
     for name in [
-        "key_id", "name", "kind", "permitted", "is_active", "options", "digest",
-        "scram_sha256_stored_key", "scram_sha256_server_key", "scram_sha512_stored_key",
-        "scram_sha512_server_key", "created_at", "updated_at", "pk", "sk",
+        "key_id",
+        "name",
+        "kind",
+        "permitted",
+        "is_active",
+        "options",
+        "digest",
+        "scram_sha256_stored_key",
+        "scram_sha256_server_key",
+        "scram_sha512_stored_key",
+        "scram_sha512_server_key",
+        "created_at",
+        "updated_at",
+        "pk",
+        "sk",
     ] {
         assert!(item.contains_key(name), "the key item lacks {name}");
     }
@@ -257,7 +306,10 @@ async fn the_verifiers_written_verify_with_scramp() {
         .await;
     assert_eq!(answer.as_object().map(|o| o.len()), Some(1), "{answer}");
     let imported_id = answer["key_id"].as_str().expect("key_id").to_owned();
-    assert!(!answer.to_string().contains(imported), "the import answer echoes the key");
+    assert!(
+        !answer.to_string().contains(imported),
+        "the import answer echoes the key"
+    );
 
     let project = fixture.raw_item("project").await.expect("project");
     for (key_id, password) in [(generated_id, generated.as_str()), (imported_id, imported)] {
@@ -273,7 +325,10 @@ async fn the_verifiers_written_verify_with_scramp() {
             );
             let wrong = format!("{password}x");
             let refused = scramp_exchange(mechanism, &wrong, &project, &item);
-            assert!(refused.starts_with("refused:"), "{mechanism} wrong key: {refused}");
+            assert!(
+                refused.starts_with("refused:"),
+                "{mechanism} wrong key: {refused}"
+            );
         }
     }
 }
@@ -281,12 +336,12 @@ async fn the_verifiers_written_verify_with_scramp() {
 #[tokio::test]
 async fn import_key_checks_the_key() {
     let fixture = Fixture::start().await;
-    let import = |key: &str| {
-        json!({"action": "import_key", "project_id": PROJECT, "name": "i", "kind": "write", "key": key})
-    };
+    let import = |key: &str| json!({"action": "import_key", "project_id": PROJECT, "name": "i", "kind": "write", "key": key});
     let message = fixture.refused(import(&"k".repeat(31)), "InvalidKey").await;
     assert!(message.contains("at least 32 characters"), "{message}");
-    let message = fixture.refused(import(&format!("{} é", "k".repeat(32))), "InvalidKey").await;
+    let message = fixture
+        .refused(import(&format!("{} é", "k".repeat(32))), "InvalidKey")
+        .await;
     assert!(message.contains("printable ASCII"), "{message}");
     assert!(
         fixture.raw_item("project").await.is_none(),
@@ -297,7 +352,10 @@ async fn import_key_checks_the_key() {
     let answer = fixture.call(import(&key)).await;
     assert!(answer["key_id"].is_string(), "{answer}");
     let message = fixture.refused(import(&key), "KeyExists").await;
-    assert!(message.contains(answer["key_id"].as_str().unwrap_or("?")), "{message}");
+    assert!(
+        message.contains(answer["key_id"].as_str().unwrap_or("?")),
+        "{message}"
+    );
     assert_eq!(fixture.list().await.len(), 1);
 
     let message = fixture
@@ -322,9 +380,7 @@ async fn revoke_unrevoke_and_delete() {
     let fixture = Fixture::start().await;
     let (key_id, _) = fixture.create_key("write").await;
     let (other_id, _) = fixture.create_key("read").await;
-    let request = |action: &str, key_id: &str| {
-        json!({"action": action, "project_id": PROJECT, "key_id": key_id})
-    };
+    let request = |action: &str, key_id: &str| json!({"action": action, "project_id": PROJECT, "key_id": key_id});
     let active = |listed: &[Value], id: &str| {
         listed
             .iter()
@@ -351,7 +407,9 @@ async fn revoke_unrevoke_and_delete() {
     assert_eq!(listed.len(), 1);
 
     for action in ["revoke_key", "unrevoke_key", "delete_key"] {
-        let message = fixture.refused(request(action, &key_id), "KeyNotFound").await;
+        let message = fixture
+            .refused(request(action, &key_id), "KeyNotFound")
+            .await;
         assert!(message.contains(&key_id), "{message}");
         fixture
             .refused(request(action, "not-a-key-id"), "InvalidRequest")
@@ -383,27 +441,62 @@ async fn invalid_models_are_refused_and_nothing_is_stored() {
         request
     };
     let cases = [
-        (json!({"kind": "access", "permitted": ["writes", "admin"]}), "unknown permission `admin`"),
-        (json!({"kind": "superuser"}), "the kinds are master, write, read and access"),
-        (json!({"kind": "access", "permitted": []}), "permits nothing"),
-        (json!({"kind": "write", "options": "x"}), "must be a JSON object"),
-        (json!({"kind": "write", "options": {"writes": {"autofill": [1]}}}), "autofill must be a JSON object"),
-        (json!({"kind": "write", "options": {"writes": {"autofill": {"a.b": 1}}}}), "InvalidPropertyNameError"),
-        (json!({"kind": "write", "options": {"writes": {"autofill": {"n": 1e300}}}}), "InvalidPropertyValueError"),
-        (json!({"kind": "write", "options": {"writes": {"autofill": {"s": "x".repeat(10_000)}}}}), "InvalidPropertyValueError"),
+        (
+            json!({"kind": "access", "permitted": ["writes", "admin"]}),
+            "unknown permission `admin`",
+        ),
+        (
+            json!({"kind": "superuser"}),
+            "the kinds are master, write, read and access",
+        ),
+        (
+            json!({"kind": "access", "permitted": []}),
+            "permits nothing",
+        ),
+        (
+            json!({"kind": "write", "options": "x"}),
+            "must be a JSON object",
+        ),
+        (
+            json!({"kind": "write", "options": {"writes": {"autofill": [1]}}}),
+            "autofill must be a JSON object",
+        ),
+        (
+            json!({"kind": "write", "options": {"writes": {"autofill": {"a.b": 1}}}}),
+            "InvalidPropertyNameError",
+        ),
+        (
+            json!({"kind": "write", "options": {"writes": {"autofill": {"n": 1e300}}}}),
+            "InvalidPropertyValueError",
+        ),
+        (
+            json!({"kind": "write", "options": {"writes": {"autofill": {"s": "x".repeat(10_000)}}}}),
+            "InvalidPropertyValueError",
+        ),
     ];
     for (extra, needle) in cases {
         let request = create(extra);
         let answer = fixture.call(request.clone()).await;
-        assert_eq!(answer["error"]["code"], "InvalidKeyModel", "{request} → {answer}");
+        assert_eq!(
+            answer["error"]["code"], "InvalidKeyModel",
+            "{request} → {answer}"
+        );
         let message = answer["error"]["message"].as_str().unwrap_or_default();
         assert!(message.contains(needle), "{request} → {message}");
     }
     let answer = fixture
-        .call(create(json!({"kind": "write", "options": {"writes": {"autofill": {"a.b": 1}}}})))
+        .call(create(
+            json!({"kind": "write", "options": {"writes": {"autofill": {"a.b": 1}}}}),
+        ))
         .await;
-    assert_eq!(answer["error"]["path"], r#"$.options.writes.autofill["a.b"]"#, "{answer}");
-    assert!(fixture.scan().await.is_empty(), "refused requests store nothing");
+    assert_eq!(
+        answer["error"]["path"], r#"$.options.writes.autofill["a.b"]"#,
+        "{answer}"
+    );
+    assert!(
+        fixture.scan().await.is_empty(),
+        "refused requests store nothing"
+    );
 
     // An empty autofill is fine, as is an access key with a real permission.
     let answer = fixture
@@ -418,19 +511,43 @@ async fn malformed_requests_and_unknown_projects() {
     for (request, needle) in [
         (json!("put_project"), "JSON object"),
         (json!({"project_id": PROJECT}), "no \"action\""),
-        (json!({"action": "drop_table", "project_id": PROJECT}), "unknown action \"drop_table\""),
-        (json!({"action": "put_project"}), "missing field `project_id`"),
-        (json!({"action": "put_project", "project_id": 7}), "invalid type"),
-        (json!({"action": "put_project", "project_id": PROJECT, "x": 1}), "unknown field `x`"),
-        (json!({"action": "put_project", "project_id": ""}), "invalid project_id"),
-        (json!({"action": "put_project", "project_id": "a#b"}), "invalid project_id"),
-        (json!({"action": "list_keys", "project_id": "x".repeat(65)}), "invalid project_id"),
+        (
+            json!({"action": "drop_table", "project_id": PROJECT}),
+            "unknown action \"drop_table\"",
+        ),
+        (
+            json!({"action": "put_project"}),
+            "missing field `project_id`",
+        ),
+        (
+            json!({"action": "put_project", "project_id": 7}),
+            "invalid type",
+        ),
+        (
+            json!({"action": "put_project", "project_id": PROJECT, "x": 1}),
+            "unknown field `x`",
+        ),
+        (
+            json!({"action": "put_project", "project_id": ""}),
+            "invalid project_id",
+        ),
+        (
+            json!({"action": "put_project", "project_id": "a#b"}),
+            "invalid project_id",
+        ),
+        (
+            json!({"action": "list_keys", "project_id": "x".repeat(65)}),
+            "invalid project_id",
+        ),
     ] {
         let message = fixture.refused(request.clone(), "InvalidRequest").await;
         assert!(message.contains(needle), "{request} → {message}");
     }
     let message = fixture
-        .refused(json!({"action": "list_keys", "project_id": "nobody"}), "ProjectNotFound")
+        .refused(
+            json!({"action": "list_keys", "project_id": "nobody"}),
+            "ProjectNotFound",
+        )
         .await;
     assert!(message.contains("nobody"), "{message}");
 }
@@ -501,11 +618,16 @@ async fn the_sample_events_are_valid_requests() {
         match answer["error"]["code"].as_str() {
             // The key-id events name a fixed id that this fresh table does not hold.
             None => {}
-            Some("KeyNotFound") if name.ends_with("-key") && name != "create-key" && name != "import-key" => {}
+            Some("KeyNotFound")
+                if name.ends_with("-key") && name != "create-key" && name != "import-key" => {}
             Some(code) => panic!("{}: {code}: {answer}", path.display()),
         }
     }
-    assert_eq!(fixture.list().await.len(), 2, "create-key and import-key stored");
+    assert_eq!(
+        fixture.list().await.len(),
+        2,
+        "create-key and import-key stored"
+    );
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -217,11 +217,14 @@ impl Ingest {
             let table = self.config.tables.dedupe.clone();
             let key = storage::dedupe_key(&event.project_id, &event.collection, token);
             let id = event.keen_id.to_hex();
+            // Until its claim answers, the record counts as one to retry (a lost task included).
+            fates[i] = Fate::Retry;
             claims.spawn(async move { (i, store::claim_token(&client, &table, &key, &id, now_ms / 1000).await) });
-            if claims.len() >= 16 {
-                if let Some(Ok((i, result))) = claims.join_next().await {
-                    apply_claim(fates, i, result);
-                }
+            // At most 16 claims in flight.
+            if claims.len() >= 16
+                && let Some(Ok((i, result))) = claims.join_next().await
+            {
+                apply_claim(fates, i, result);
             }
         }
         while let Some(joined) = claims.join_next().await {

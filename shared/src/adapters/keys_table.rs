@@ -21,9 +21,7 @@
 //!   conditional failures are answers, not failures.
 //! - Nothing here logs, and errors never carry digests or verifiers.
 
-use crate::key::{
-    KeyId, KeyKind, KeyModel, KeyOptions, Permission, ProjectSalt, StoredKey,
-};
+use crate::key::{KeyId, KeyKind, KeyModel, KeyOptions, Permission, ProjectSalt, StoredKey};
 use crate::scram::ScramVerifier;
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
@@ -123,31 +121,37 @@ impl KeysTable {
             .item("pk", s(project_id))
             .item("sk", s(PROJECT_SK))
             .item("salt", s(BASE64.encode(salt.salt())))
-            .item("iterations", AttributeValue::N(salt.iterations().to_string()))
+            .item(
+                "iterations",
+                AttributeValue::N(salt.iterations().to_string()),
+            )
             .item("created_at", s(now))
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await;
         match result {
             Ok(_) => Ok(salt),
-            Err(error) if is_conditional_failure(&error) => {
-                self.get_project(project_id)
-                    .await?
-                    .ok_or(KeysTableError::Unavailable {
-                        operation: "GetItem",
-                        message: format!(
-                            "the item of project {project_id} vanished while it was being read"
-                        ),
-                    })
-            }
+            Err(error) if is_conditional_failure(&error) => self
+                .get_project(project_id)
+                .await?
+                .ok_or(KeysTableError::Unavailable {
+                    operation: "GetItem",
+                    message: format!(
+                        "the item of project {project_id} vanished while it was being read"
+                    ),
+                }),
             Err(error) => Err(classify("PutItem", error)),
         }
     }
 
     /// The project's salt, or `None` if the project has no item.
-    pub async fn get_project(&self, project_id: &str) -> Result<Option<ProjectSalt>, KeysTableError> {
+    pub async fn get_project(
+        &self,
+        project_id: &str,
+    ) -> Result<Option<ProjectSalt>, KeysTableError> {
         let item = self.get_item(project_id, PROJECT_SK).await?;
-        item.map(|item| project_from_item(project_id, &item)).transpose()
+        item.map(|item| project_from_item(project_id, &item))
+            .transpose()
     }
 
     /// Writes a new key; refuses to overwrite an existing key id.
@@ -179,7 +183,8 @@ impl KeysTable {
         key_id: &KeyId,
     ) -> Result<Option<StoredKey>, KeysTableError> {
         let item = self.get_item(project_id, &key_sort_key(key_id)).await?;
-        item.map(|item| key_from_item(project_id, &item)).transpose()
+        item.map(|item| key_from_item(project_id, &item))
+            .transpose()
     }
 
     /// Every key of the project, in key id order (the sort key's order).
@@ -253,7 +258,11 @@ impl KeysTable {
         }
     }
 
-    async fn get_item(&self, project_id: &str, sort_key: &str) -> Result<Option<Item>, KeysTableError> {
+    async fn get_item(
+        &self,
+        project_id: &str,
+        sort_key: &str,
+    ) -> Result<Option<Item>, KeysTableError> {
         let output = self
             .client
             .get_item()
@@ -291,7 +300,9 @@ fn b(bytes: &[u8]) -> AttributeValue {
 fn now_text() -> String {
     let millis = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX));
+        .map_or(0, |elapsed| {
+            i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
+        });
     crate::timestamp::format_millis(millis)
 }
 
@@ -306,11 +317,12 @@ fn kind_name(kind: KeyKind) -> &'static str {
 
 fn key_to_item(key: &StoredKey) -> Result<Item, KeysTableError> {
     let model = &key.model;
-    let options = serde_json::to_string(&model.options).map_err(|error| KeysTableError::Malformed {
-        project_id: model.project_id.clone(),
-        sort_key: key_sort_key(&model.key_id),
-        reason: format!("options do not serialise: {error}"),
-    })?;
+    let options =
+        serde_json::to_string(&model.options).map_err(|error| KeysTableError::Malformed {
+            project_id: model.project_id.clone(),
+            sort_key: key_sort_key(&model.key_id),
+            reason: format!("options do not serialise: {error}"),
+        })?;
     let now = now_text();
     let permitted = model
         .permitted
@@ -324,13 +336,28 @@ fn key_to_item(key: &StoredKey) -> Result<Item, KeysTableError> {
         ("name".to_owned(), s(&model.name)),
         ("kind".to_owned(), s(kind_name(model.kind))),
         ("permitted".to_owned(), AttributeValue::L(permitted)),
-        ("is_active".to_owned(), AttributeValue::Bool(model.is_active)),
+        (
+            "is_active".to_owned(),
+            AttributeValue::Bool(model.is_active),
+        ),
         ("options".to_owned(), s(options)),
         ("digest".to_owned(), b(&key.digest)),
-        ("scram_sha256_stored_key".to_owned(), b(&key.scram_sha256.stored_key)),
-        ("scram_sha256_server_key".to_owned(), b(&key.scram_sha256.server_key)),
-        ("scram_sha512_stored_key".to_owned(), b(&key.scram_sha512.stored_key)),
-        ("scram_sha512_server_key".to_owned(), b(&key.scram_sha512.server_key)),
+        (
+            "scram_sha256_stored_key".to_owned(),
+            b(&key.scram_sha256.stored_key),
+        ),
+        (
+            "scram_sha256_server_key".to_owned(),
+            b(&key.scram_sha256.server_key),
+        ),
+        (
+            "scram_sha512_stored_key".to_owned(),
+            b(&key.scram_sha512.stored_key),
+        ),
+        (
+            "scram_sha512_server_key".to_owned(),
+            b(&key.scram_sha512.server_key),
+        ),
         ("created_at".to_owned(), s(now.clone())),
         ("updated_at".to_owned(), s(now)),
     ]))
@@ -381,8 +408,12 @@ impl<'a> ItemReader<'a> {
 
     fn verifier(&self, mechanism: &str) -> Result<ScramVerifier, KeysTableError> {
         Ok(ScramVerifier {
-            stored_key: self.bytes(&format!("scram_{mechanism}_stored_key"))?.to_vec(),
-            server_key: self.bytes(&format!("scram_{mechanism}_server_key"))?.to_vec(),
+            stored_key: self
+                .bytes(&format!("scram_{mechanism}_stored_key"))?
+                .to_vec(),
+            server_key: self
+                .bytes(&format!("scram_{mechanism}_server_key"))?
+                .to_vec(),
         })
     }
 }
@@ -504,7 +535,11 @@ mod tests {
 
     const PEPPER: &[u8] = b"a pepper of sixteen bytes or more";
 
-    fn stored(kind: KeyKind, permitted: Vec<Permission>, options: KeyOptions) -> (StoredKey, String) {
+    fn stored(
+        kind: KeyKind,
+        permitted: Vec<Permission>,
+        options: KeyOptions,
+    ) -> (StoredKey, String) {
         let secret = generate_key();
         let model = KeyModel {
             key_id: KeyId::generate(),
@@ -544,7 +579,10 @@ mod tests {
         let back = key_from_item("p1", &item).expect("parses");
         assert_eq!(back, key);
         // 1.0 survives as written: the reason options are JSON text.
-        let options = item.get("options").and_then(|v| v.as_s().ok()).expect("options");
+        let options = item
+            .get("options")
+            .and_then(|v| v.as_s().ok())
+            .expect("options");
         assert!(options.contains("1.0"), "{options}");
     }
 
@@ -554,14 +592,19 @@ mod tests {
         let mut item = key_to_item(&key).expect("item");
         item.insert("digest".into(), b(&[1, 2, 3]));
         let error = key_from_item("p1", &item).expect_err("short digest");
-        assert!(error.to_string().contains("digest is not 32 bytes"), "{error}");
+        assert!(
+            error.to_string().contains("digest is not 32 bytes"),
+            "{error}"
+        );
         assert!(!error.is_transient());
 
         let mut item = key_to_item(&key).expect("item");
         item.remove("scram_sha512_server_key");
         let error = key_from_item("p1", &item).expect_err("missing verifier");
         assert!(
-            error.to_string().contains("scram_sha512_server_key is missing"),
+            error
+                .to_string()
+                .contains("scram_sha512_server_key is missing"),
             "{error}"
         );
 

@@ -91,7 +91,10 @@ pub enum ProvisionError {
         reason: String,
     },
     #[error("invalid name prefix {prefix:?}: {reason}")]
-    InvalidPrefix { prefix: String, reason: &'static str },
+    InvalidPrefix {
+        prefix: String,
+        reason: &'static str,
+    },
     #[error(
         "{name} already exists but differs from template.yaml ({reason}); delete it or use \
          another prefix"
@@ -175,7 +178,9 @@ impl QueueSpec {
     }
 
     pub fn is_fifo(&self) -> bool {
-        self.attributes.get("FifoQueue").is_some_and(|v| v == "true")
+        self.attributes
+            .get("FifoQueue")
+            .is_some_and(|v| v == "true")
     }
 
     /// The physical name under `prefix` (SQS requires the `.fifo` suffix on FIFO queues).
@@ -200,11 +205,10 @@ impl DeploymentSpec {
 
     /// Reads the tables and queues of a CloudFormation/SAM template.
     pub fn parse(template: &str) -> Result<Self, ProvisionError> {
-        let root: Value = serde_yaml::from_str(template).map_err(|error| {
-            ProvisionError::Template {
+        let root: Value =
+            serde_yaml::from_str(template).map_err(|error| ProvisionError::Template {
                 message: error.to_string(),
-            }
-        })?;
+            })?;
         let resources = root
             .get("Resources")
             .and_then(Value::as_mapping)
@@ -413,10 +417,7 @@ async fn check_existing_table(
     } else {
         Err(ProvisionError::Conflict {
             name: name.to_owned(),
-            reason: format!(
-                "key schema {existing:?} instead of {:?}",
-                table.key_schema
-            ),
+            reason: format!("key schema {existing:?} instead of {:?}", table.key_schema),
         })
     }
 }
@@ -563,10 +564,14 @@ fn check_prefix(prefix: &str) -> Result<(), ProvisionError> {
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
     {
-        return Err(invalid("use only A-Z, a-z, 0-9, '-' and '_' (SQS allows no other)"));
+        return Err(invalid(
+            "use only A-Z, a-z, 0-9, '-' and '_' (SQS allows no other)",
+        ));
     }
     if prefix.len() > 40 {
-        return Err(invalid("at most 40 characters, so queue names stay within 80"));
+        return Err(invalid(
+            "at most 40 characters, so queue names stay within 80",
+        ));
     }
     Ok(())
 }
@@ -608,9 +613,11 @@ fn parse_table(logical_id: &str, properties: &Mapping) -> Result<TableSpec, Prov
             }
             "TimeToLiveSpecification" => {
                 let attribute = string_field(logical_id, property, value, "AttributeName")?;
-                let enabled = field(value, "Enabled").and_then(Value::as_bool).ok_or_else(|| {
-                    unsupported(logical_id, property, "Enabled must be true or false")
-                })?;
+                let enabled = field(value, "Enabled")
+                    .and_then(Value::as_bool)
+                    .ok_or_else(|| {
+                        unsupported(logical_id, property, "Enabled must be true or false")
+                    })?;
                 table.ttl_attribute = enabled.then_some(attribute);
             }
             "BillingMode" => {
@@ -629,11 +636,12 @@ fn parse_table(logical_id: &str, properties: &Mapping) -> Result<TableSpec, Prov
     if table.key_schema.is_empty() {
         return Err(unsupported(logical_id, "KeySchema", "missing or empty"));
     }
-    for element in table
-        .key_schema
-        .iter()
-        .chain(table.global_secondary_indexes.iter().flat_map(|i| &i.key_schema))
-    {
+    for element in table.key_schema.iter().chain(
+        table
+            .global_secondary_indexes
+            .iter()
+            .flat_map(|i| &i.key_schema),
+    ) {
         if !table
             .attribute_definitions
             .iter()
@@ -649,7 +657,11 @@ fn parse_table(logical_id: &str, properties: &Mapping) -> Result<TableSpec, Prov
     Ok(table)
 }
 
-fn parse_index(logical_id: &str, property: &str, item: &Value) -> Result<IndexSpec, ProvisionError> {
+fn parse_index(
+    logical_id: &str,
+    property: &str,
+    item: &Value,
+) -> Result<IndexSpec, ProvisionError> {
     let key_schema = field(item, "KeySchema")
         .ok_or_else(|| unsupported(logical_id, property, "an index lacks KeySchema"))
         .and_then(|value| parse_key_schema(logical_id, property, value))?;
@@ -863,7 +875,12 @@ mod tests {
                 key_type: "RANGE".into(),
             },
         ];
-        for id in ["EventsTable", "CollectionsTable", "DeadLettersTable", "KeysTable"] {
+        for id in [
+            "EventsTable",
+            "CollectionsTable",
+            "DeadLettersTable",
+            "KeysTable",
+        ] {
             let table = spec.table(id).expect("declared");
             assert_eq!(table.key_schema, pk_sk, "{id}");
             assert!(
@@ -883,16 +900,30 @@ mod tests {
                 .and_then(|t| t.ttl_attribute.as_deref()),
             Some("expires_at")
         );
-        assert_eq!(spec.table("EventsTable").and_then(|t| t.ttl_attribute.clone()), None);
-        assert_eq!(spec.table("KeysTable").and_then(|t| t.ttl_attribute.clone()), None);
+        assert_eq!(
+            spec.table("EventsTable")
+                .and_then(|t| t.ttl_attribute.clone()),
+            None
+        );
+        assert_eq!(
+            spec.table("KeysTable")
+                .and_then(|t| t.ttl_attribute.clone()),
+            None
+        );
 
         let queue = spec.queue("DeadLetterQueue").expect("declared");
         assert_eq!(
-            queue.attributes.get("MessageRetentionPeriod").map(String::as_str),
+            queue
+                .attributes
+                .get("MessageRetentionPeriod")
+                .map(String::as_str),
             Some("1209600")
         );
         assert_eq!(
-            queue.attributes.get("SqsManagedSseEnabled").map(String::as_str),
+            queue
+                .attributes
+                .get("SqsManagedSseEnabled")
+                .map(String::as_str),
             Some("true")
         );
         assert!(!queue.is_fifo());
@@ -955,7 +986,10 @@ mod tests {
                 seen += usize::from(published.iter().any(|p| p == name));
             }
         }
-        assert!(seen >= published.len(), "every resource is read by some function");
+        assert!(
+            seen >= published.len(),
+            "every resource is read by some function"
+        );
     }
 
     #[test]
@@ -1007,7 +1041,13 @@ Resources:
         assert!(queue.is_fifo());
         assert_eq!(queue.physical_name("t-"), "t-Jobs.fifo");
         assert_eq!(queue.env_var(), "JOBS_URL");
-        assert_eq!(queue.attributes.get("VisibilityTimeout").map(String::as_str), Some("60"));
+        assert_eq!(
+            queue
+                .attributes
+                .get("VisibilityTimeout")
+                .map(String::as_str),
+            Some("60")
+        );
         assert!(!queue.attributes.contains_key("QueueName"));
     }
 

@@ -138,7 +138,9 @@ pub async fn fetch_pepper(
 pub fn is_secret_arn(value: &str) -> bool {
     let mut parts = value.splitn(4, ':');
     parts.next() == Some("arn")
-        && parts.next().is_some_and(|partition| partition.starts_with("aws"))
+        && parts
+            .next()
+            .is_some_and(|partition| partition.starts_with("aws"))
         && parts.next() == Some("secretsmanager")
         && parts.next().is_some()
 }

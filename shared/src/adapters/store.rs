@@ -251,10 +251,8 @@ pub async fn existing_sources(
                     found.insert((pk.to_owned(), sk.to_owned()), src.to_owned());
                 }
             }
-            if let Some(mut unprocessed) = output.unprocessed_keys {
-                if let Some(rest) = unprocessed.remove(table) {
-                    pending = rest.keys;
-                }
+            if let Some(rest) = output.unprocessed_keys.and_then(|mut u| u.remove(table)) {
+                pending = rest.keys;
             }
             if !pending.is_empty() {
                 if attempts >= 8 {
