@@ -307,3 +307,97 @@ async fn a_revoked_key_is_dead_lettered_and_a_failing_store_is_retried_from_the_
     assert_eq!(counts.dead_lettered_total(), 0);
     assert_eq!(h.count("clicks").await, 0);
 }
+
+/// Holds back every write of part 2 of any split event, forwarding the rest to the real client.
+struct PartTwoFails(aws_sdk_dynamodb::Client);
+
+impl keen_shared::adapters::batch::BatchWriteApi for PartTwoFails {
+    fn batch_write(
+        &self,
+        mut request_items: std::collections::HashMap<String, Vec<aws_sdk_dynamodb::types::WriteRequest>>,
+    ) -> keen_shared::adapters::batch::BoxFuture<
+        '_,
+        Result<
+            std::collections::HashMap<String, Vec<aws_sdk_dynamodb::types::WriteRequest>>,
+            keen_shared::adapters::batch::CallError,
+        >,
+    > {
+        let mut held = std::collections::HashMap::new();
+        for (table, writes) in request_items.iter_mut() {
+            let (part_two, rest): (Vec<_>, Vec<_>) = std::mem::take(writes).into_iter().partition(|w| {
+                w.put_request()
+                    .and_then(|p| p.item().get("sk"))
+                    .and_then(|v| v.as_s().ok())
+                    .is_some_and(|sk| sk.ends_with("#part#2"))
+            });
+            *writes = rest;
+            if !part_two.is_empty() {
+                held.insert(table.clone(), part_two);
+            }
+        }
+        request_items.retain(|_, w| !w.is_empty());
+        Box::pin(async move {
+            let mut unprocessed =
+                if request_items.is_empty() { Default::default() } else { self.0.batch_write(request_items).await? };
+            for (table, writes) in held {
+                unprocessed.entry(table).or_insert_with(Vec::new).extend(writes);
+            }
+            Ok(unprocessed)
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_event_is_invisible_until_all_its_parts_are_written() {
+    let h = Harness::start("large").await;
+    // A valid 1,000,000-byte event that barely compresses (strings stay under 10,000 characters).
+    let mut seed = 11u64;
+    let mut chunk = || -> String {
+        (0..9_990)
+            .map(|_| {
+                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                // Printable ASCII without '"' and '\\', so the JSON text is the bytes themselves.
+                let c = char::from(b'#' + ((seed >> 33) % 57) as u8);
+                if c == '\\' { 'z' } else { c }
+            })
+            .collect()
+    };
+    let chunks: Vec<String> = (0..100).map(|_| chunk()).collect();
+    let mut value = serde_json::to_string(&json!({ "chunks": chunks })).expect("json");
+    let pad = 1_000_000 - value.len() - 9;
+    value = format!("{{\"pad\":\"{}\",{}", "p".repeat(pad), &value[1..]);
+    assert_eq!(value.len(), 1_000_000);
+    let mut record = simple_record(42);
+    record.value = Some(value.into_bytes());
+
+    let failing = h.ingest(WriteBatcher::with_api(Arc::new(PartTwoFails(h.aws.dynamodb.clone()))).with_policy(
+        keen_shared::adapters::batch::RetryPolicy {
+            max_attempts: 3,
+            base_delay: std::time::Duration::from_millis(1),
+            max_delay: std::time::Duration::from_millis(2),
+        },
+    ));
+    let (response, counts) = failing.handle(vec![record.clone()]).await;
+    assert_eq!(response, json!({"batchItemFailures": [{"itemIdentifier": {"partition": "keen-inbound-5", "offset": 42}}]}));
+    assert_eq!(counts.retried, 1);
+    assert!(h.event_heads().await.is_empty(), "no head item while a part is missing");
+    assert_eq!(h.count("clicks").await, 0);
+
+    // Lambda retries the record: stored once, reading back equal to the core's output.
+    let ingest = h.ingest(WriteBatcher::new(h.aws.dynamodb.clone()));
+    no_failures(&ingest.handle(vec![record.clone()]).await.0);
+    no_failures(&ingest.handle(vec![record.clone()]).await.0);
+    let heads = h.event_heads().await;
+    assert_eq!(heads.len(), 1);
+    assert!(heads[0].contains_key("parts"));
+    assert_eq!(h.count("clicks").await, 1);
+    let pk = store::string_attr(&heads[0], "pk").expect("pk");
+    let sk = store::string_attr(&heads[0], "sk").expect("sk");
+    let stored = store::read_event(&h.aws.dynamodb, &h.config.tables.events, pk, sk).await.expect("read").expect("present");
+    let key: KeyModel = serde_json::from_value(json!({
+        "key_id": KEY_ID, "project_id": PROJECT, "name": "writer", "kind": "write", "permitted": [], "is_active": true, "options": {}
+    }))
+    .expect("model");
+    let expected = keen_shared::process(&record.as_inbound(), Some(&key), &ReferenceData::new(None));
+    assert_eq!(Some(stored.as_str()), expected.stored().map(|e| e.json.as_str()));
+}
