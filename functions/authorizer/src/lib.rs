@@ -439,7 +439,17 @@ fn key_model(request: NewKeyRequest) -> Result<KeyModel, Refusal> {
         .validate_shape()
         .map_err(|error| invalid(error.to_string()))?;
     if let Some(autofill) = model.autofill() {
-        event::validate(autofill, None).map_err(|rejection| Refusal {
+        // The event rules, then the keen namespace rules (a bad `keen` in autofill would
+        // otherwise dead-letter every event the key writes).
+        let keen_check = |autofill: &serde_json::Map<String, serde_json::Value>| {
+            let mut probe = autofill.clone();
+            let identity = keen_shared::keen::RecordIdentity {
+                id: keen_shared::keen::KeenId::for_position("autofill", 0, 0, 0),
+                created_at_ms: 0,
+            };
+            keen_shared::keen::build(&mut probe, identity).map(|_| ())
+        };
+        event::validate(autofill, None).and_then(|()| keen_check(autofill)).map_err(|rejection| Refusal {
             code: ErrorCode::InvalidKeyModel,
             message: format!(
                 "options.writes.autofill is merged into every event, so it must pass the event \

@@ -473,6 +473,18 @@ async fn invalid_models_are_refused_and_nothing_is_stored() {
             json!({"kind": "write", "options": {"writes": {"autofill": {"s": "x".repeat(10_000)}}}}),
             "InvalidPropertyValueError",
         ),
+        (
+            json!({"kind": "write", "options": {"writes": {"autofill": {"keen": 5}}}}),
+            "NamespaceTypeError",
+        ),
+        (
+            json!({"kind": "write", "options": {"writes": {"autofill": {"keen": {"colour": "red"}}}}}),
+            "InvalidKeenNamespaceProperty",
+        ),
+        (
+            json!({"kind": "write", "options": {"writes": {"autofill": {"keen": {"addons": {}}}}}}),
+            "InvalidAddonError",
+        ),
     ];
     for (extra, needle) in cases {
         let request = create(extra);
