@@ -56,7 +56,10 @@ fn main() {
     if let Some(tests) = referers.parent().map(|dir| dir.join(REFERER_TESTS))
         && tests.is_file()
     {
-        println!("cargo:rustc-env=KEEN_REFERER_TESTS_JSON={}", tests.display());
+        println!(
+            "cargo:rustc-env=KEEN_REFERER_TESTS_JSON={}",
+            tests.display()
+        );
     }
 }
 
@@ -67,18 +70,28 @@ fn dependency_roots() -> Vec<(String, String, PathBuf)> {
     let manifest_dir = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("cargo sets it"));
     let mut command = Command::new(cargo);
     command
-        .args(["metadata", "--format-version", "1", "--offline", "--manifest-path"])
+        .args([
+            "metadata",
+            "--format-version",
+            "1",
+            "--offline",
+            "--manifest-path",
+        ])
         .arg(manifest_dir.join("Cargo.toml"));
     // Without a platform filter cargo wants every platform's dependencies, which an offline
     // build has not downloaded.
-    let mut platforms: Vec<String> =
-        ["TARGET", "HOST"].into_iter().filter_map(|var| env::var(var).ok()).collect();
+    let mut platforms: Vec<String> = ["TARGET", "HOST"]
+        .into_iter()
+        .filter_map(|var| env::var(var).ok())
+        .collect();
     platforms.dedup();
     for platform in &platforms {
         command.args(["--filter-platform", platform]);
     }
     let output = command.output();
-    let Ok(output) = output else { return Vec::new() };
+    let Ok(output) = output else {
+        return Vec::new();
+    };
     if !output.status.success() {
         println!(
             "cargo:warning=cargo metadata failed, falling back to scanning the registry: {}",
@@ -110,7 +123,11 @@ fn locate(source: &Source, roots: &[(String, String, PathBuf)]) -> PathBuf {
         }
         fail(
             source,
-            &format!("{} points to {}, which is not a file", source.override_var, path.display()),
+            &format!(
+                "{} points to {}, which is not a file",
+                source.override_var,
+                path.display()
+            ),
         );
     }
 
@@ -118,14 +135,19 @@ fn locate(source: &Source, roots: &[(String, String, PathBuf)]) -> PathBuf {
         .iter()
         .filter(|(name, version, _)| name == source.package && version == source.version)
         .map(|(_, _, dir)| dir.join(source.relative));
-    let from_registry = registry_dirs(source).into_iter().map(|dir| dir.join(source.relative));
+    let from_registry = registry_dirs(source)
+        .into_iter()
+        .map(|dir| dir.join(source.relative));
     for candidate in from_metadata.chain(from_registry) {
         if candidate.is_file() {
             println!("cargo:rerun-if-changed={}", candidate.display());
             return candidate;
         }
     }
-    fail(source, "it was found neither through `cargo metadata` nor in the cargo registry")
+    fail(
+        source,
+        "it was found neither through `cargo metadata` nor in the cargo registry",
+    )
 }
 
 /// `$CARGO_HOME/registry/src/*/<package>-<version>/`, for when `cargo metadata` is unavailable.
@@ -136,10 +158,16 @@ fn registry_dirs(source: &Source) -> Vec<PathBuf> {
     let Some(registry) = cargo_home.map(|home| home.join("registry").join("src")) else {
         return Vec::new();
     };
-    let Ok(indexes) = fs::read_dir(registry) else { return Vec::new() };
+    let Ok(indexes) = fs::read_dir(registry) else {
+        return Vec::new();
+    };
     indexes
         .flatten()
-        .map(|index| index.path().join(format!("{}-{}", source.package, source.version)))
+        .map(|index| {
+            index
+                .path()
+                .join(format!("{}-{}", source.package, source.version))
+        })
         .filter(|dir| dir.is_dir())
         .collect()
 }

@@ -10,7 +10,10 @@
 use criterion::{Criterion, Throughput};
 use keen_shared::addon::ReferenceData;
 use keen_shared::key::KeyModel;
-use keen_shared::record::{HEADER_COLLECTION, HEADER_IP, HEADER_KEY_ID, HEADER_PROJECT_ID, HEADER_USER_AGENT, Header, InboundRecord};
+use keen_shared::record::{
+    HEADER_COLLECTION, HEADER_IP, HEADER_KEY_ID, HEADER_PROJECT_ID, HEADER_USER_AGENT, Header,
+    InboundRecord,
+};
 use keen_shared::{Outcome, process};
 use serde_json::{Value, json};
 use std::hint::black_box;
@@ -38,9 +41,13 @@ fn main() {
     {
         let mut group = criterion.benchmark_group("plain_event");
         group.throughput(Throughput::Elements(1));
-        group.bench_function("serde_json_floor", |b| b.iter(|| serde_floor(black_box(&plain))));
+        group.bench_function("serde_json_floor", |b| {
+            b.iter(|| serde_floor(black_box(&plain)))
+        });
         let headers = tenant_headers(None, None);
-        group.bench_function("process", |b| b.iter(|| run(&plain, &headers, &key, &data, 0)));
+        group.bench_function("process", |b| {
+            b.iter(|| run(&plain, &headers, &key, &data, 0))
+        });
         group.finish();
     }
     {
@@ -66,7 +73,11 @@ fn main() {
     criterion.final_summary();
 
     // The summary: our own timed loops, so the ratio is of figures taken minutes apart at most.
-    let window = if bench_mode { Duration::from_secs(2) } else { Duration::from_millis(1) };
+    let window = if bench_mode {
+        Duration::from_secs(2)
+    } else {
+        Duration::from_millis(1)
+    };
     let headers = tenant_headers(None, None);
     let floor_plain = rate(window, |_| serde_floor(&plain));
     let plain_rate = rate(window, |n| run(&plain, &headers, &key, &data, n as i64));
@@ -86,7 +97,10 @@ fn main() {
 
     println!();
     println!("== summary (one core)");
-    println!("first-use initialisation of all reference data: {:.1} ms (target < 200 ms)", init.as_secs_f64() * 1e3);
+    println!(
+        "first-use initialisation of all reference data: {:.1} ms (target < 200 ms)",
+        init.as_secs_f64() * 1e3
+    );
     println!(
         "(a) plain {}-byte event: process {:.0} events/s, serde_json parse+serialize floor {:.0} events/s, ratio {:.1}% (target >= 35%)",
         plain.len(),
@@ -112,7 +126,13 @@ fn main() {
     );
 }
 
-fn run(value: &[u8], headers: &[Header], key: &KeyModel, data: &ReferenceData, offset: i64) -> usize {
+fn run(
+    value: &[u8],
+    headers: &[Header],
+    key: &KeyModel,
+    data: &ReferenceData,
+    offset: i64,
+) -> usize {
     let record = InboundRecord {
         topic: "keen-inbound",
         partition: 0,
@@ -232,7 +252,10 @@ impl AddonMix {
                 }
             }))
             .expect("serialisable");
-            events.push((value, tenant_headers(Some(&ip(known)), Some(&user_agent(known)))));
+            events.push((
+                value,
+                tenant_headers(Some(&ip(known)), Some(&user_agent(known))),
+            ));
         }
         AddonMix { events, distinct }
     }
@@ -242,7 +265,10 @@ impl AddonMix {
         let (value, headers) = &self.events[n % self.events.len()];
         if n % 10 == 9 {
             let fresh = self.distinct + n;
-            (value, std::borrow::Cow::Owned(tenant_headers(Some(&ip(fresh)), Some(&user_agent(fresh)))))
+            (
+                value,
+                std::borrow::Cow::Owned(tenant_headers(Some(&ip(fresh)), Some(&user_agent(fresh)))),
+            )
         } else {
             (value, std::borrow::Cow::Borrowed(headers))
         }
@@ -254,13 +280,43 @@ fn user_agent(i: usize) -> String {
     let build = 4000 + i / 7;
     let patch = i % 200;
     match i % 7 {
-        0 => format!("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{}.0.{build}.{patch} Safari/537.36", 100 + i % 30),
-        1 => format!("Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_{}) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/{}.{patch}.{build} Safari/605.1.15", i % 8, 14 + i % 4),
-        2 => format!("Mozilla/5.0 (iPhone; CPU iPhone OS {}_{} like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/{}.0 Mobile/15E{build} Safari/604.1", 14 + i % 4, patch % 10, 14 + i % 4),
-        3 => format!("Mozilla/5.0 (Linux; Android {}; SM-G9{:02}0) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{}.0.{build}.{patch} Mobile Safari/537.36", 9 + i % 5, i % 100, 100 + i % 30),
-        4 => format!("Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:{}.0) Gecko/20100101 Firefox/{}.{patch}", 100 + i % 30, 100 + i % 30),
-        5 => format!("Mozilla/5.0 (iPad; CPU OS {}_{} like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) CriOS/{}.0.{build}.{patch} Mobile/15E148 Safari/604.1", 14 + i % 4, patch % 10, 100 + i % 30),
-        _ => format!("Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{}.0.{build}.{patch} Safari/537.36 Edg/{}.0.{build}.{patch}", 100 + i % 30, 100 + i % 30),
+        0 => format!(
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{}.0.{build}.{patch} Safari/537.36",
+            100 + i % 30
+        ),
+        1 => format!(
+            "Mozilla/5.0 (Macintosh; Intel Mac OS X 10_15_{}) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/{}.{patch}.{build} Safari/605.1.15",
+            i % 8,
+            14 + i % 4
+        ),
+        2 => format!(
+            "Mozilla/5.0 (iPhone; CPU iPhone OS {}_{} like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Version/{}.0 Mobile/15E{build} Safari/604.1",
+            14 + i % 4,
+            patch % 10,
+            14 + i % 4
+        ),
+        3 => format!(
+            "Mozilla/5.0 (Linux; Android {}; SM-G9{:02}0) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{}.0.{build}.{patch} Mobile Safari/537.36",
+            9 + i % 5,
+            i % 100,
+            100 + i % 30
+        ),
+        4 => format!(
+            "Mozilla/5.0 (X11; Ubuntu; Linux x86_64; rv:{}.0) Gecko/20100101 Firefox/{}.{patch}",
+            100 + i % 30,
+            100 + i % 30
+        ),
+        5 => format!(
+            "Mozilla/5.0 (iPad; CPU OS {}_{} like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) CriOS/{}.0.{build}.{patch} Mobile/15E148 Safari/604.1",
+            14 + i % 4,
+            patch % 10,
+            100 + i % 30
+        ),
+        _ => format!(
+            "Mozilla/5.0 (Windows NT 10.0; Win64; x64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/{}.0.{build}.{patch} Safari/537.36 Edg/{}.0.{build}.{patch}",
+            100 + i % 30,
+            100 + i % 30
+        ),
     }
 }
 
@@ -269,7 +325,13 @@ fn ip(i: usize) -> String {
     if i % 5 == 4 {
         format!("2001:db8:{:x}::{:x}", i / 65536, i % 65536)
     } else {
-        format!("{}.{}.{}.{}", 81 + (i >> 24) % 100, (i >> 16) & 255, (i >> 8) & 255, i & 255)
+        format!(
+            "{}.{}.{}.{}",
+            81 + (i >> 24) % 100,
+            (i >> 16) & 255,
+            (i >> 8) & 255,
+            i & 255
+        )
     }
 }
 
@@ -279,7 +341,13 @@ fn geoip_database() -> PathBuf {
     if let Ok(path) = std::env::var("KEEN_BENCH_GEOIP") {
         return PathBuf::from(path);
     }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").join(".test-data");
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(".test-data");
     let full = root.join("GeoLite2-City.mmdb");
-    if full.exists() { full } else { root.join("GeoLite2-City-Test.mmdb") }
+    if full.exists() {
+        full
+    } else {
+        root.join("GeoLite2-City-Test.mmdb")
+    }
 }

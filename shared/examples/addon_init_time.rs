@@ -18,12 +18,17 @@ fn main() {
     });
     println!(
         "GeoIP database: {}",
-        geoip.as_ref().map_or("none".into(), |p| p.display().to_string())
+        geoip
+            .as_ref()
+            .map_or("none".into(), |p| p.display().to_string())
     );
     let data = ReferenceData::new(geoip);
 
     let mut event = Map::new();
-    event.insert("ua".into(), json!("Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/120.0.0.0"));
+    event.insert(
+        "ua".into(),
+        json!("Mozilla/5.0 (Windows NT 10.0; Win64; x64) Chrome/120.0.0.0"),
+    );
     event.insert("ip".into(), json!("81.2.69.142"));
     event.insert("ref".into(), json!("https://www.google.com/search?q=keen"));
     event.insert("page".into(), json!("https://example.com/"));
@@ -50,7 +55,10 @@ fn main() {
     println!("user-agent patterns (parse + compile) and first parse: {ua:?}");
     println!("referrer list and first lookup:                        {referrer:?}");
     println!("GeoIP database open and first lookup:                  {geo:?}");
-    println!("total:                                                 {:?}", ua + referrer + geo);
+    println!(
+        "total:                                                 {:?}",
+        ua + referrer + geo
+    );
     println!("warm_up afterwards (already loaded):                   {warm:?}");
 }
 

@@ -47,7 +47,9 @@ fn merge_keen(keen: &mut EventObject, fill: &EventObject) {
             continue;
         }
         match (keen.get_mut(name), value) {
-            (Some(Value::Object(existing)), Value::Object(fill_map)) => merge_objects(existing, fill_map, false),
+            (Some(Value::Object(existing)), Value::Object(fill_map)) => {
+                merge_objects(existing, fill_map, false)
+            }
             _ => {
                 keen.insert(name.clone(), value.clone());
             }
@@ -102,13 +104,19 @@ mod tests {
 
     #[test]
     fn malformed_own_addons_are_kept_for_the_add_on_stage() {
-        let out = merged(json!({"keen": {"addons": "oops"}}), json!({"keen": {"addons": []}}));
+        let out = merged(
+            json!({"keen": {"addons": "oops"}}),
+            json!({"keen": {"addons": []}}),
+        );
         assert_eq!(out["keen"]["addons"], "oops");
     }
 
     #[test]
     fn a_non_object_keen_is_overwritten_by_an_object_autofill() {
-        let out = merged(json!({"keen": 3}), json!({"keen": {"location": {"coordinates": [0, 0]}}}));
+        let out = merged(
+            json!({"keen": 3}),
+            json!({"keen": {"location": {"coordinates": [0, 0]}}}),
+        );
         assert_eq!(out["keen"], json!({"location": {"coordinates": [0, 0]}}));
     }
 }

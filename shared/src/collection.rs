@@ -56,7 +56,10 @@ pub fn check_name(name: &str) -> Result<(), CollectionNameError> {
     if length > MAX_COLLECTION_NAME_LEN {
         return Err(CollectionNameError::TooLong(length));
     }
-    if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))) {
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    {
         return Err(CollectionNameError::InvalidCharacter(bad));
     }
     if first == '_' || first == '.' {

@@ -102,7 +102,12 @@ pub struct PayloadRef {
 
 impl DeadLetter {
     /// The dead letter of `record`, rejected for `rejection` at `failed_at_ms`.
-    pub fn new(record: &InboundRecord<'_>, tenant: Option<&Tenant>, rejection: &Rejection, failed_at_ms: i64) -> Self {
+    pub fn new(
+        record: &InboundRecord<'_>,
+        tenant: Option<&Tenant>,
+        rejection: &Rejection,
+        failed_at_ms: i64,
+    ) -> Self {
         let value = record.value.unwrap_or_default();
         let (payload, payload_b64) = match std::str::from_utf8(value) {
             Ok(text) => (Some(text.to_owned()), None),
@@ -173,7 +178,10 @@ impl DeadLetter {
 
     /// The record key, decoded.
     pub fn key_bytes(&self) -> Option<Vec<u8>> {
-        self.source.key_b64.as_ref().and_then(|k| BASE64.decode(k).ok())
+        self.source
+            .key_b64
+            .as_ref()
+            .and_then(|k| BASE64.decode(k).ok())
     }
 
     /// The same dead letter with the payload compressed (for announcements that must fit a
@@ -207,8 +215,16 @@ impl DeadLetter {
 impl From<&Header> for SourceHeader {
     fn from(header: &Header) -> Self {
         match std::str::from_utf8(&header.value) {
-            Ok(text) => SourceHeader { key: header.name.clone(), value: Some(text.to_owned()), value_b64: None },
-            Err(_) => SourceHeader { key: header.name.clone(), value: None, value_b64: Some(BASE64.encode(&header.value)) },
+            Ok(text) => SourceHeader {
+                key: header.name.clone(),
+                value: Some(text.to_owned()),
+                value_b64: None,
+            },
+            Err(_) => SourceHeader {
+                key: header.name.clone(),
+                value: None,
+                value_b64: Some(BASE64.encode(&header.value)),
+            },
         }
     }
 }
@@ -233,7 +249,10 @@ mod tests {
 
     #[test]
     fn envelope_keeps_identity_and_payload() {
-        let headers = vec![Header::new("keen-project-id", "p"), Header::new("bin", vec![0xff, 0x00])];
+        let headers = vec![
+            Header::new("keen-project-id", "p"),
+            Header::new("bin", vec![0xff, 0x00]),
+        ];
         let record = InboundRecord {
             topic: "keen-inbound",
             partition: 2,
@@ -243,8 +262,14 @@ mod tests {
             value: Some(b"{\"a\":"),
             headers: &headers,
         };
-        let tenant = Tenant { project_id: "p".into(), collection: "c".into(), key_id: "k".into(), producer: None };
-        let rejection = Rejection::new(ErrorCode::InvalidEventError, "bad").with_detail("invalid_json");
+        let tenant = Tenant {
+            project_id: "p".into(),
+            collection: "c".into(),
+            key_id: "k".into(),
+            producer: None,
+        };
+        let rejection =
+            Rejection::new(ErrorCode::InvalidEventError, "bad").with_detail("invalid_json");
         let letter = DeadLetter::new(&record, Some(&tenant), &rejection, 1_710_000_001_000);
         assert_eq!(letter.code(), Some(ErrorCode::InvalidEventError));
         assert_eq!(letter.payload.as_deref(), Some("{\"a\":"));

@@ -73,7 +73,10 @@ fn json_error(error: &serde_json::Error) -> Rejection {
             ),
         );
     }
-    invalid_event(format!("the record value is not valid JSON: {text}"), "invalid_json")
+    invalid_event(
+        format!("the record value is not valid JSON: {text}"),
+        "invalid_json",
+    )
 }
 
 fn invalid_event(message: impl Into<String>, detail: &'static str) -> Rejection {
@@ -108,7 +111,10 @@ pub fn json_type_name(value: &Value) -> &'static str {
 /// range, where a 64-bit float cannot tell in-range from out-of-range.
 pub fn validate(event: &EventObject, raw: Option<&[u8]>) -> Result<(), Rejection> {
     let root = JsonPath::Root;
-    let mut walk = Walk { raw, edge_checked: None };
+    let mut walk = Walk {
+        raw,
+        edge_checked: None,
+    };
     walk.object(event, &root, 1)
 }
 
@@ -119,7 +125,12 @@ struct Walk<'r> {
 }
 
 impl Walk<'_> {
-    fn object(&mut self, map: &EventObject, path: &JsonPath<'_>, depth: usize) -> Result<(), Rejection> {
+    fn object(
+        &mut self,
+        map: &EventObject,
+        path: &JsonPath<'_>,
+        depth: usize,
+    ) -> Result<(), Rejection> {
         if depth > MAX_DEPTH {
             return Err(too_deep(Some(path)));
         }
@@ -149,7 +160,11 @@ impl Walk<'_> {
         }
     }
 
-    fn number(&mut self, number: &serde_json::Number, path: &JsonPath<'_>) -> Result<(), Rejection> {
+    fn number(
+        &mut self,
+        number: &serde_json::Number,
+        path: &JsonPath<'_>,
+    ) -> Result<(), Rejection> {
         if number.is_i64() {
             return Ok(());
         }
@@ -169,7 +184,11 @@ impl Walk<'_> {
         let out_of_range = *self
             .edge_checked
             .get_or_insert_with(|| self.raw.is_some_and(raw_has_out_of_range_number));
-        if out_of_range { Err(number_out_of_range(path)) } else { Ok(()) }
+        if out_of_range {
+            Err(number_out_of_range(path))
+        } else {
+            Ok(())
+        }
     }
 }
 
@@ -207,14 +226,18 @@ pub fn property_name_problem(name: &str) -> Option<String> {
     if name.len() > MAX_PROPERTY_NAME_LEN {
         let chars = name.chars().count();
         if chars > MAX_PROPERTY_NAME_LEN {
-            return Some(format!("is {chars} characters long; the limit is {MAX_PROPERTY_NAME_LEN}"));
+            return Some(format!(
+                "is {chars} characters long; the limit is {MAX_PROPERTY_NAME_LEN}"
+            ));
         }
     }
     if name.starts_with('$') {
         return Some("starts with '$', which is reserved".to_owned());
     }
     if name.contains('.') {
-        return Some("contains '.', which separates nested properties; use another character".to_owned());
+        return Some(
+            "contains '.', which separates nested properties; use another character".to_owned(),
+        );
     }
     if name.chars().all(char::is_whitespace) {
         return Some("is only whitespace".to_owned());
@@ -254,7 +277,9 @@ fn raw_has_out_of_range_number(raw: &[u8]) -> bool {
             }
             b'-' | b'0'..=b'9' => {
                 let start = i;
-                while i < raw.len() && matches!(raw[i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') {
+                while i < raw.len()
+                    && matches!(raw[i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
+                {
                     i += 1;
                 }
                 if !literal_in_i64_range(&raw[start..i]) {
@@ -275,10 +300,17 @@ fn literal_in_i64_range(literal: &[u8]) -> bool {
         _ => (false, literal),
     };
     let (mantissa, exponent) = match rest.iter().position(|b| matches!(b, b'e' | b'E')) {
-        Some(at) => (&rest[..at], std::str::from_utf8(&rest[at + 1..]).ok().and_then(|e| e.parse::<i64>().ok())),
+        Some(at) => (
+            &rest[..at],
+            std::str::from_utf8(&rest[at + 1..])
+                .ok()
+                .and_then(|e| e.parse::<i64>().ok()),
+        ),
         None => (rest, Some(0)),
     };
-    let Some(exponent) = exponent else { return false };
+    let Some(exponent) = exponent else {
+        return false;
+    };
     let (int_part, frac_part) = match mantissa.iter().position(|&b| b == b'.') {
         Some(at) => (&mantissa[..at], &mantissa[at + 1..]),
         None => (mantissa, &[][..]),
@@ -286,7 +318,9 @@ fn literal_in_i64_range(literal: &[u8]) -> bool {
     // digits = all significant digits; the decimal point sits after `point` of them.
     let digits: Vec<u8> = int_part.iter().chain(frac_part).copied().collect();
     let first_nonzero = digits.iter().position(|&d| d != b'0');
-    let Some(first_nonzero) = first_nonzero else { return true }; // zero
+    let Some(first_nonzero) = first_nonzero else {
+        return true;
+    }; // zero
     let digits = &digits[first_nonzero..];
     let point = int_part.len() as i64 - first_nonzero as i64 + exponent;
     // Integer part digits of the value, and whether a non-zero fraction follows.
@@ -302,7 +336,11 @@ fn literal_in_i64_range(literal: &[u8]) -> bool {
         integer.push(b'0');
     }
     let has_fraction = digits.len() > point && digits[point..].iter().any(|&d| d != b'0');
-    let limit: &[u8] = if negative { b"9223372036854775808" } else { b"9223372036854775807" };
+    let limit: &[u8] = if negative {
+        b"9223372036854775808"
+    } else {
+        b"9223372036854775807"
+    };
     if integer.len() < limit.len() {
         return true;
     }
@@ -360,14 +398,25 @@ mod tests {
             (b"null", Some((InvalidEventError, "not_an_object"))),
             (b"", Some((InvalidEventError, "invalid_json"))),
             (b"{\"a\":", Some((InvalidEventError, "invalid_json"))),
-            (b"{\"a\":1}{\"b\":2}", Some((InvalidEventError, "invalid_json"))),
+            (
+                b"{\"a\":1}{\"b\":2}",
+                Some((InvalidEventError, "invalid_json")),
+            ),
             (b"{\"a\":NaN}", Some((InvalidEventError, "invalid_json"))),
             (b"{'a':1}", Some((InvalidEventError, "invalid_json"))),
-            (b"{\"a\":\"\xff\"}", Some((InvalidEventError, "invalid_json"))),
-            (b"\xef\xbb\xbf{\"a\":1}", Some((InvalidEventError, "invalid_json"))),
+            (
+                b"{\"a\":\"\xff\"}",
+                Some((InvalidEventError, "invalid_json")),
+            ),
+            (
+                b"\xef\xbb\xbf{\"a\":1}",
+                Some((InvalidEventError, "invalid_json")),
+            ),
         ];
         for (raw, expected) in cases {
-            let got = decode(Some(raw)).err().map(|r| (r.code, r.detail.unwrap_or("")));
+            let got = decode(Some(raw))
+                .err()
+                .map(|r| (r.code, r.detail.unwrap_or("")));
             assert_eq!(got, expected, "value {:?}", String::from_utf8_lossy(raw));
         }
         let tombstone = decode(None).expect_err("no value");
@@ -379,10 +428,19 @@ mod tests {
     fn depth_boundary_is_100() {
         assert_eq!(code_of(&nested(100)), None);
         let err = check(&nested(101)).expect_err("too deep");
-        assert_eq!((err.code, err.detail), (ErrorCode::InvalidEventError, Some("too_deep")));
-        assert_eq!(err.path.as_deref().map(|p| p.matches(".a").count()), Some(100));
+        assert_eq!(
+            (err.code, err.detail),
+            (ErrorCode::InvalidEventError, Some("too_deep"))
+        );
+        assert_eq!(
+            err.path.as_deref().map(|p| p.matches(".a").count()),
+            Some(100)
+        );
         assert_eq!(code_of(&nested_arrays(100)), None);
-        assert_eq!(code_of(&nested_arrays(101)), Some(ErrorCode::InvalidEventError));
+        assert_eq!(
+            code_of(&nested_arrays(101)),
+            Some(ErrorCode::InvalidEventError)
+        );
         // Past serde_json's own recursion limit the depth rule still names the problem.
         let err = check(&nested(500)).expect_err("far too deep");
         assert_eq!(err.detail, Some("too_deep"));
@@ -392,7 +450,11 @@ mod tests {
     fn property_name_rules() {
         let ok = ["a", "A b", " x ", "not$first$", "ünïcödé", "a-b_c", "keen2"];
         for name in ok {
-            assert_eq!(code_of(&json!({ name: 1 }).to_string()), None, "name {name:?}");
+            assert_eq!(
+                code_of(&json!({ name: 1 }).to_string()),
+                None,
+                "name {name:?}"
+            );
         }
         let long_ok = "n".repeat(255);
         let long_bad = "n".repeat(256);
@@ -402,7 +464,11 @@ mod tests {
         let bad = ["", " ", "\t\n", "a.b", ".", "$a", "$", long_bad.as_str()];
         for name in bad {
             let err = check(&json!({ name: 1 }).to_string()).expect_err(name);
-            assert_eq!(err.code, ErrorCode::InvalidPropertyNameError, "name {name:?}");
+            assert_eq!(
+                err.code,
+                ErrorCode::InvalidPropertyNameError,
+                "name {name:?}"
+            );
             assert!(err.path.is_some());
         }
         // Checked at every level, inside arrays too.
@@ -465,14 +531,20 @@ mod tests {
             assert_eq!(err.code, ErrorCode::InvalidPropertyValueError, "number {n}");
         }
         assert_eq!(
-            check(r#"{"x":[{"n":9223372036854775808}]}"#).expect_err("u64").path.as_deref(),
+            check(r#"{"x":[{"n":9223372036854775808}]}"#)
+                .expect_err("u64")
+                .path
+                .as_deref(),
             Some("$.x[0].n")
         );
     }
 
     #[test]
     fn arrays_and_nulls_are_stored_as_given() {
-        assert_eq!(code_of(r#"{"a":null,"b":[null,[],{},[1,"x",{"c":null}]],"d":{}}"#), None);
+        assert_eq!(
+            code_of(r#"{"a":null,"b":[null,[],{},[1,"x",{"c":null}]],"d":{}}"#),
+            None
+        );
     }
 
     #[test]
@@ -486,7 +558,11 @@ mod tests {
         assert!(literal_in_i64_range(b"9223372036854775807000e-3"));
         assert!(!literal_in_i64_range(b"9223372036854775807001e-3"));
         assert!(!literal_in_i64_range(b"1e99999999999999999999"));
-        assert!(!raw_has_out_of_range_number(br#"{"s":"9223372036854775808","n":1}"#));
-        assert!(raw_has_out_of_range_number(br#"{"s":"\"","n":9223372036854775808}"#));
+        assert!(!raw_has_out_of_range_number(
+            br#"{"s":"9223372036854775808","n":1}"#
+        ));
+        assert!(raw_has_out_of_range_number(
+            br#"{"s":"\"","n":9223372036854775808}"#
+        ));
     }
 }

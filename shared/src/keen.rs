@@ -16,7 +16,14 @@ use std::fmt;
 /// The name of the namespace property.
 pub const KEEN: &str = "keen";
 /// The `keen.*` keys a producer may send.
-pub const KNOWN_KEYS: [&str; 6] = ["timestamp", "created_at", "id", "location", "addons", "uniqueness_token"];
+pub const KNOWN_KEYS: [&str; 6] = [
+    "timestamp",
+    "created_at",
+    "id",
+    "location",
+    "addons",
+    "uniqueness_token",
+];
 /// Longest accepted `keen.uniqueness_token`, in characters.
 pub const MAX_UNIQUENESS_TOKEN_LEN: usize = 64;
 
@@ -37,8 +44,15 @@ impl KeenId {
 
     /// The id of any other record: its position in the backing log, plus its write time so ids
     /// stay unique even if the inbound topic is ever recreated.
-    pub fn for_position(physical_topic: &str, partition: i32, offset: i64, timestamp_ms: i64) -> KeenId {
-        KeenId::of(&format!("{physical_topic}\n{partition}\n{offset}\n{timestamp_ms}"))
+    pub fn for_position(
+        physical_topic: &str,
+        partition: i32,
+        offset: i64,
+        timestamp_ms: i64,
+    ) -> KeenId {
+        KeenId::of(&format!(
+            "{physical_topic}\n{partition}\n{offset}\n{timestamp_ms}"
+        ))
     }
 
     fn of(text: &str) -> KeenId {
@@ -170,7 +184,9 @@ pub fn build(event: &mut EventObject, identity: RecordIdentity) -> Result<KeenOb
 
     let uniqueness_token = match keen.get("uniqueness_token") {
         None => None,
-        Some(Value::String(token)) if (1..=MAX_UNIQUENESS_TOKEN_LEN).contains(&token.chars().count()) => {
+        Some(Value::String(token))
+            if (1..=MAX_UNIQUENESS_TOKEN_LEN).contains(&token.chars().count()) =>
+        {
             Some(token.clone())
         }
         Some(other) => {
@@ -206,7 +222,12 @@ pub fn build(event: &mut EventObject, identity: RecordIdentity) -> Result<KeenOb
     keen.insert("created_at".to_owned(), Value::String(created_at));
     keen.insert("id".to_owned(), Value::String(identity.id.to_hex()));
     event.insert(KEEN.to_owned(), Value::Object(keen));
-    Ok(KeenObject { id: identity.id, timestamp_ms, uniqueness_token, addons })
+    Ok(KeenObject {
+        id: identity.id,
+        timestamp_ms,
+        uniqueness_token,
+        addons,
+    })
 }
 
 fn keen_property(path: &JsonPath<'_>, message: String) -> Rejection {
@@ -253,19 +274,32 @@ mod tests {
     const CREATED: i64 = 1_710_000_000_123;
 
     fn identity() -> RecordIdentity {
-        RecordIdentity { id: KeenId::for_position("keen-inbound", 3, 18231, CREATED), created_at_ms: CREATED }
+        RecordIdentity {
+            id: KeenId::for_position("keen-inbound", 3, 18231, CREATED),
+            created_at_ms: CREATED,
+        }
     }
 
     fn build_from(value: Value) -> Result<(EventObject, KeenObject), Rejection> {
-        let Value::Object(mut event) = value else { panic!("test events are objects") };
+        let Value::Object(mut event) = value else {
+            panic!("test events are objects")
+        };
         let keen = build(&mut event, identity())?;
         Ok((event, keen))
     }
 
     #[test]
     fn golden_keen_ids() {
-        assert_eq!(KeenId::for_position("keen-inbound", 3, 18231, 1_710_000_000_123).to_hex(), "1bb51b6fbfd8d21897271fce");
-        let producer = ProducerIdentity { producer_id: 8412301, epoch: 0, client_partition: 2, sequence: 57 };
+        assert_eq!(
+            KeenId::for_position("keen-inbound", 3, 18231, 1_710_000_000_123).to_hex(),
+            "1bb51b6fbfd8d21897271fce"
+        );
+        let producer = ProducerIdentity {
+            producer_id: 8412301,
+            epoch: 0,
+            client_partition: 2,
+            sequence: 57,
+        };
         assert_eq!(
             KeenId::for_producer("4f1c9a3be6d2a1b07c3e5f11", "purchases", &producer).to_hex(),
             "e38767ec2ce7ce5d71ae1d73"
@@ -299,7 +333,9 @@ mod tests {
 
     #[test]
     fn producer_timestamp_is_normalised() {
-        let (event, keen) = build_from(json!({"keen": {"timestamp": "2024-01-02T03:04:05.678901+01:00"}})).expect("ok");
+        let (event, keen) =
+            build_from(json!({"keen": {"timestamp": "2024-01-02T03:04:05.678901+01:00"}}))
+                .expect("ok");
         assert_eq!(event["keen"]["timestamp"], "2024-01-02T02:04:05.678Z");
         assert_eq!(keen.timestamp_ms, 1_704_161_045_678);
     }
@@ -311,23 +347,79 @@ mod tests {
             (json!({"keen": "x"}), NamespaceTypeError, "$.keen"),
             (json!({"keen": [1]}), NamespaceTypeError, "$.keen"),
             (json!({"keen": null}), NamespaceTypeError, "$.keen"),
-            (json!({"keen": {"foo": 1}}), InvalidKeenNamespaceProperty, "$.keen.foo"),
-            (json!({"keen": {"timestamp": "yesterday"}}), InvalidKeenNamespaceProperty, "$.keen.timestamp"),
-            (json!({"keen": {"timestamp": 1700000000}}), InvalidKeenNamespaceProperty, "$.keen.timestamp"),
-            (json!({"keen": {"location": [1, 2]}}), InvalidKeenNamespaceProperty, "$.keen.location"),
-            (json!({"keen": {"location": {"coordinates": [1]}}}), InvalidKeenNamespaceProperty, "$.keen.location"),
-            (json!({"keen": {"location": {"coordinates": [1, "2"]}}}), InvalidKeenNamespaceProperty, "$.keen.location"),
-            (json!({"keen": {"location": {"coordinates": [181, 0]}}}), InvalidKeenNamespaceProperty, "$.keen.location"),
-            (json!({"keen": {"location": {"coordinates": [0, -90.5]}}}), InvalidKeenNamespaceProperty, "$.keen.location"),
-            (json!({"keen": {"location": {"coordinates": [0, 0], "x": 1}}}), InvalidKeenNamespaceProperty, "$.keen.location"),
-            (json!({"keen": {"uniqueness_token": ""}}), InvalidKeenNamespaceProperty, "$.keen.uniqueness_token"),
-            (json!({"keen": {"uniqueness_token": "t".repeat(65)}}), InvalidKeenNamespaceProperty, "$.keen.uniqueness_token"),
-            (json!({"keen": {"uniqueness_token": 7}}), InvalidKeenNamespaceProperty, "$.keen.uniqueness_token"),
-            (json!({"keen": {"addons": {}}}), InvalidAddonError, "$.keen.addons"),
+            (
+                json!({"keen": {"foo": 1}}),
+                InvalidKeenNamespaceProperty,
+                "$.keen.foo",
+            ),
+            (
+                json!({"keen": {"timestamp": "yesterday"}}),
+                InvalidKeenNamespaceProperty,
+                "$.keen.timestamp",
+            ),
+            (
+                json!({"keen": {"timestamp": 1700000000}}),
+                InvalidKeenNamespaceProperty,
+                "$.keen.timestamp",
+            ),
+            (
+                json!({"keen": {"location": [1, 2]}}),
+                InvalidKeenNamespaceProperty,
+                "$.keen.location",
+            ),
+            (
+                json!({"keen": {"location": {"coordinates": [1]}}}),
+                InvalidKeenNamespaceProperty,
+                "$.keen.location",
+            ),
+            (
+                json!({"keen": {"location": {"coordinates": [1, "2"]}}}),
+                InvalidKeenNamespaceProperty,
+                "$.keen.location",
+            ),
+            (
+                json!({"keen": {"location": {"coordinates": [181, 0]}}}),
+                InvalidKeenNamespaceProperty,
+                "$.keen.location",
+            ),
+            (
+                json!({"keen": {"location": {"coordinates": [0, -90.5]}}}),
+                InvalidKeenNamespaceProperty,
+                "$.keen.location",
+            ),
+            (
+                json!({"keen": {"location": {"coordinates": [0, 0], "x": 1}}}),
+                InvalidKeenNamespaceProperty,
+                "$.keen.location",
+            ),
+            (
+                json!({"keen": {"uniqueness_token": ""}}),
+                InvalidKeenNamespaceProperty,
+                "$.keen.uniqueness_token",
+            ),
+            (
+                json!({"keen": {"uniqueness_token": "t".repeat(65)}}),
+                InvalidKeenNamespaceProperty,
+                "$.keen.uniqueness_token",
+            ),
+            (
+                json!({"keen": {"uniqueness_token": 7}}),
+                InvalidKeenNamespaceProperty,
+                "$.keen.uniqueness_token",
+            ),
+            (
+                json!({"keen": {"addons": {}}}),
+                InvalidAddonError,
+                "$.keen.addons",
+            ),
         ];
         for (event, code, path) in cases {
             let err = build_from(event.clone()).expect_err(&event.to_string());
-            assert_eq!((err.code, err.path.as_deref()), (code, Some(path)), "event {event}");
+            assert_eq!(
+                (err.code, err.path.as_deref()),
+                (code, Some(path)),
+                "event {event}"
+            );
         }
     }
 
@@ -342,9 +434,15 @@ mod tests {
             }
         }))
         .expect("valid");
-        assert_eq!(event["keen"]["location"], json!({"coordinates": [-180, 90]}));
+        assert_eq!(
+            event["keen"]["location"],
+            json!({"coordinates": [-180, 90]})
+        );
         assert_eq!(event["keen"]["uniqueness_token"], json!(token));
-        assert!(event["keen"].get("addons").is_none(), "addons are never stored");
+        assert!(
+            event["keen"].get("addons").is_none(),
+            "addons are never stored"
+        );
         assert_eq!(keen.addons.len(), 1);
         assert_eq!(keen.uniqueness_token.as_deref(), Some(token.as_str()));
     }

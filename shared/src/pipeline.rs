@@ -64,7 +64,11 @@ impl Outcome {
 
 /// Processes one record. `key` is the writing key's model as looked up by the caller from the
 /// record's tenant headers (`None` when no such key exists).
-pub fn process(record: &InboundRecord<'_>, key: Option<&KeyModel>, data: &ReferenceData) -> Outcome {
+pub fn process(
+    record: &InboundRecord<'_>,
+    key: Option<&KeyModel>,
+    data: &ReferenceData,
+) -> Outcome {
     let attempt = catch_unwind(AssertUnwindSafe(|| process_inner(record, key, data)));
     match attempt {
         Ok(Ok(event)) => Outcome::Stored(event),
@@ -75,14 +79,16 @@ pub fn process(record: &InboundRecord<'_>, key: Option<&KeyModel>, data: &Refere
                 .map(|s| (*s).to_owned())
                 .or_else(|| panic.downcast_ref::<String>().cloned())
                 .unwrap_or_else(|| "unknown panic".to_owned());
-            Outcome::DeadLettered(Rejection::new(
-                ErrorCode::InvalidEventError,
-                format!(
-                    "the service failed on this record ({what}); it is kept here and can be \
+            Outcome::DeadLettered(
+                Rejection::new(
+                    ErrorCode::InvalidEventError,
+                    format!(
+                        "the service failed on this record ({what}); it is kept here and can be \
                      replayed once the fault is fixed"
-                ),
+                    ),
+                )
+                .with_detail("internal_error"),
             )
-            .with_detail("internal_error"))
         }
     }
 }
@@ -96,7 +102,12 @@ pub fn tenant(record: &InboundRecord<'_>) -> Result<Tenant, Rejection> {
 pub fn keen_id(record: &InboundRecord<'_>, tenant: &Tenant) -> KeenId {
     match &tenant.producer {
         Some(producer) => KeenId::for_producer(&tenant.project_id, &tenant.collection, producer),
-        None => KeenId::for_position(record.topic, record.partition, record.offset, record.timestamp_ms),
+        None => KeenId::for_position(
+            record.topic,
+            record.partition,
+            record.offset,
+            record.timestamp_ms,
+        ),
     }
 }
 
@@ -117,7 +128,13 @@ fn process_inner(
     event::validate(&event, record.value)?;
 
     let id = keen_id(record, &tenant);
-    let keen = keen::build(&mut event, RecordIdentity { id, created_at_ms: record.timestamp_ms })?;
+    let keen = keen::build(
+        &mut event,
+        RecordIdentity {
+            id,
+            created_at_ms: record.timestamp_ms,
+        },
+    )?;
     apply_addons(&mut event, &keen.addons, data)?;
 
     Ok(StoredEvent {
@@ -140,7 +157,10 @@ fn check_key(tenant: &Tenant, key: Option<&KeyModel>) -> Result<(), Rejection> {
         ));
     };
     if key.project_id != tenant.project_id || key.key_id.as_str() != tenant.key_id {
-        return refuse(format!("key {} does not belong to project {}", tenant.key_id, tenant.project_id));
+        return refuse(format!(
+            "key {} does not belong to project {}",
+            tenant.key_id, tenant.project_id
+        ));
     }
     if !key.is_active {
         return refuse(format!(

@@ -25,8 +25,15 @@ pub struct PlaceholderValues {
 impl PlaceholderValues {
     /// Reads the placeholder headers of a record.
     pub fn from_record(record: &InboundRecord<'_>) -> Self {
-        let text = |name| record.header(name).map(|b| String::from_utf8_lossy(b).into_owned());
-        PlaceholderValues { ip: text(HEADER_IP), user_agent: text(HEADER_USER_AGENT) }
+        let text = |name| {
+            record
+                .header(name)
+                .map(|b| String::from_utf8_lossy(b).into_owned())
+        };
+        PlaceholderValues {
+            ip: text(HEADER_IP),
+            user_agent: text(HEADER_USER_AGENT),
+        }
     }
 
     /// Values given directly (tests, replays).
@@ -88,7 +95,9 @@ mod tests {
     use serde_json::json;
 
     fn resolved(event: Value, values: &PlaceholderValues) -> Value {
-        let Value::Object(mut map) = event else { panic!("object") };
+        let Value::Object(mut map) = event else {
+            panic!("object")
+        };
         resolve(&mut map, values);
         Value::Object(map)
     }
@@ -119,7 +128,10 @@ mod tests {
     #[test]
     fn missing_headers_remove_the_property() {
         let values = PlaceholderValues::new(None, Some("UA".into()));
-        let out = resolved(json!({"ip": "${keen.ip}", "ua": "${keen.user_agent}", "l": [1, "${keen.ip}", 2]}), &values);
+        let out = resolved(
+            json!({"ip": "${keen.ip}", "ua": "${keen.user_agent}", "l": [1, "${keen.ip}", 2]}),
+            &values,
+        );
         assert_eq!(out, json!({"ua": "UA", "l": [1, 2]}));
     }
 

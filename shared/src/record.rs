@@ -15,8 +15,12 @@ pub const HEADER_KEY_ID: &str = "keen-key-id";
 /// `{producer_id}:{epoch}:{client_partition}:{sequence}` of an idempotent producer's record.
 pub const HEADER_PRODUCER: &str = "keen-producer";
 /// Headers only the gateway may set.
-pub const RESERVED_HEADERS: [&str; 4] =
-    [HEADER_PROJECT_ID, HEADER_COLLECTION, HEADER_KEY_ID, HEADER_PRODUCER];
+pub const RESERVED_HEADERS: [&str; 4] = [
+    HEADER_PROJECT_ID,
+    HEADER_COLLECTION,
+    HEADER_KEY_ID,
+    HEADER_PRODUCER,
+];
 /// Customer header feeding the `${keen.ip}` placeholder.
 pub const HEADER_IP: &str = "keen-ip";
 /// Customer header feeding the `${keen.user_agent}` placeholder.
@@ -34,7 +38,10 @@ pub struct Header {
 impl Header {
     /// A header from a name and bytes.
     pub fn new(name: impl Into<String>, value: impl Into<Vec<u8>>) -> Self {
-        Header { name: name.into(), value: value.into() }
+        Header {
+            name: name.into(),
+            value: value.into(),
+        }
     }
 }
 
@@ -60,7 +67,11 @@ pub struct InboundRecord<'a> {
 impl<'a> InboundRecord<'a> {
     /// The value of the last header called `name` (Kafka's "last header wins").
     pub fn header(&self, name: &str) -> Option<&'a [u8]> {
-        self.headers.iter().rev().find(|h| h.name == name).map(|h| h.value.as_slice())
+        self.headers
+            .iter()
+            .rev()
+            .find(|h| h.name == name)
+            .map(|h| h.value.as_slice())
     }
 }
 
@@ -92,7 +103,10 @@ impl ProducerIdentity {
 
     /// The header value form.
     pub fn to_header_value(&self) -> String {
-        format!("{}:{}:{}:{}", self.producer_id, self.epoch, self.client_partition, self.sequence)
+        format!(
+            "{}:{}:{}:{}",
+            self.producer_id, self.epoch, self.client_partition, self.sequence
+        )
     }
 }
 
@@ -124,7 +138,9 @@ impl Tenant {
         let producer = match record.header(HEADER_PRODUCER) {
             None => None,
             Some(bytes) => {
-                let parsed = std::str::from_utf8(bytes).ok().and_then(ProducerIdentity::parse);
+                let parsed = std::str::from_utf8(bytes)
+                    .ok()
+                    .and_then(ProducerIdentity::parse);
                 Some(parsed.ok_or_else(|| {
                     Rejection::new(
                         ErrorCode::MissingTenantHeadersError,
@@ -136,7 +152,12 @@ impl Tenant {
                 })?)
             }
         };
-        Ok(Tenant { project_id, collection, key_id, producer })
+        Ok(Tenant {
+            project_id,
+            collection,
+            key_id,
+            producer,
+        })
     }
 }
 
@@ -168,7 +189,10 @@ pub fn check_project_id(project_id: &str) -> Result<(), &'static str> {
     if project_id.is_empty() || project_id.len() > MAX_PROJECT_ID_LEN {
         return Err("it must be 1 to 64 characters long");
     }
-    if !project_id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
+    if !project_id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
         return Err("only A-Z, a-z, 0-9, '_' and '-' are allowed");
     }
     Ok(())
@@ -204,7 +228,12 @@ mod tests {
         assert_eq!(tenant.key_id, "0123456789abcdef");
         assert_eq!(
             tenant.producer,
-            Some(ProducerIdentity { producer_id: 8412301, epoch: 0, client_partition: 2, sequence: 57 })
+            Some(ProducerIdentity {
+                producer_id: 8412301,
+                epoch: 0,
+                client_partition: 2,
+                sequence: 57
+            })
         );
     }
 
@@ -216,16 +245,26 @@ mod tests {
             Header::new(HEADER_KEY_ID, "k"),
         ];
         for skip in 0..full.len() {
-            let headers: Vec<Header> =
-                full.iter().enumerate().filter(|(i, _)| *i != skip).map(|(_, h)| h.clone()).collect();
+            let headers: Vec<Header> = full
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| *i != skip)
+                .map(|(_, h)| h.clone())
+                .collect();
             let rejection = Tenant::from_record(&record(&headers)).expect_err("incomplete");
             assert_eq!(rejection.code, ErrorCode::MissingTenantHeadersError);
-            assert!(rejection.message.contains(&full[skip].name), "{}", rejection.message);
+            assert!(
+                rejection.message.contains(&full[skip].name),
+                "{}",
+                rejection.message
+            );
         }
         let mut bad = full.to_vec();
         bad.push(Header::new(HEADER_PRODUCER, "1:2:3"));
         assert_eq!(
-            Tenant::from_record(&record(&bad)).expect_err("bad producer").code,
+            Tenant::from_record(&record(&bad))
+                .expect_err("bad producer")
+                .code,
             ErrorCode::MissingTenantHeadersError
         );
         let mut bad_project = full.to_vec();
@@ -238,13 +277,21 @@ mod tests {
 
     #[test]
     fn last_header_wins() {
-        let headers = [Header::new("keen-ip", "1.1.1.1"), Header::new("keen-ip", "2.2.2.2")];
+        let headers = [
+            Header::new("keen-ip", "1.1.1.1"),
+            Header::new("keen-ip", "2.2.2.2"),
+        ];
         assert_eq!(record(&headers).header("keen-ip"), Some(&b"2.2.2.2"[..]));
     }
 
     #[test]
     fn producer_identity_round_trips() {
-        let id = ProducerIdentity { producer_id: -1, epoch: 3, client_partition: 7, sequence: i32::MAX };
+        let id = ProducerIdentity {
+            producer_id: -1,
+            epoch: 3,
+            client_partition: 7,
+            sequence: i32::MAX,
+        };
         assert_eq!(ProducerIdentity::parse(&id.to_header_value()), Some(id));
         assert_eq!(ProducerIdentity::parse("1:2:3:4:5"), None);
         assert_eq!(ProducerIdentity::parse("a:2:3:4"), None);

@@ -88,12 +88,22 @@ pub struct Rejection {
 impl Rejection {
     /// A rejection without a path.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Rejection { code, message: message.into(), path: None, detail: None }
+        Rejection {
+            code,
+            message: message.into(),
+            path: None,
+            detail: None,
+        }
     }
 
     /// A rejection at a JSON path.
     pub fn at(code: ErrorCode, path: &JsonPath<'_>, message: impl Into<String>) -> Self {
-        Rejection { code, message: message.into(), path: Some(path.to_string()), detail: None }
+        Rejection {
+            code,
+            message: message.into(),
+            path: Some(path.to_string()),
+            detail: None,
+        }
     }
 
     /// Adds the machine-readable detail.
@@ -150,7 +160,9 @@ impl fmt::Display for JsonPath<'_> {
             JsonPath::Key(parent, name) => {
                 parent.fmt(f)?;
                 let plain = !name.is_empty()
-                    && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                    && name
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
                 if plain {
                     write!(f, ".{name}")
                 } else {

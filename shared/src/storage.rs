@@ -38,14 +38,18 @@ pub struct EventLayout {
 
 impl Default for EventLayout {
     fn default() -> Self {
-        EventLayout { shards: DEFAULT_SHARDS }
+        EventLayout {
+            shards: DEFAULT_SHARDS,
+        }
     }
 }
 
 impl EventLayout {
     /// A layout with `shards` shards (at least 1).
     pub fn new(shards: u16) -> Self {
-        EventLayout { shards: shards.max(1) }
+        EventLayout {
+            shards: shards.max(1),
+        }
     }
 
     /// The shard count.
@@ -61,8 +65,19 @@ impl EventLayout {
     }
 
     /// The partition key of an event.
-    pub fn partition_key(&self, project_id: &str, collection: &str, timestamp_ms: i64, id: &KeenId) -> String {
-        day_partition_key(project_id, collection, &day_of(timestamp_ms), self.shard(id))
+    pub fn partition_key(
+        &self,
+        project_id: &str,
+        collection: &str,
+        timestamp_ms: i64,
+        id: &KeenId,
+    ) -> String {
+        day_partition_key(
+            project_id,
+            collection,
+            &day_of(timestamp_ms),
+            self.shard(id),
+        )
     }
 }
 
@@ -127,7 +142,12 @@ impl Body {
         if compressed.len() <= chunk {
             Body::Inline(compressed)
         } else {
-            Body::Parts(compressed.chunks(chunk.max(1)).map(<[u8]>::to_vec).collect())
+            Body::Parts(
+                compressed
+                    .chunks(chunk.max(1))
+                    .map(<[u8]>::to_vec)
+                    .collect(),
+            )
         }
     }
 
@@ -161,7 +181,8 @@ pub enum BodyError {
 /// Decompresses a stored body (inline, or the concatenated parts in order).
 pub fn decompress(parts: &[&[u8]]) -> Result<String, BodyError> {
     let joined: Vec<u8> = parts.concat();
-    let bytes = zstd::bulk::decompress(&joined, MAX_BODY_BYTES).map_err(|e| BodyError::Corrupt(e.to_string()))?;
+    let bytes = zstd::bulk::decompress(&joined, MAX_BODY_BYTES)
+        .map_err(|e| BodyError::Corrupt(e.to_string()))?;
     String::from_utf8(bytes).map_err(|_| BodyError::NotUtf8)
 }
 
@@ -178,9 +199,18 @@ pub fn property_paths(event: &EventObject) -> BTreeMap<String, &'static str> {
     paths
 }
 
-fn walk_paths(map: &EventObject, prefix: &str, out: &mut BTreeMap<String, &'static str>, depth: usize) {
+fn walk_paths(
+    map: &EventObject,
+    prefix: &str,
+    out: &mut BTreeMap<String, &'static str>,
+    depth: usize,
+) {
     for (name, value) in map {
-        let path = if prefix.is_empty() { name.clone() } else { format!("{prefix}.{name}") };
+        let path = if prefix.is_empty() {
+            name.clone()
+        } else {
+            format!("{prefix}.{name}")
+        };
         match value {
             Value::Object(inner) if !inner.is_empty() && depth < crate::event::MAX_DEPTH => {
                 walk_paths(inner, &path, out, depth + 1);
@@ -195,7 +225,10 @@ fn walk_paths(map: &EventObject, prefix: &str, out: &mut BTreeMap<String, &'stat
 /// Merges newly seen paths into a collection's known ones, respecting [`MAX_SCHEMA_PATHS`].
 /// Returns whether something was left out. A path seen with a second type keeps both, as
 /// `string|number`, so the listing tells the customer their data is mixed.
-pub fn merge_schema(known: &mut BTreeMap<String, String>, seen: &BTreeMap<String, &'static str>) -> bool {
+pub fn merge_schema(
+    known: &mut BTreeMap<String, String>,
+    seen: &BTreeMap<String, &'static str>,
+) -> bool {
     let mut truncated = false;
     for (path, kind) in seen {
         let room = known.len() < MAX_SCHEMA_PATHS;
@@ -236,7 +269,10 @@ mod tests {
             layout.partition_key("p", "purchases", 1_710_000_000_123, &id()),
             "p#purchases#2024-03-09#15"
         );
-        assert_eq!(sort_key(1_710_000_000_123, &id()), "2024-03-09T16:00:00.123Z#1bb51b6fbfd8d21897271fce");
+        assert_eq!(
+            sort_key(1_710_000_000_123, &id()),
+            "2024-03-09T16:00:00.123Z#1bb51b6fbfd8d21897271fce"
+        );
         assert_eq!(part_sort_key("a#b", 2), "a#b#part#2");
         assert!(is_part_sort_key("2024-03-09T16:00:00.123Z#1bb5#part#1"));
         assert!(!is_part_sort_key("2024-03-09T16:00:00.123Z#1bb5"));
@@ -254,13 +290,18 @@ mod tests {
         for offset in 0..16_000 {
             counts[usize::from(layout.shard(&KeenId::for_position("t", 0, offset, 0)))] += 1;
         }
-        assert!(counts.iter().all(|&c| (800..1200).contains(&c)), "{counts:?}");
+        assert!(
+            counts.iter().all(|&c| (800..1200).contains(&c)),
+            "{counts:?}"
+        );
     }
 
     #[test]
     fn bodies_compress_and_split_and_read_back() {
         let small = json!({"a": "x".repeat(2000)}).to_string();
-        let Body::Inline(bytes) = Body::of_json(&small) else { panic!("inline") };
+        let Body::Inline(bytes) = Body::of_json(&small) else {
+            panic!("inline")
+        };
         assert!(bytes.len() < small.len() / 5);
         assert_eq!(decompress(&[&bytes]).as_deref(), Ok(small.as_str()));
 
@@ -268,12 +309,16 @@ mod tests {
         let mut seed = 7u64;
         let noise: String = (0..200_000)
             .map(|_| {
-                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 char::from(b'!' + ((seed >> 33) % 90) as u8)
             })
             .collect();
         let big = json!({ "noise": noise }).to_string();
-        let Body::Parts(parts) = Body::of_json_with_chunk(&big, 50_000) else { panic!("parts") };
+        let Body::Parts(parts) = Body::of_json_with_chunk(&big, 50_000) else {
+            panic!("parts")
+        };
         assert!(parts.len() >= 3);
         assert!(parts.iter().all(|p| p.len() <= 50_000));
         let refs: Vec<&[u8]> = parts.iter().map(Vec::as_slice).collect();
@@ -297,27 +342,43 @@ mod tests {
         .to_string();
         assert!((900..1300).contains(&event.len()), "{}", event.len());
         let stored = Body::of_json(&event).stored_len();
-        assert!(stored < 800, "{stored} bytes stored for {} bytes", event.len());
+        assert!(
+            stored < 800,
+            "{stored} bytes stored for {} bytes",
+            event.len()
+        );
     }
 
     #[test]
     fn schema_paths_and_merging() {
-        let Value::Object(event) = json!({"a": 1, "b": {"c": "x", "d": [1], "e": {}}, "n": null}) else { panic!() };
+        let Value::Object(event) = json!({"a": 1, "b": {"c": "x", "d": [1], "e": {}}, "n": null})
+        else {
+            panic!()
+        };
         let paths = property_paths(&event);
-        let expected: BTreeMap<String, &str> =
-            [("a", "number"), ("b.c", "string"), ("b.d", "array"), ("b.e", "object"), ("n", "null")]
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v))
-                .collect();
+        let expected: BTreeMap<String, &str> = [
+            ("a", "number"),
+            ("b.c", "string"),
+            ("b.d", "array"),
+            ("b.e", "object"),
+            ("n", "null"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
         assert_eq!(paths, expected);
 
         let mut known: BTreeMap<String, String> = BTreeMap::new();
         assert!(!merge_schema(&mut known, &paths));
-        let Value::Object(second) = json!({"a": "now a string"}) else { panic!() };
+        let Value::Object(second) = json!({"a": "now a string"}) else {
+            panic!()
+        };
         merge_schema(&mut known, &property_paths(&second));
         assert_eq!(known["a"], "number|string");
 
-        let many: BTreeMap<String, &str> = (0..MAX_SCHEMA_PATHS + 10).map(|i| (format!("p{i}"), "number")).collect();
+        let many: BTreeMap<String, &str> = (0..MAX_SCHEMA_PATHS + 10)
+            .map(|i| (format!("p{i}"), "number"))
+            .collect();
         assert!(merge_schema(&mut known, &many));
         assert_eq!(known.len(), MAX_SCHEMA_PATHS);
     }

@@ -35,15 +35,24 @@ pub struct TimestampError(&'static str);
 
 /// Parses an ISO-8601 date-time in any of the accepted forms.
 pub fn parse(text: &str) -> Result<ParsedTimestamp, TimestampError> {
-    let mut cursor = Cursor { bytes: text.as_bytes(), pos: 0 };
+    let mut cursor = Cursor {
+        bytes: text.as_bytes(),
+        pos: 0,
+    };
 
-    let year = cursor.digits(4).ok_or(TimestampError("expected a 4-digit year"))?;
+    let year = cursor
+        .digits(4)
+        .ok_or(TimestampError("expected a 4-digit year"))?;
     let extended = cursor.eat(b'-');
-    let month = cursor.digits(2).ok_or(TimestampError("expected a 2-digit month"))?;
+    let month = cursor
+        .digits(2)
+        .ok_or(TimestampError("expected a 2-digit month"))?;
     if extended && !cursor.eat(b'-') {
         return Err(TimestampError("expected '-' between month and day"));
     }
-    let day = cursor.digits(2).ok_or(TimestampError("expected a 2-digit day"))?;
+    let day = cursor
+        .digits(2)
+        .ok_or(TimestampError("expected a 2-digit day"))?;
     let date = NaiveDate::from_ymd_opt(year as i32, month, day)
         .ok_or(TimestampError("the date does not exist in the calendar"))?;
 
@@ -53,14 +62,24 @@ pub fn parse(text: &str) -> Result<ParsedTimestamp, TimestampError> {
         None => return Err(TimestampError("a time of day is required after the date")),
     }
 
-    let hour = cursor.digits(2).ok_or(TimestampError("expected a 2-digit hour"))?;
+    let hour = cursor
+        .digits(2)
+        .ok_or(TimestampError("expected a 2-digit hour"))?;
     let time_extended = cursor.eat(b':');
-    let minute = cursor.digits(2).ok_or(TimestampError("expected 2-digit minutes"))?;
+    let minute = cursor
+        .digits(2)
+        .ok_or(TimestampError("expected 2-digit minutes"))?;
     let mut second = 0;
     let mut nanos = 0;
-    let has_seconds = if time_extended { cursor.eat(b':') } else { cursor.peek_digit() };
+    let has_seconds = if time_extended {
+        cursor.eat(b':')
+    } else {
+        cursor.peek_digit()
+    };
     if has_seconds {
-        second = cursor.digits(2).ok_or(TimestampError("expected 2-digit seconds"))?;
+        second = cursor
+            .digits(2)
+            .ok_or(TimestampError("expected 2-digit seconds"))?;
         if cursor.eat(b'.') || cursor.eat(b',') {
             let start = cursor.pos;
             while cursor.peek_digit() {
@@ -89,10 +108,14 @@ pub fn parse(text: &str) -> Result<ParsedTimestamp, TimestampError> {
         None => 0,
         Some(b'Z' | b'z') => 0,
         Some(sign @ (b'+' | b'-')) => {
-            let hours = cursor.digits(2).ok_or(TimestampError("expected a 2-digit zone hour"))?;
+            let hours = cursor
+                .digits(2)
+                .ok_or(TimestampError("expected a 2-digit zone hour"))?;
             // `+hh:mm` and `+hhmm` carry minutes, `+hh` does not.
             let minutes = if cursor.eat(b':') || cursor.peek_digit() {
-                cursor.digits(2).ok_or(TimestampError("expected 2-digit zone minutes"))?
+                cursor
+                    .digits(2)
+                    .ok_or(TimestampError("expected 2-digit zone minutes"))?
             } else {
                 0
             };
@@ -114,9 +137,15 @@ pub fn parse(text: &str) -> Result<ParsedTimestamp, TimestampError> {
     }
     let utc_naive = local - TimeDelta::seconds(i64::from(offset_seconds));
     if !(0..=9999).contains(&utc_naive.year()) {
-        return Err(TimestampError("the instant is outside the years 0000 to 9999"));
+        return Err(TimestampError(
+            "the instant is outside the years 0000 to 9999",
+        ));
     }
-    Ok(ParsedTimestamp { utc: utc_naive.and_utc(), offset_seconds, local })
+    Ok(ParsedTimestamp {
+        utc: utc_naive.and_utc(),
+        offset_seconds,
+        local,
+    })
 }
 
 /// Formats milliseconds since the epoch as `YYYY-MM-DDTHH:MM:SS.sssZ`.

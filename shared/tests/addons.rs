@@ -11,9 +11,11 @@ use std::path::PathBuf;
 use std::sync::OnceLock;
 
 fn geoip_test_db() -> PathBuf {
-    let path = std::env::var_os("KEEN_GEOIP_TEST_DB").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.test-data/GeoLite2-City-Test.mmdb")
-    });
+    let path = std::env::var_os("KEEN_GEOIP_TEST_DB")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.test-data/GeoLite2-City-Test.mmdb")
+        });
     assert!(
         path.is_file(),
         "the GeoIP test database {} is missing: run `scripts/setup-test-env` from the repository \
@@ -67,7 +69,11 @@ fn reject(event_json: Value, specs: Value) -> Rejection {
     let mut event = event(event_json);
     let specs = specs.as_array().expect("specs are an array").clone();
     let rejection = apply_addons(&mut event, &specs, data()).expect_err("a configuration error");
-    assert_eq!(rejection.code, ErrorCode::InvalidAddonError, "{rejection:?}");
+    assert_eq!(
+        rejection.code,
+        ErrorCode::InvalidAddonError,
+        "{rejection:?}"
+    );
     rejection
 }
 
@@ -191,7 +197,10 @@ fn ua_ipad_and_android_tablet() {
     let tv = ua(
         "Mozilla/5.0 (SMART-TV; Linux; Tizen 6.0) AppleWebKit/537.36 (KHTML, like Gecko) SamsungBrowser/4.0 Chrome/76.0.3809.146 TV Safari/537.36",
     );
-    assert_eq!(tv["device"], json!({"family": "Samsung SMART-TV", "type": "tv"}));
+    assert_eq!(
+        tv["device"],
+        json!({"family": "Samsung SMART-TV", "type": "tv"})
+    );
 }
 
 #[test]
@@ -207,7 +216,10 @@ fn ua_googlebot_is_a_bot() {
     let smartphone_bot = ua(
         "Mozilla/5.0 (Linux; Android 6.0.1; Nexus 5X Build/MMB29P) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0.6099.71 Mobile Safari/537.36 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)",
     );
-    assert_eq!(smartphone_bot["device"], json!({"family": "Spider", "type": "bot"}));
+    assert_eq!(
+        smartphone_bot["device"],
+        json!({"family": "Spider", "type": "bot"})
+    );
 }
 
 #[test]
@@ -243,7 +255,10 @@ fn url_with_port_and_without_query() {
         url("https://shop.example.com:8443/cart/items"),
         json!({"protocol": "https", "domain": "shop.example.com", "port": 8443, "path": "/cart/items"})
     );
-    assert_eq!(url("https://example.com"), json!({"protocol": "https", "domain": "example.com"}));
+    assert_eq!(
+        url("https://example.com"),
+        json!({"protocol": "https", "domain": "example.com"})
+    );
 }
 
 #[test]
@@ -257,7 +272,10 @@ fn url_malformed_is_empty() {
 #[test]
 fn referrer_google_search() {
     assert_eq!(
-        referrer("https://www.google.com/search?q=keen+io+analytics", "http://mysite.com/"),
+        referrer(
+            "https://www.google.com/search?q=keen+io+analytics",
+            "http://mysite.com/"
+        ),
         json!({"medium": "SEARCH", "source": "Google", "term": "keen io analytics"})
     );
 }
@@ -265,7 +283,10 @@ fn referrer_google_search() {
 #[test]
 fn referrer_social_email_and_chatbot() {
     assert_eq!(
-        referrer("https://m.facebook.com/story.php?id=1", "https://mysite.com/landing-page"),
+        referrer(
+            "https://m.facebook.com/story.php?id=1",
+            "https://mysite.com/landing-page"
+        ),
         json!({"medium": "SOCIAL", "source": "Facebook", "term": null})
     );
     assert_eq!(
@@ -282,11 +303,17 @@ fn referrer_social_email_and_chatbot() {
 #[test]
 fn referrer_internal_unknown_and_malformed() {
     assert_eq!(
-        referrer("http://mysite.com/pricing", "http://mysite.com/landing-page"),
+        referrer(
+            "http://mysite.com/pricing",
+            "http://mysite.com/landing-page"
+        ),
         json!({"medium": "INTERNAL", "source": null, "term": null})
     );
     assert_eq!(
-        referrer("https://search-engine.com?search=analytics", "http://mysite.com/landing-page"),
+        referrer(
+            "https://search-engine.com?search=analytics",
+            "http://mysite.com/landing-page"
+        ),
         json!({"medium": "UNKNOWN", "source": null, "term": null})
     );
     let nothing = json!({"medium": null, "source": null, "term": null});
@@ -300,7 +327,10 @@ fn referrer_internal_unknown_and_malformed() {
 fn date_time_of_keen_timestamp() {
     // 2024-03-09 is a Saturday: day_of_week 5, as in the analytics service's example.
     assert_eq!(
-        date_time(json!({"keen": {"timestamp": "2024-03-09T14:05:09.123Z"}}), "keen.timestamp"),
+        date_time(
+            json!({"keen": {"timestamp": "2024-03-09T14:05:09.123Z"}}),
+            "keen.timestamp"
+        ),
         json!({
             "millisecond": 123, "second": 9, "minute": 5, "hour": 14,
             "day_of_month": 9, "day_of_week": 5, "day_of_week_string": "Saturday",
@@ -313,7 +343,10 @@ fn date_time_of_keen_timestamp() {
 fn date_time_keeps_the_written_zone() {
     // 18:30 UTC on Saturday is 03:30 on Sunday in Tokyo: the parts are Tokyo's.
     assert_eq!(
-        date_time(json!({"signup": {"at": "2024-03-10T03:30:00+09:00"}}), "signup.at"),
+        date_time(
+            json!({"signup": {"at": "2024-03-10T03:30:00+09:00"}}),
+            "signup.at"
+        ),
         json!({
             "millisecond": 0, "second": 0, "minute": 30, "hour": 3,
             "day_of_month": 10, "day_of_week": 6, "day_of_week_string": "Sunday",
@@ -322,7 +355,11 @@ fn date_time_keeps_the_written_zone() {
     );
     let unparseable = date_time(json!({"when": "last tuesday"}), "when");
     assert_eq!(unparseable.as_object().map(Map::len), Some(11));
-    assert!(unparseable.as_object().is_some_and(|o| o.values().all(Value::is_null)));
+    assert!(
+        unparseable
+            .as_object()
+            .is_some_and(|o| o.values().all(Value::is_null))
+    );
 }
 
 // ---- keen:ip_to_geo ----
@@ -407,7 +444,12 @@ fn geo_remove_ip_property() {
 fn an_unopenable_geoip_database_fails_warm_up() {
     let data = ReferenceData::new(Some(PathBuf::from("/nonexistent/GeoLite2-City.mmdb")));
     let error = data.warm_up().expect_err("the file does not exist");
-    assert!(error.to_string().contains("/nonexistent/GeoLite2-City.mmdb"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("/nonexistent/GeoLite2-City.mmdb"),
+        "{error}"
+    );
 }
 
 // ---- caches ----
@@ -424,7 +466,12 @@ fn cache_hits_are_counted() {
     apply_addons(&mut first, &specs, &data).expect("applies");
     assert_eq!(
         data.cache_stats(),
-        CacheStats { user_agent_hits: 0, user_agent_misses: 1, ip_hits: 0, ip_misses: 1 }
+        CacheStats {
+            user_agent_hits: 0,
+            user_agent_misses: 1,
+            ip_hits: 0,
+            ip_misses: 1
+        }
     );
     for _ in 0..3 {
         let mut again = event(source.clone());
@@ -433,7 +480,12 @@ fn cache_hits_are_counted() {
     }
     assert_eq!(
         data.cache_stats(),
-        CacheStats { user_agent_hits: 3, user_agent_misses: 1, ip_hits: 3, ip_misses: 1 }
+        CacheStats {
+            user_agent_hits: 3,
+            user_agent_misses: 1,
+            ip_hits: 3,
+            ip_misses: 1
+        }
     );
 }
 
@@ -480,10 +532,19 @@ fn addons_run_in_order_and_may_repeat() {
         stored["parsed"],
         json!({"protocol": "https", "domain": "keen.io", "path": "/docs"})
     );
-    assert_eq!(stored["deep"]["new"]["parsed_other"]["domain"], json!("keen.io"));
-    assert_eq!(stored["deep"]["when"]["day_of_week_string"], json!("Saturday"));
+    assert_eq!(
+        stored["deep"]["new"]["parsed_other"]["domain"],
+        json!("keen.io")
+    );
+    assert_eq!(
+        stored["deep"]["when"]["day_of_week_string"],
+        json!("Saturday")
+    );
     assert_eq!(stored["source_as_url"], json!({}));
-    assert_eq!(stored["keen"], json!({"timestamp": "2024-03-09T14:05:09.123Z"}));
+    assert_eq!(
+        stored["keen"],
+        json!({"timestamp": "2024-03-09T14:05:09.123Z"})
+    );
 }
 
 #[test]
@@ -524,8 +585,10 @@ fn without(mut spec: Value, key: &str) -> Value {
 #[test]
 fn unknown_name_lists_the_five() {
     let base = json!({"user_agent": "x"});
-    let r =
-        reject(base.clone(), json!([ua_spec(), with(ua_spec(), "name", json!("keen:ua_parse"))]));
+    let r = reject(
+        base.clone(),
+        json!([ua_spec(), with(ua_spec(), "name", json!("keen:ua_parse"))]),
+    );
     assert_eq!(r.path.as_deref(), Some("$.keen.addons[1].name"));
     for name in [
         "keen:ip_to_geo",
@@ -558,14 +621,26 @@ fn input_must_be_an_object_of_known_paths() {
     let r = reject(base.clone(), json!([without(ua_spec(), "input")]));
     assert_eq!(r.path.as_deref(), Some("$.keen.addons[0].input"));
     assert!(r.message.contains("missing"), "{}", r.message);
-    let r = reject(base.clone(), json!([with(ua_spec(), "input", json!("user_agent"))]));
+    let r = reject(
+        base.clone(),
+        json!([with(ua_spec(), "input", json!("user_agent"))]),
+    );
     assert_eq!(r.path.as_deref(), Some("$.keen.addons[0].input"));
-    let r = reject(base.clone(), json!([with(ua_spec(), "input", json!({"ua": "user_agent"}))]));
+    let r = reject(
+        base.clone(),
+        json!([with(ua_spec(), "input", json!({"ua": "user_agent"}))]),
+    );
     assert_eq!(r.path.as_deref(), Some("$.keen.addons[0].input.ua"));
     assert!(r.message.contains("`ua_string`"), "{}", r.message);
-    let r = reject(base.clone(), json!([with(ua_spec(), "input", json!({"ua_string": 5}))]));
+    let r = reject(
+        base.clone(),
+        json!([with(ua_spec(), "input", json!({"ua_string": 5}))]),
+    );
     assert_eq!(r.path.as_deref(), Some("$.keen.addons[0].input.ua_string"));
-    let r = reject(base.clone(), json!([with(ua_spec(), "input", json!({"ua_string": "a..b"}))]));
+    let r = reject(
+        base.clone(),
+        json!([with(ua_spec(), "input", json!({"ua_string": "a..b"}))]),
+    );
     assert_eq!(r.path.as_deref(), Some("$.keen.addons[0].input.ua_string"));
     let r = reject(base.clone(), json!([with(ua_spec(), "input", json!({}))]));
     assert_eq!(r.path.as_deref(), Some("$.keen.addons[0].input"));
@@ -578,7 +653,10 @@ fn input_must_be_an_object_of_known_paths() {
             json!({"ua_string": "user_agent", "remove_ip_property": true})
         )]),
     );
-    assert_eq!(r.path.as_deref(), Some("$.keen.addons[0].input.remove_ip_property"));
+    assert_eq!(
+        r.path.as_deref(),
+        Some("$.keen.addons[0].input.remove_ip_property")
+    );
 }
 
 #[test]
@@ -597,7 +675,10 @@ fn remove_ip_property_must_be_a_boolean() {
         json!({"ip": "81.2.69.142"}),
         json!([{"name": "keen:ip_to_geo", "input": {"ip": "ip", "remove_ip_property": "yes"}, "output": "geo"}]),
     );
-    assert_eq!(r.path.as_deref(), Some("$.keen.addons[0].input.remove_ip_property"));
+    assert_eq!(
+        r.path.as_deref(),
+        Some("$.keen.addons[0].input.remove_ip_property")
+    );
 }
 
 #[test]
@@ -616,7 +697,11 @@ fn an_absent_input_property_is_a_configuration_error() {
 fn an_input_of_the_wrong_type_points_at_the_property() {
     let r = reject(json!({"user_agent": 42}), json!([ua_spec()]));
     assert_eq!(r.path.as_deref(), Some("$.user_agent"));
-    assert!(r.message.contains("a number") && r.message.contains("string"), "{}", r.message);
+    assert!(
+        r.message.contains("a number") && r.message.contains("string"),
+        "{}",
+        r.message
+    );
     let r = reject(
         json!({"when": {"epoch": 1_700_000_000}}),
         json!([{"name": "keen:date_time_parser", "input": {"date_time": "when.epoch"}, "output": "t"}]),
@@ -638,16 +723,29 @@ fn output_must_be_a_valid_path_outside_keen() {
         json!("  "),
         json!(7),
     ] {
-        let r = reject(base.clone(), json!([with(ua_spec(), "output", output.clone())]));
-        assert_eq!(r.path.as_deref(), Some("$.keen.addons[0].output"), "{output}");
+        let r = reject(
+            base.clone(),
+            json!([with(ua_spec(), "output", output.clone())]),
+        );
+        assert_eq!(
+            r.path.as_deref(),
+            Some("$.keen.addons[0].output"),
+            "{output}"
+        );
     }
     let r = reject(base.clone(), json!([without(ua_spec(), "output")]));
     assert_eq!(r.path.as_deref(), Some("$.keen.addons[0].output"));
     let long = "x".repeat(256);
-    let r = reject(base.clone(), json!([with(ua_spec(), "output", json!(long))]));
+    let r = reject(
+        base.clone(),
+        json!([with(ua_spec(), "output", json!(long))]),
+    );
     assert_eq!(r.path.as_deref(), Some("$.keen.addons[0].output"));
     // A parent that exists but is not an object.
-    let r = reject(base, json!([with(ua_spec(), "output", json!("label.parsed"))]));
+    let r = reject(
+        base,
+        json!([with(ua_spec(), "output", json!("label.parsed"))]),
+    );
     assert_eq!(r.path.as_deref(), Some("$.label"));
     assert!(r.message.contains("not an object"), "{}", r.message);
 }

@@ -8,9 +8,17 @@ use keen_shared::record::{HEADER_COLLECTION, HEADER_PRODUCER, HEADER_PROJECT_ID,
 use keen_shared::{ErrorCode, Outcome};
 use serde_json::{Value, json};
 
-fn rejection_of(value: &[u8], headers: &[Header], key: Option<&keen_shared::key::KeyModel>) -> (ErrorCode, Option<String>, Option<&'static str>) {
+fn rejection_of(
+    value: &[u8],
+    headers: &[Header],
+    key: Option<&keen_shared::key::KeyModel>,
+) -> (ErrorCode, Option<String>, Option<&'static str>) {
     match run(Some(value), headers, key) {
-        Outcome::Stored(event) => panic!("{} was stored as {}", String::from_utf8_lossy(value), event.json),
+        Outcome::Stored(event) => panic!(
+            "{} was stored as {}",
+            String::from_utf8_lossy(value),
+            event.json
+        ),
         Outcome::DeadLettered(r) => {
             assert!(!r.message.is_empty());
             (r.code, r.path, r.detail)
@@ -26,18 +34,63 @@ fn every_error_code_through_the_entry_point() {
     let deep = format!("{}0{}", "{\"a\":".repeat(101), "}".repeat(101));
     let cases: Vec<(&str, Vec<u8>, ErrorCode, Option<&str>)> = vec![
         ("invalid JSON", b"{\"a\":".to_vec(), InvalidEventError, None),
-        ("not UTF-8", b"{\"a\":\"\xc3\x28\"}".to_vec(), InvalidEventError, None),
+        (
+            "not UTF-8",
+            b"{\"a\":\"\xc3\x28\"}".to_vec(),
+            InvalidEventError,
+            None,
+        ),
         ("array top level", b"[1]".to_vec(), InvalidEventError, None),
         ("empty object", b"{}".to_vec(), InvalidEventError, None),
         ("too deep", deep.into_bytes(), InvalidEventError, None),
-        ("dotted name", br#"{"a.b":1}"#.to_vec(), InvalidPropertyNameError, Some(r#"$["a.b"]"#)),
-        ("dollar name", br#"{"x":[{"$y":1}]}"#.to_vec(), InvalidPropertyNameError, Some(r#"$.x[0]["$y"]"#)),
-        ("long string", format!(r#"{{"s":"{}"}}"#, "x".repeat(10_000)).into_bytes(), InvalidPropertyValueError, Some("$.s")),
-        ("huge number", br#"{"n":9223372036854775808}"#.to_vec(), InvalidPropertyValueError, Some("$.n")),
-        ("keen not object", br#"{"a":1,"keen":"x"}"#.to_vec(), NamespaceTypeError, Some("$.keen")),
-        ("unknown keen key", br#"{"keen":{"colour":"red"}}"#.to_vec(), InvalidKeenNamespaceProperty, Some("$.keen.colour")),
-        ("bad timestamp", br#"{"keen":{"timestamp":"2024-02-30T00:00:00Z"}}"#.to_vec(), InvalidKeenNamespaceProperty, Some("$.keen.timestamp")),
-        ("unknown add-on", br#"{"a":1,"keen":{"addons":[{"name":"keen:nope","input":{},"output":"x"}]}}"#.to_vec(), InvalidAddonError, None),
+        (
+            "dotted name",
+            br#"{"a.b":1}"#.to_vec(),
+            InvalidPropertyNameError,
+            Some(r#"$["a.b"]"#),
+        ),
+        (
+            "dollar name",
+            br#"{"x":[{"$y":1}]}"#.to_vec(),
+            InvalidPropertyNameError,
+            Some(r#"$.x[0]["$y"]"#),
+        ),
+        (
+            "long string",
+            format!(r#"{{"s":"{}"}}"#, "x".repeat(10_000)).into_bytes(),
+            InvalidPropertyValueError,
+            Some("$.s"),
+        ),
+        (
+            "huge number",
+            br#"{"n":9223372036854775808}"#.to_vec(),
+            InvalidPropertyValueError,
+            Some("$.n"),
+        ),
+        (
+            "keen not object",
+            br#"{"a":1,"keen":"x"}"#.to_vec(),
+            NamespaceTypeError,
+            Some("$.keen"),
+        ),
+        (
+            "unknown keen key",
+            br#"{"keen":{"colour":"red"}}"#.to_vec(),
+            InvalidKeenNamespaceProperty,
+            Some("$.keen.colour"),
+        ),
+        (
+            "bad timestamp",
+            br#"{"keen":{"timestamp":"2024-02-30T00:00:00Z"}}"#.to_vec(),
+            InvalidKeenNamespaceProperty,
+            Some("$.keen.timestamp"),
+        ),
+        (
+            "unknown add-on",
+            br#"{"a":1,"keen":{"addons":[{"name":"keen:nope","input":{},"output":"x"}]}}"#.to_vec(),
+            InvalidAddonError,
+            None,
+        ),
     ];
     for (what, value, code, path) in cases {
         let (got, got_path, _) = rejection_of(&value, &ok_headers, Some(&write));
@@ -54,14 +107,23 @@ fn every_error_code_through_the_entry_point() {
     }
 
     let no_tenant = vec![Header::new(HEADER_COLLECTION, "purchases")];
-    assert_eq!(rejection_of(event, &no_tenant, Some(&write)).0, MissingTenantHeadersError);
+    assert_eq!(
+        rejection_of(event, &no_tenant, Some(&write)).0,
+        MissingTenantHeadersError
+    );
 
     let keys = [
         ("unknown key", None),
         ("revoked key", Some(key(json!({"is_active": false})))),
         ("read key", Some(key(json!({"kind": "read"})))),
-        ("access key without writes", Some(key(json!({"kind": "access", "permitted": ["queries"]})))),
-        ("other project's key", Some(key(json!({"project_id": "someoneelse"})))),
+        (
+            "access key without writes",
+            Some(key(json!({"kind": "access", "permitted": ["queries"]}))),
+        ),
+        (
+            "other project's key",
+            Some(key(json!({"project_id": "someoneelse"}))),
+        ),
     ];
     for (what, model) in keys {
         let (code, _, _) = rejection_of(event, &ok_headers, model.as_ref());
@@ -71,7 +133,9 @@ fn every_error_code_through_the_entry_point() {
 
 #[test]
 fn a_valid_event_is_stored_with_the_keen_object() {
-    let stored = store(json!({"item": "widget", "price": 1999, "tags": ["a", null], "keen": {"id": "forged"}}));
+    let stored = store(
+        json!({"item": "widget", "price": 1999, "tags": ["a", null], "keen": {"id": "forged"}}),
+    );
     assert_eq!(
         stored,
         json!({
@@ -115,9 +179,11 @@ fn reprocessing_is_identical() {
 
 #[test]
 fn autofill_is_merged_and_wins_and_is_validated_again() {
-    let autofill = key(json!({"options": {"writes": {"autofill": {"tenant": {"id": 7}, "source": "kafka"}}}}));
+    let autofill =
+        key(json!({"options": {"writes": {"autofill": {"tenant": {"id": 7}, "source": "kafka"}}}}));
     let value = br#"{"tenant":{"id":1,"name":"acme"},"source":"forged"}"#;
-    let Outcome::Stored(event) = run(Some(value), &headers("purchases", &[]), Some(&autofill)) else {
+    let Outcome::Stored(event) = run(Some(value), &headers("purchases", &[]), Some(&autofill))
+    else {
         panic!("stored")
     };
     let stored: Value = serde_json::from_str(&event.json).expect("json");
@@ -127,17 +193,27 @@ fn autofill_is_merged_and_wins_and_is_validated_again() {
     // A merged event must still pass the rules: here the autofill supplies a bad keen key.
     let bad = key(json!({"options": {"writes": {"autofill": {"keen": {"colour": "red"}}}}}));
     let (code, path, _) = rejection_of(br#"{"a":1}"#, &headers("purchases", &[]), Some(&bad));
-    assert_eq!((code, path.as_deref()), (ErrorCode::InvalidKeenNamespaceProperty, Some("$.keen.colour")));
+    assert_eq!(
+        (code, path.as_deref()),
+        (
+            ErrorCode::InvalidKeenNamespaceProperty,
+            Some("$.keen.colour")
+        )
+    );
 }
 
 #[test]
 fn autofill_add_ons_run_after_the_events_own() {
-    let autofill = key(json!({"options": {"writes": {"autofill": {"keen": {"addons": [
-        {"name": "keen:url_parser", "input": {"url": "page"}, "output": "parsed"}
-    ]}}}}}));
+    let autofill = key(
+        json!({"options": {"writes": {"autofill": {"keen": {"addons": [
+            {"name": "keen:url_parser", "input": {"url": "page"}, "output": "parsed"}
+        ]}}}}}),
+    );
     let value = br#"{"page":"https://a.example/x","keen":{"addons":[{"name":"keen:url_parser","input":{"url":"page"},"output":"parsed"}]},"ua":"${keen.user_agent}"}"#;
     let h = headers("purchases", &[("keen-user-agent", "curl/8.0")]);
-    let Outcome::Stored(event) = run(Some(value), &h, Some(&autofill)) else { panic!("stored") };
+    let Outcome::Stored(event) = run(Some(value), &h, Some(&autofill)) else {
+        panic!("stored")
+    };
     let stored: Value = serde_json::from_str(&event.json).expect("json");
     assert_eq!(stored["parsed"]["domain"], "a.example");
     assert_eq!(stored["ua"], "curl/8.0");
@@ -149,7 +225,9 @@ fn placeholders_feed_add_ons_and_a_missing_header_fails_the_add_on() {
     let value = br#"{"ua":"${keen.user_agent}","keen":{"addons":[{"name":"keen:ua_parser","input":{"ua_string":"ua"},"output":"tech"}]}}"#;
     let ua = "Mozilla/5.0 (iPhone; CPU iPhone OS 8_3 like Mac OS X) AppleWebKit/600.1.4 (KHTML, like Gecko) CriOS/41.0.2272.58 Mobile/12F70 Safari/600.1.4";
     let h = headers("purchases", &[("keen-user-agent", ua)]);
-    let Outcome::Stored(event) = run(Some(value), &h, Some(&key(json!({})))) else { panic!("stored") };
+    let Outcome::Stored(event) = run(Some(value), &h, Some(&key(json!({})))) else {
+        panic!("stored")
+    };
     let stored: Value = serde_json::from_str(&event.json).expect("json");
     assert_eq!(stored["ua"], ua);
     assert_eq!(stored["tech"]["browser"]["family"], "Chrome Mobile iOS");
@@ -162,7 +240,9 @@ fn placeholders_feed_add_ons_and_a_missing_header_fails_the_add_on() {
 fn tenant_headers_decide_project_and_collection_not_the_topic() {
     let mut h = headers("page-views", &[]);
     h.push(Header::new(HEADER_PROJECT_ID, PROJECT));
-    let Outcome::Stored(event) = run(Some(br#"{"a":1}"#), &h, Some(&key(json!({})))) else { panic!("stored") };
+    let Outcome::Stored(event) = run(Some(br#"{"a":1}"#), &h, Some(&key(json!({})))) else {
+        panic!("stored")
+    };
     assert_eq!(event.collection, "page-views");
 }
 
@@ -173,9 +253,17 @@ fn add_on_outputs_stay_within_the_nesting_limit() {
         json!({"ua": "curl/8.0", "keen": {"addons": [{"name": "keen:ua_parser", "input": {"ua_string": "ua"}, "output": output}]}})
     };
     let deepest = store(spec(98));
-    let Value::Object(map) = deepest else { panic!("object") };
+    let Value::Object(map) = deepest else {
+        panic!("object")
+    };
     assert!(keen_shared::event::validate(&map, None).is_ok());
     let bytes = serde_json::to_vec(&spec(99)).expect("json");
     let (code, path, _) = rejection_of(&bytes, &headers("purchases", &[]), Some(&key(json!({}))));
-    assert_eq!((code, path.as_deref()), (ErrorCode::InvalidAddonError, Some("$.keen.addons[0].output")));
+    assert_eq!(
+        (code, path.as_deref()),
+        (
+            ErrorCode::InvalidAddonError,
+            Some("$.keen.addons[0].output")
+        )
+    );
 }

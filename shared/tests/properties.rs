@@ -14,9 +14,16 @@ use serde_json::{Map, Value, json};
 fn check_outcome(outcome: &Outcome) -> Result<(), TestCaseError> {
     match outcome {
         Outcome::Stored(stored) => {
-            let parsed: Value = serde_json::from_str(&stored.json).map_err(|e| TestCaseError::fail(e.to_string()))?;
-            let Value::Object(map) = parsed else { return Err(TestCaseError::fail("stored a non-object")) };
-            prop_assert!(event::validate(&map, None).is_ok(), "stored event fails the rules: {}", stored.json);
+            let parsed: Value = serde_json::from_str(&stored.json)
+                .map_err(|e| TestCaseError::fail(e.to_string()))?;
+            let Value::Object(map) = parsed else {
+                return Err(TestCaseError::fail("stored a non-object"));
+            };
+            prop_assert!(
+                event::validate(&map, None).is_ok(),
+                "stored event fails the rules: {}",
+                stored.json
+            );
             let id = stored.keen_id.to_hex();
             prop_assert_eq!(map["keen"]["id"].as_str(), Some(id.as_str()));
             prop_assert!(map["keen"].get("addons").is_none());
@@ -24,7 +31,12 @@ fn check_outcome(outcome: &Outcome) -> Result<(), TestCaseError> {
         Outcome::DeadLettered(rejection) => {
             prop_assert!(ErrorCode::ALL.contains(&rejection.code));
             prop_assert!(!rejection.message.is_empty());
-            prop_assert_ne!(rejection.detail, Some("internal_error"), "a panic was caught: {}", rejection.message);
+            prop_assert_ne!(
+                rejection.detail,
+                Some("internal_error"),
+                "a panic was caught: {}",
+                rejection.message
+            );
         }
     }
     Ok(())
@@ -46,7 +58,8 @@ fn json_value() -> impl Strategy<Value = Value> {
         any::<bool>().prop_map(Value::Bool),
         any::<i64>().prop_map(Value::from),
         any::<u64>().prop_map(Value::from),
-        any::<f64>().prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
+        any::<f64>()
+            .prop_map(|f| serde_json::Number::from_f64(f).map_or(Value::Null, Value::Number)),
         "\\PC{0,20}".prop_map(Value::String),
         Just(Value::String("${keen.ip}".into())),
         Just(Value::String("${keen.user_agent}".into())),
@@ -67,12 +80,19 @@ fn keen_value() -> impl Strategy<Value = Value> {
         Just(json!({"name": "keen:ua_parser", "input": {"ua_string": "ua"}, "output": "tech"})),
         Just(json!({"name": "keen:ip_to_geo", "input": {"ip": "ip"}, "output": "geo"})),
         Just(json!({"name": "keen:url_parser", "input": {"url": "u"}, "output": "pu"})),
-        Just(json!({"name": "keen:referrer_parser", "input": {"referrer_url": "u", "page_url": "u"}, "output": "r"})),
-        Just(json!({"name": "keen:date_time_parser", "input": {"date_time": "keen.timestamp"}, "output": "dt"})),
+        Just(
+            json!({"name": "keen:referrer_parser", "input": {"referrer_url": "u", "page_url": "u"}, "output": "r"})
+        ),
+        Just(
+            json!({"name": "keen:date_time_parser", "input": {"date_time": "keen.timestamp"}, "output": "dt"})
+        ),
         json_value(),
     ];
     (
-        prop::option::of(prop_oneof!["\\PC{0,30}", Just("2024-03-09T10:11:12Z".to_owned())]),
+        prop::option::of(prop_oneof![
+            "\\PC{0,30}",
+            Just("2024-03-09T10:11:12Z".to_owned())
+        ]),
         prop::option::of(prop::collection::vec(addon, 0..4)),
         prop::option::of(json_value()),
     )
@@ -95,7 +115,11 @@ fn event_value() -> impl Strategy<Value = Value> {
     (
         prop::collection::vec(("[a-z]{1,6}", json_value()), 0..6),
         prop::option::of(keen_value()),
-        prop::option::of(prop_oneof!["\\PC{0,40}", Just("81.2.69.142".to_owned()), Just("https://www.google.com/search?q=x".to_owned())]),
+        prop::option::of(prop_oneof![
+            "\\PC{0,40}",
+            Just("81.2.69.142".to_owned()),
+            Just("https://www.google.com/search?q=x".to_owned())
+        ]),
     )
         .prop_map(|(pairs, keen, sample)| {
             let mut map: Map<String, Value> = pairs.into_iter().collect();

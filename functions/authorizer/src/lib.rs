@@ -449,22 +449,24 @@ fn key_model(request: NewKeyRequest) -> Result<KeyModel, Refusal> {
             };
             keen_shared::keen::build(&mut probe, identity).map(|_| ())
         };
-        event::validate(autofill, None).and_then(|()| keen_check(autofill)).map_err(|rejection| Refusal {
-            code: ErrorCode::InvalidKeyModel,
-            message: format!(
-                "options.writes.autofill is merged into every event, so it must pass the event \
+        event::validate(autofill, None)
+            .and_then(|()| keen_check(autofill))
+            .map_err(|rejection| Refusal {
+                code: ErrorCode::InvalidKeyModel,
+                message: format!(
+                    "options.writes.autofill is merged into every event, so it must pass the event \
                  rules itself ({}): {}",
-                rejection.code.as_str(),
-                rejection.message
-            ),
-            // The rule's path is into the event; answer it as a path into the request.
-            path: rejection.path.map(|path| {
-                format!(
-                    "$.options.writes.autofill{}",
-                    path.strip_prefix('$').unwrap_or(&path)
-                )
-            }),
-        })?;
+                    rejection.code.as_str(),
+                    rejection.message
+                ),
+                // The rule's path is into the event; answer it as a path into the request.
+                path: rejection.path.map(|path| {
+                    format!(
+                        "$.options.writes.autofill{}",
+                        path.strip_prefix('$').unwrap_or(&path)
+                    )
+                }),
+            })?;
     }
     Ok(model)
 }

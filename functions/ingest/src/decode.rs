@@ -66,10 +66,16 @@ pub fn decode_event(event: &KafkaEvent) -> Vec<DecodedRecord> {
                 .headers
                 .iter()
                 .flat_map(|map| map.iter())
-                .map(|(name, bytes)| Header::new(name.clone(), bytes.iter().map(|b| *b as u8).collect::<Vec<u8>>()))
+                .map(|(name, bytes)| {
+                    Header::new(
+                        name.clone(),
+                        bytes.iter().map(|b| *b as u8).collect::<Vec<u8>>(),
+                    )
+                })
                 .collect(),
         })
         .collect();
-    records.sort_by(|a, b| (&a.topic, a.partition, a.offset).cmp(&(&b.topic, b.partition, b.offset)));
+    records
+        .sort_by(|a, b| (&a.topic, a.partition, a.offset).cmp(&(&b.topic, b.partition, b.offset)));
     records
 }

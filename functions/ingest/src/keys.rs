@@ -22,12 +22,18 @@ pub struct KeyCache {
 impl KeyCache {
     /// An empty cache over the Keys table.
     pub fn new(table: KeysTable) -> Self {
-        KeyCache { table, entries: Mutex::new(HashMap::new()) }
+        KeyCache {
+            table,
+            entries: Mutex::new(HashMap::new()),
+        }
     }
 
     /// Looks up every wanted key: from the cache when fresh, else from the table (in parallel).
     /// An `Err` means the lookup failed transiently and the records must be retried.
-    pub async fn lookup_all(&self, wanted: HashSet<CacheKey>) -> HashMap<CacheKey, Result<Option<KeyModel>, String>> {
+    pub async fn lookup_all(
+        &self,
+        wanted: HashSet<CacheKey>,
+    ) -> HashMap<CacheKey, Result<Option<KeyModel>, String>> {
         let mut out = HashMap::new();
         let mut missing = Vec::new();
         {
@@ -44,7 +50,11 @@ impl KeyCache {
         let lookups = missing.into_iter().map(|key| async move {
             // A key id that cannot even be parsed names no key: the record is refused as such.
             let result = match KeyId::parse(&key.1) {
-                Ok(key_id) => self.table.get_key(&key.0, &key_id).await.map_err(|e| e.to_string()),
+                Ok(key_id) => self
+                    .table
+                    .get_key(&key.0, &key_id)
+                    .await
+                    .map_err(|e| e.to_string()),
                 Err(_) => Ok(None),
             };
             (key, result)
@@ -69,7 +79,9 @@ impl KeyCache {
     }
 }
 
-async fn futures_join_all<F: std::future::Future>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output> {
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl IntoIterator<Item = F>,
+) -> Vec<F::Output> {
     // A handful of keys per invocation: polling them concurrently without spawning is enough.
     let mut pinned: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
     let mut results: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
@@ -83,7 +95,11 @@ async fn futures_join_all<F: std::future::Future>(futures: impl IntoIterator<Ite
                 }
             }
         }
-        if pending { std::task::Poll::Pending } else { std::task::Poll::Ready(()) }
+        if pending {
+            std::task::Poll::Pending
+        } else {
+            std::task::Poll::Ready(())
+        }
     })
     .await;
     results.into_iter().flatten().collect()

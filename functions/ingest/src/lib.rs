@@ -18,10 +18,10 @@ pub use metrics::Counts;
 
 use aws_sdk_dynamodb::Client as DynamoDb;
 use keen_shared::Outcome;
-use keen_shared::addon::ReferenceData;
 use keen_shared::adapters::batch::{TableWrite, WriteBatcher, WriteOp};
 use keen_shared::adapters::dlq::{Announcement, DeadLetterQueue};
 use keen_shared::adapters::store::{self, Claim, CollectionUpdate, CounterKey, EventFacts, Tables};
+use keen_shared::addon::ReferenceData;
 use keen_shared::dead_letter::{DeadLetter, table_keys};
 use keen_shared::record::{InboundRecord, Tenant};
 use keen_shared::storage::{self, EventLayout};
@@ -53,7 +53,9 @@ impl Config {
     /// Reads `EVENTS_TABLE`, `COLLECTIONS_TABLE`, `DEDUPE_TABLE`, `DEAD_LETTERS_TABLE`,
     /// `KEYS_TABLE`, `DEAD_LETTER_QUEUE_URL`, `GEOIP_DATABASE` and `EVENT_SHARDS`.
     pub fn from_env() -> Result<Config, ConfigError> {
-        let var = |name: &'static str, what: &'static str| std::env::var(name).map_err(|_| ConfigError(name, what));
+        let var = |name: &'static str, what: &'static str| {
+            std::env::var(name).map_err(|_| ConfigError(name, what))
+        };
         Ok(Config {
             tables: Tables {
                 events: var("EVENTS_TABLE", "Events table name")?,
@@ -64,7 +66,10 @@ impl Config {
             keys_table: var("KEYS_TABLE", "Keys table name")?,
             dead_letter_queue_url: var("DEAD_LETTER_QUEUE_URL", "SQS dead letter queue URL")?,
             geoip_database: std::env::var_os("GEOIP_DATABASE").map(Into::into),
-            shards: std::env::var("EVENT_SHARDS").ok().and_then(|v| v.parse().ok()).unwrap_or(storage::DEFAULT_SHARDS),
+            shards: std::env::var("EVENT_SHARDS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(storage::DEFAULT_SHARDS),
         })
     }
 }
@@ -116,7 +121,16 @@ impl Ingest {
         data: Arc<ReferenceData>,
     ) -> Self {
         let layout = EventLayout::new(config.shards);
-        Ingest { config, dynamodb, batcher, queue, keys: keys::KeyCache::new(keys_table), data, layout, clock: system_clock_ms }
+        Ingest {
+            config,
+            dynamodb,
+            batcher,
+            queue,
+            keys: keys::KeyCache::new(keys_table),
+            data,
+            layout,
+            clock: system_clock_ms,
+        }
     }
 
     /// Replaces the clock (tests).
@@ -128,14 +142,23 @@ impl Ingest {
     /// Handles one MSK event. Returns the partial batch response (empty list when everything was
     /// stored or dead-lettered) and the counts.
     pub async fn handle(&self, records: Vec<DecodedRecord>) -> (Value, Counts) {
-        let mut counts = Counts { received: records.len() as u64, ..Counts::default() };
+        let mut counts = Counts {
+            received: records.len() as u64,
+            ..Counts::default()
+        };
         let now_ms = (self.clock)();
         let mut fates: Vec<Fate> = vec![Fate::Retry; records.len()];
 
         // 1. Tenants and keys, each key looked up once.
-        let tenants: Vec<Option<Tenant>> = records.iter().map(|r| keen_shared::pipeline::tenant(&r.as_inbound()).ok()).collect();
-        let wanted: HashSet<(String, String)> =
-            tenants.iter().flatten().map(|t| (t.project_id.clone(), t.key_id.clone())).collect();
+        let tenants: Vec<Option<Tenant>> = records
+            .iter()
+            .map(|r| keen_shared::pipeline::tenant(&r.as_inbound()).ok())
+            .collect();
+        let wanted: HashSet<(String, String)> = tenants
+            .iter()
+            .flatten()
+            .map(|t| (t.project_id.clone(), t.key_id.clone()))
+            .collect();
         let looked_up = self.keys.lookup_all(wanted).await;
 
         // 2. The core, record by record.
@@ -143,10 +166,16 @@ impl Ingest {
         for (i, record) in records.iter().enumerate() {
             let outcome = match &tenants[i] {
                 None => Some(keen_shared::process(&record.as_inbound(), None, &self.data)),
-                Some(tenant) => match looked_up.get(&(tenant.project_id.clone(), tenant.key_id.clone())) {
-                    Some(Ok(model)) => Some(keen_shared::process(&record.as_inbound(), model.as_ref(), &self.data)),
-                    _ => None, // key lookup failed transiently: retry the record
-                },
+                Some(tenant) => {
+                    match looked_up.get(&(tenant.project_id.clone(), tenant.key_id.clone())) {
+                        Some(Ok(model)) => Some(keen_shared::process(
+                            &record.as_inbound(),
+                            model.as_ref(),
+                            &self.data,
+                        )),
+                        _ => None, // key lookup failed transiently: retry the record
+                    }
+                }
             };
             fates[i] = match &outcome {
                 Some(Outcome::Stored(_)) => Fate::Store,
@@ -170,17 +199,21 @@ impl Ingest {
         self.claim_tokens(&outcomes, &mut fates, now_ms).await;
 
         // 5. Resends of idempotent producers' records already stored from another offset.
-        self.skip_resends(&records, &tenants, &outcomes, &mut fates).await;
+        self.skip_resends(&records, &tenants, &outcomes, &mut fates)
+            .await;
 
         // 6. Events: parts first, then heads of events whose parts all landed.
-        self.write_events(&records, &outcomes, &mut fates, &mut counts).await;
+        self.write_events(&records, &outcomes, &mut fates, &mut counts)
+            .await;
 
         // 7. Dead letters: table and queue.
-        self.dead_letter(&records, &tenants, &outcomes, &mut fates, now_ms).await;
+        self.dead_letter(&records, &tenants, &outcomes, &mut fates, now_ms)
+            .await;
 
         // 8. Counters and collections, over the successful prefix of each partition.
         let first_failed = first_failed_offsets(&records, &fates);
-        self.count_and_describe(&records, &outcomes, &mut fates, &first_failed).await;
+        self.count_and_describe(&records, &outcomes, &mut fates, &first_failed)
+            .await;
 
         let first_failed = first_failed_offsets(&records, &fates);
         for (i, fate) in fates.iter().enumerate() {
@@ -190,7 +223,10 @@ impl Ingest {
                 Fate::Resend => counts.resends += 1,
                 Fate::DeadLetter => {
                     if let Some(Outcome::DeadLettered(r)) = &outcomes[i] {
-                        *counts.dead_lettered.entry(r.code.as_str().to_owned()).or_default() += 1;
+                        *counts
+                            .dead_lettered
+                            .entry(r.code.as_str().to_owned())
+                            .or_default() += 1;
                     }
                 }
                 Fate::Retry => counts.retried += 1,
@@ -211,15 +247,24 @@ impl Ingest {
             if fates[i] != Fate::Store {
                 continue;
             }
-            let Some(Outcome::Stored(event)) = outcome else { continue };
-            let Some(token) = &event.uniqueness_token else { continue };
+            let Some(Outcome::Stored(event)) = outcome else {
+                continue;
+            };
+            let Some(token) = &event.uniqueness_token else {
+                continue;
+            };
             let client = self.dynamodb.clone();
             let table = self.config.tables.dedupe.clone();
             let key = storage::dedupe_key(&event.project_id, &event.collection, token);
             let id = event.keen_id.to_hex();
             // Until its claim answers, the record counts as one to retry (a lost task included).
             fates[i] = Fate::Retry;
-            claims.spawn(async move { (i, store::claim_token(&client, &table, &key, &id, now_ms / 1000).await) });
+            claims.spawn(async move {
+                (
+                    i,
+                    store::claim_token(&client, &table, &key, &id, now_ms / 1000).await,
+                )
+            });
             // At most 16 claims in flight.
             if claims.len() >= 16
                 && let Some(Ok((i, result))) = claims.join_next().await
@@ -248,8 +293,15 @@ impl Ingest {
             if fates[i] != Fate::Store || tenants[i].as_ref().is_none_or(|t| t.producer.is_none()) {
                 continue;
             }
-            let Some(Outcome::Stored(event)) = outcome else { continue };
-            let pk = self.layout.partition_key(&event.project_id, &event.collection, event.timestamp_ms, &event.keen_id);
+            let Some(Outcome::Stored(event)) = outcome else {
+                continue;
+            };
+            let pk = self.layout.partition_key(
+                &event.project_id,
+                &event.collection,
+                event.timestamp_ms,
+                &event.keen_id,
+            );
             let sk = storage::sort_key(event.timestamp_ms, &event.keen_id);
             keys.push((pk.clone(), sk.clone()));
             by_key.insert((pk, sk), i);
@@ -289,7 +341,9 @@ impl Ingest {
             if fates[i] != Fate::Store {
                 continue;
             }
-            let Some(Outcome::Stored(event)) = outcome else { continue };
+            let Some(Outcome::Stored(event)) = outcome else {
+                continue;
+            };
             let source = records[i].source();
             let facts = EventFacts {
                 project_id: &event.project_id,
@@ -302,9 +356,17 @@ impl Ingest {
             let items = store::event_items(&facts, &self.layout);
             counts.stored_bytes += items.stored_bytes as u64;
             for part in items.parts {
-                parts.push(TableWrite { table: self.config.tables.events.clone(), op: WriteOp::Put(part), tag: i });
+                parts.push(TableWrite {
+                    table: self.config.tables.events.clone(),
+                    op: WriteOp::Put(part),
+                    tag: i,
+                });
             }
-            heads.push(TableWrite { table: self.config.tables.events.clone(), op: WriteOp::Put(items.head), tag: i });
+            heads.push(TableWrite {
+                table: self.config.tables.events.clone(),
+                op: WriteOp::Put(items.head),
+                tag: i,
+            });
         }
         if !parts.is_empty() {
             let report = self.batcher.write_all(parts).await;
@@ -338,13 +400,28 @@ impl Ingest {
             if fates[i] != Fate::DeadLetter {
                 continue;
             }
-            let Some(Outcome::DeadLettered(rejection)) = outcome else { continue };
-            let letter = DeadLetter::new(&records[i].as_inbound(), tenants[i].as_ref(), rejection, now_ms);
+            let Some(Outcome::DeadLettered(rejection)) = outcome else {
+                continue;
+            };
+            let letter = DeadLetter::new(
+                &records[i].as_inbound(),
+                tenants[i].as_ref(),
+                rejection,
+                now_ms,
+            );
             let (parts, head) = store::dead_letter_items(&letter, now_ms / 1000);
             for part in parts {
-                writes.push(TableWrite { table: self.config.tables.dead_letters.clone(), op: WriteOp::Put(part), tag: i });
+                writes.push(TableWrite {
+                    table: self.config.tables.dead_letters.clone(),
+                    op: WriteOp::Put(part),
+                    tag: i,
+                });
             }
-            writes.push(TableWrite { table: self.config.tables.dead_letters.clone(), op: WriteOp::Put(head), tag: i });
+            writes.push(TableWrite {
+                table: self.config.tables.dead_letters.clone(),
+                op: WriteOp::Put(head),
+                tag: i,
+            });
             announcements.push(announcement(&letter, i));
         }
         if !writes.is_empty() {
@@ -370,17 +447,23 @@ impl Ingest {
         first_failed: &BTreeMap<(String, i32), i64>,
     ) {
         let mut counters: BTreeMap<CounterKey, Vec<(i64, usize)>> = BTreeMap::new();
-        let mut collections: BTreeMap<(String, String), (CollectionUpdate, Vec<usize>)> = BTreeMap::new();
+        let mut collections: BTreeMap<(String, String), (CollectionUpdate, Vec<usize>)> =
+            BTreeMap::new();
         for (i, outcome) in outcomes.iter().enumerate() {
             if fates[i] != Fate::Store {
                 continue;
             }
             let record = &records[i];
             // Past the first failure of its partition the record will be redelivered: count it then.
-            if first_failed.get(&(record.topic.clone(), record.partition)).is_some_and(|&f| record.offset >= f) {
+            if first_failed
+                .get(&(record.topic.clone(), record.partition))
+                .is_some_and(|&f| record.offset >= f)
+            {
                 continue;
             }
-            let Some(Outcome::Stored(event)) = outcome else { continue };
+            let Some(Outcome::Stored(event)) = outcome else {
+                continue;
+            };
             let key = CounterKey {
                 project_id: event.project_id.clone(),
                 collection: event.collection.clone(),
@@ -388,9 +471,21 @@ impl Ingest {
                 source_partition: format!("{}#{}", record.topic, record.partition),
             };
             counters.entry(key).or_default().push((record.offset, i));
-            let entry = collections.entry((event.project_id.clone(), event.collection.clone())).or_default();
-            entry.0.first_ms = Some(entry.0.first_ms.map_or(event.timestamp_ms, |f| f.min(event.timestamp_ms)));
-            entry.0.last_ms = Some(entry.0.last_ms.map_or(event.timestamp_ms, |l| l.max(event.timestamp_ms)));
+            let entry = collections
+                .entry((event.project_id.clone(), event.collection.clone()))
+                .or_default();
+            entry.0.first_ms = Some(
+                entry
+                    .0
+                    .first_ms
+                    .map_or(event.timestamp_ms, |f| f.min(event.timestamp_ms)),
+            );
+            entry.0.last_ms = Some(
+                entry
+                    .0
+                    .last_ms
+                    .map_or(event.timestamp_ms, |l| l.max(event.timestamp_ms)),
+            );
             if entry.0.paths.len() < storage::MAX_SCHEMA_PATHS
                 && let Ok(Value::Object(map)) = serde_json::from_str::<Value>(&event.json)
             {
@@ -402,7 +497,10 @@ impl Ingest {
         }
         for (key, members) in counters {
             let offsets: Vec<i64> = members.iter().map(|(o, _)| *o).collect();
-            if let Err(error) = store::add_to_counter(&self.dynamodb, &self.config.tables.events, &key, &offsets).await {
+            if let Err(error) =
+                store::add_to_counter(&self.dynamodb, &self.config.tables.events, &key, &offsets)
+                    .await
+            {
                 tracing::warn!(%error, "counter update failed; the records will be retried");
                 for (_, i) in members {
                     fates[i] = Fate::Retry;
@@ -410,8 +508,14 @@ impl Ingest {
             }
         }
         for ((project, collection), (update, members)) in collections {
-            if let Err(error) =
-                store::update_collection(&self.dynamodb, &self.config.tables.collections, &project, &collection, &update).await
+            if let Err(error) = store::update_collection(
+                &self.dynamodb,
+                &self.config.tables.collections,
+                &project,
+                &collection,
+                &update,
+            )
+            .await
             {
                 tracing::warn!(%error, "collection update failed; the records will be retried");
                 for i in members {
@@ -441,13 +545,22 @@ fn announcement(letter: &DeadLetter, tag: usize) -> Announcement {
         ("collection".to_owned(), letter.collection.clone()),
         ("error_code".to_owned(), letter.error.code.clone()),
     ];
-    let make = |body: String| Announcement { body, attributes: attributes.clone(), tag, dedupe_id: letter.id.clone() };
+    let make = |body: String| Announcement {
+        body,
+        attributes: attributes.clone(),
+        tag,
+        dedupe_id: letter.id.clone(),
+    };
     let whole = make(letter.to_json());
-    if keen_shared::adapters::dlq::message_size(&whole) <= keen_shared::adapters::dlq::MAX_MESSAGE_BYTES {
+    if keen_shared::adapters::dlq::message_size(&whole)
+        <= keen_shared::adapters::dlq::MAX_MESSAGE_BYTES
+    {
         return whole;
     }
     let compressed = make(letter.with_compressed_payload().to_json());
-    if keen_shared::adapters::dlq::message_size(&compressed) <= keen_shared::adapters::dlq::MAX_MESSAGE_BYTES {
+    if keen_shared::adapters::dlq::message_size(&compressed)
+        <= keen_shared::adapters::dlq::MAX_MESSAGE_BYTES
+    {
         return compressed;
     }
     make(letter.with_payload_ref(table_keys(letter)).to_json())
@@ -458,7 +571,9 @@ fn first_failed_offsets(records: &[DecodedRecord], fates: &[Fate]) -> BTreeMap<(
     let mut first: BTreeMap<(String, i32), i64> = BTreeMap::new();
     for (record, fate) in records.iter().zip(fates) {
         if *fate == Fate::Retry {
-            let entry = first.entry((record.topic.clone(), record.partition)).or_insert(record.offset);
+            let entry = first
+                .entry((record.topic.clone(), record.partition))
+                .or_insert(record.offset);
             *entry = (*entry).min(record.offset);
         }
     }

@@ -2,10 +2,10 @@
 
 use aws_lambda_events::event::kafka::KafkaEvent;
 use keen_ingest::{Config, Ingest, decode_event, system_clock_ms};
-use keen_shared::addon::ReferenceData;
 use keen_shared::adapters::batch::WriteBatcher;
 use keen_shared::adapters::dlq::DeadLetterQueue;
 use keen_shared::adapters::keys_table::KeysTable;
+use keen_shared::addon::ReferenceData;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use std::sync::Arc;
 
@@ -23,8 +23,16 @@ async fn main() -> Result<(), Error> {
     let sqs = aws_sdk_sqs::Client::new(&sdk);
 
     // Open the connections now: the first TLS handshake would otherwise land on the first batch.
-    let _ = dynamodb.describe_table().table_name(&config.tables.events).send().await;
-    let _ = sqs.get_queue_attributes().queue_url(&config.dead_letter_queue_url).send().await;
+    let _ = dynamodb
+        .describe_table()
+        .table_name(&config.tables.events)
+        .send()
+        .await;
+    let _ = sqs
+        .get_queue_attributes()
+        .queue_url(&config.dead_letter_queue_url)
+        .send()
+        .await;
     let data = Arc::new(ReferenceData::new(config.geoip_database.clone()));
     data.warm_up()?;
 
@@ -37,21 +45,23 @@ async fn main() -> Result<(), Error> {
         data,
     );
     let ingest = &ingest;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<KafkaEvent>| async move {
-        let records = decode_event(&event.payload);
-        let (response, counts) = ingest.handle(records).await;
-        tracing::info!(
-            received = counts.received,
-            stored = counts.stored,
-            duplicates = counts.duplicates,
-            resends = counts.resends,
-            dead_lettered = counts.dead_lettered_total(),
-            dead_lettered_by_code = ?counts.dead_lettered,
-            retried = counts.retried,
-            "batch processed"
-        );
-        println!("{}", counts.embedded_metrics(system_clock_ms()));
-        Ok::<_, Error>(response)
-    }))
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<KafkaEvent>| async move {
+            let records = decode_event(&event.payload);
+            let (response, counts) = ingest.handle(records).await;
+            tracing::info!(
+                received = counts.received,
+                stored = counts.stored,
+                duplicates = counts.duplicates,
+                resends = counts.resends,
+                dead_lettered = counts.dead_lettered_total(),
+                dead_lettered_by_code = ?counts.dead_lettered,
+                retried = counts.retried,
+                "batch processed"
+            );
+            println!("{}", counts.embedded_metrics(system_clock_ms()));
+            Ok::<_, Error>(response)
+        },
+    ))
     .await
 }

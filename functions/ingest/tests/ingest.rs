@@ -5,11 +5,11 @@
 use aws_lambda_events::event::kafka::KafkaEvent;
 use aws_sdk_dynamodb::types::AttributeValue;
 use keen_ingest::{Config, DecodedRecord, Ingest, decode_event};
-use keen_shared::addon::ReferenceData;
 use keen_shared::adapters::batch::{Fault, FaultInjecting, WriteBatcher};
 use keen_shared::adapters::dlq::DeadLetterQueue;
 use keen_shared::adapters::keys_table::KeysTable;
 use keen_shared::adapters::store::{self, Tables};
+use keen_shared::addon::ReferenceData;
 use keen_shared::key::{KeyModel, ProjectSalt, SecretKey, StoredKey};
 use keen_shared::record::{HEADER_COLLECTION, HEADER_KEY_ID, HEADER_PROJECT_ID, Header};
 use keen_testkit::{MotoServer, Provisioned};
@@ -29,7 +29,11 @@ fn batch_file() -> Vec<DecodedRecord> {
 
 fn geoip() -> std::path::PathBuf {
     let path = keen_testkit::repo_root().join(".test-data/GeoLite2-City-Test.mmdb");
-    assert!(path.exists(), "run scripts/setup-test-env for {}", path.display());
+    assert!(
+        path.exists(),
+        "run scripts/setup-test-env for {}",
+        path.display()
+    );
     path
 }
 
@@ -55,7 +59,11 @@ impl Harness {
             geoip_database: Some(geoip()),
             shards: 16,
         };
-        let harness = Harness { _moto: moto, aws, config };
+        let harness = Harness {
+            _moto: moto,
+            aws,
+            config,
+        };
         harness.put_key(true).await;
         harness
     }
@@ -74,7 +82,9 @@ impl Harness {
         .expect("model");
         let secret = SecretKey::import(&"w".repeat(40)).expect("key");
         let _ = keys.delete_key(PROJECT, &model.key_id).await;
-        keys.put_key(&StoredKey::derive(model, &secret, PEPPER, &salt)).await.expect("put key");
+        keys.put_key(&StoredKey::derive(model, &secret, PEPPER, &salt))
+            .await
+            .expect("put key");
     }
 
     fn ingest(&self, batcher: WriteBatcher) -> Ingest {
@@ -82,7 +92,10 @@ impl Harness {
             self.config.clone(),
             self.aws.dynamodb.clone(),
             batcher,
-            DeadLetterQueue::new(self.aws.sqs.clone(), self.config.dead_letter_queue_url.clone()),
+            DeadLetterQueue::new(
+                self.aws.sqs.clone(),
+                self.config.dead_letter_queue_url.clone(),
+            ),
             self.keys(),
             Arc::new(ReferenceData::new(self.config.geoip_database.clone())),
         )
@@ -90,7 +103,15 @@ impl Harness {
     }
 
     async fn scan(&self, table: &str) -> Vec<std::collections::HashMap<String, AttributeValue>> {
-        self.aws.dynamodb.scan().table_name(table).send().await.expect("scan").items.unwrap_or_default()
+        self.aws
+            .dynamodb
+            .scan()
+            .table_name(table)
+            .send()
+            .await
+            .expect("scan")
+            .items
+            .unwrap_or_default()
     }
 
     async fn event_heads(&self) -> Vec<std::collections::HashMap<String, AttributeValue>> {
@@ -106,12 +127,17 @@ impl Harness {
     }
 
     async fn count(&self, collection: &str) -> u64 {
-        store::read_counters(&self.aws.dynamodb, &self.config.tables.events, PROJECT, collection)
-            .await
-            .expect("counters")
-            .iter()
-            .map(|(_, n)| n)
-            .sum()
+        store::read_counters(
+            &self.aws.dynamodb,
+            &self.config.tables.events,
+            PROJECT,
+            collection,
+        )
+        .await
+        .expect("counters")
+        .iter()
+        .map(|(_, n)| n)
+        .sum()
     }
 
     async fn queue_messages(&self) -> Vec<aws_sdk_sqs::types::Message> {
@@ -157,8 +183,14 @@ async fn the_sample_batch_is_stored_dead_lettered_and_deduplicated() {
     assert_eq!(counts.resends, 1); // 107 repeats 106's producer identity
     assert_eq!(counts.dead_lettered_total(), 3);
     assert_eq!(counts.dead_lettered.get("InvalidEventError"), Some(&1));
-    assert_eq!(counts.dead_lettered.get("InvalidPropertyNameError"), Some(&1));
-    assert_eq!(counts.dead_lettered.get("MissingTenantHeadersError"), Some(&1));
+    assert_eq!(
+        counts.dead_lettered.get("InvalidPropertyNameError"),
+        Some(&1)
+    );
+    assert_eq!(
+        counts.dead_lettered.get("MissingTenantHeadersError"),
+        Some(&1)
+    );
 
     // The stored event reads back equal to the core's output.
     let heads = h.event_heads().await;
@@ -172,14 +204,28 @@ async fn the_sample_batch_is_stored_dead_lettered_and_deduplicated() {
     let expected = keen_shared::process(&first.as_inbound(), Some(&key), &data);
     let expected = expected.stored().expect("stored").clone();
     let layout = keen_shared::storage::EventLayout::new(16);
-    let pk = layout.partition_key(PROJECT, "purchases", expected.timestamp_ms, &expected.keen_id);
+    let pk = layout.partition_key(
+        PROJECT,
+        "purchases",
+        expected.timestamp_ms,
+        &expected.keen_id,
+    );
     let sk = keen_shared::storage::sort_key(expected.timestamp_ms, &expected.keen_id);
-    let stored = store::read_event(&h.aws.dynamodb, &h.config.tables.events, &pk, &sk).await.expect("read").expect("present");
+    let stored = store::read_event(&h.aws.dynamodb, &h.config.tables.events, &pk, &sk)
+        .await
+        .expect("read")
+        .expect("present");
     assert_eq!(stored, expected.json);
     let stored: Value = serde_json::from_str(&stored).expect("json");
-    assert_eq!(stored["parsed_page_url"]["query_string"], json!({"source": "twitter", "foo": "bar/"}));
+    assert_eq!(
+        stored["parsed_page_url"]["query_string"],
+        json!({"source": "twitter", "foo": "bar/"})
+    );
     assert_eq!(stored["timestamp_info"]["day_of_week_string"], "Saturday");
-    assert_eq!(stored["ua"].as_str().map(|s| s.contains("CriOS")), Some(true));
+    assert_eq!(
+        stored["ua"].as_str().map(|s| s.contains("CriOS")),
+        Some(true)
+    );
 
     // Dead letters: in the table and announced on the queue with attributes.
     let letters = h.scan(&h.config.tables.dead_letters).await;
@@ -189,20 +235,35 @@ async fn the_sample_batch_is_stored_dead_lettered_and_deduplicated() {
     let mut codes: Vec<String> = messages
         .iter()
         .map(|m| {
-            let body: Value = serde_json::from_str(m.body().unwrap_or_default()).expect("json body");
+            let body: Value =
+                serde_json::from_str(m.body().unwrap_or_default()).expect("json body");
             assert!(body["source"]["offset"].is_i64());
-            body["error"]["code"].as_str().unwrap_or_default().to_owned()
+            body["error"]["code"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned()
         })
         .collect();
     codes.sort();
-    assert_eq!(codes, ["InvalidEventError", "InvalidPropertyNameError", "MissingTenantHeadersError"]);
+    assert_eq!(
+        codes,
+        [
+            "InvalidEventError",
+            "InvalidPropertyNameError",
+            "MissingTenantHeadersError"
+        ]
+    );
     for message in &messages {
-        let body: Value = serde_json::from_str(message.body().unwrap_or_default()).expect("json body");
+        let body: Value =
+            serde_json::from_str(message.body().unwrap_or_default()).expect("json body");
         let attributes = message.message_attributes().expect("attributes");
         let code = attributes.get("error_code").and_then(|a| a.string_value());
         assert_eq!(code, body["error"]["code"].as_str());
         // SQS refuses empty attribute values: a record without tenant headers has no project.
-        let project = attributes.get("project_id").and_then(|a| a.string_value()).unwrap_or_default();
+        let project = attributes
+            .get("project_id")
+            .and_then(|a| a.string_value())
+            .unwrap_or_default();
         assert_eq!(project, body["project_id"].as_str().unwrap_or_default());
     }
 
@@ -219,7 +280,9 @@ async fn the_sample_batch_is_stored_dead_lettered_and_deduplicated() {
         .expect("get")
         .item
         .expect("collection item");
-    let properties: Value = serde_json::from_str(store::string_attr(&collection, "properties").unwrap_or("{}")).expect("json");
+    let properties: Value =
+        serde_json::from_str(store::string_attr(&collection, "properties").unwrap_or("{}"))
+            .expect("json");
     assert_eq!(properties["parsed_page_url.domain"], "string");
     assert_eq!(properties["price"], "number");
 
@@ -293,16 +356,25 @@ async fn a_revoked_key_is_dead_lettered_and_a_failing_store_is_retried_from_the_
     // Every write failing beyond the budget: the whole partition is retried from its first
     // offset, nothing is dead-lettered, nothing counted.
     h.put_key(true).await;
-    let always_failing = FaultInjecting::scripted(h.aws.dynamodb.clone(), std::iter::repeat_n(Fault::throttle(), 1_000), 7);
-    let ingest = h.ingest(WriteBatcher::with_api(Arc::new(always_failing)).with_policy(
-        keen_shared::adapters::batch::RetryPolicy {
-            max_attempts: 2,
-            base_delay: std::time::Duration::from_millis(1),
-            max_delay: std::time::Duration::from_millis(2),
-        },
-    ));
+    let always_failing = FaultInjecting::scripted(
+        h.aws.dynamodb.clone(),
+        std::iter::repeat_n(Fault::throttle(), 1_000),
+        7,
+    );
+    let ingest = h.ingest(
+        WriteBatcher::with_api(Arc::new(always_failing)).with_policy(
+            keen_shared::adapters::batch::RetryPolicy {
+                max_attempts: 2,
+                base_delay: std::time::Duration::from_millis(1),
+                max_delay: std::time::Duration::from_millis(2),
+            },
+        ),
+    );
     let (response, counts) = ingest.handle((10..20).map(simple_record).collect()).await;
-    assert_eq!(response, json!({"batchItemFailures": [{"itemIdentifier": {"partition": "keen-inbound-5", "offset": 10}}]}));
+    assert_eq!(
+        response,
+        json!({"batchItemFailures": [{"itemIdentifier": {"partition": "keen-inbound-5", "offset": 10}}]})
+    );
     assert_eq!(counts.retried, 10);
     assert_eq!(counts.dead_lettered_total(), 0);
     assert_eq!(h.count("clicks").await, 0);
@@ -314,7 +386,10 @@ struct PartTwoFails(aws_sdk_dynamodb::Client);
 impl keen_shared::adapters::batch::BatchWriteApi for PartTwoFails {
     fn batch_write(
         &self,
-        mut request_items: std::collections::HashMap<String, Vec<aws_sdk_dynamodb::types::WriteRequest>>,
+        mut request_items: std::collections::HashMap<
+            String,
+            Vec<aws_sdk_dynamodb::types::WriteRequest>,
+        >,
     ) -> keen_shared::adapters::batch::BoxFuture<
         '_,
         Result<
@@ -324,12 +399,13 @@ impl keen_shared::adapters::batch::BatchWriteApi for PartTwoFails {
     > {
         let mut held = std::collections::HashMap::new();
         for (table, writes) in request_items.iter_mut() {
-            let (part_two, rest): (Vec<_>, Vec<_>) = std::mem::take(writes).into_iter().partition(|w| {
-                w.put_request()
-                    .and_then(|p| p.item().get("sk"))
-                    .and_then(|v| v.as_s().ok())
-                    .is_some_and(|sk| sk.ends_with("#part#2"))
-            });
+            let (part_two, rest): (Vec<_>, Vec<_>) =
+                std::mem::take(writes).into_iter().partition(|w| {
+                    w.put_request()
+                        .and_then(|p| p.item().get("sk"))
+                        .and_then(|v| v.as_s().ok())
+                        .is_some_and(|sk| sk.ends_with("#part#2"))
+                });
             *writes = rest;
             if !part_two.is_empty() {
                 held.insert(table.clone(), part_two);
@@ -337,10 +413,16 @@ impl keen_shared::adapters::batch::BatchWriteApi for PartTwoFails {
         }
         request_items.retain(|_, w| !w.is_empty());
         Box::pin(async move {
-            let mut unprocessed =
-                if request_items.is_empty() { Default::default() } else { self.0.batch_write(request_items).await? };
+            let mut unprocessed = if request_items.is_empty() {
+                Default::default()
+            } else {
+                self.0.batch_write(request_items).await?
+            };
             for (table, writes) in held {
-                unprocessed.entry(table).or_insert_with(Vec::new).extend(writes);
+                unprocessed
+                    .entry(table)
+                    .or_insert_with(Vec::new)
+                    .extend(writes);
             }
             Ok(unprocessed)
         })
@@ -355,7 +437,9 @@ async fn a_large_event_is_invisible_until_all_its_parts_are_written() {
     let mut chunk = || -> String {
         (0..9_990)
             .map(|_| {
-                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 // Printable ASCII without '"' and '\\', so the JSON text is the bytes themselves.
                 let c = char::from(b'#' + ((seed >> 33) % 57) as u8);
                 if c == '\\' { 'z' } else { c }
@@ -370,17 +454,25 @@ async fn a_large_event_is_invisible_until_all_its_parts_are_written() {
     let mut record = simple_record(42);
     record.value = Some(value.into_bytes());
 
-    let failing = h.ingest(WriteBatcher::with_api(Arc::new(PartTwoFails(h.aws.dynamodb.clone()))).with_policy(
-        keen_shared::adapters::batch::RetryPolicy {
-            max_attempts: 3,
-            base_delay: std::time::Duration::from_millis(1),
-            max_delay: std::time::Duration::from_millis(2),
-        },
-    ));
+    let failing = h.ingest(
+        WriteBatcher::with_api(Arc::new(PartTwoFails(h.aws.dynamodb.clone()))).with_policy(
+            keen_shared::adapters::batch::RetryPolicy {
+                max_attempts: 3,
+                base_delay: std::time::Duration::from_millis(1),
+                max_delay: std::time::Duration::from_millis(2),
+            },
+        ),
+    );
     let (response, counts) = failing.handle(vec![record.clone()]).await;
-    assert_eq!(response, json!({"batchItemFailures": [{"itemIdentifier": {"partition": "keen-inbound-5", "offset": 42}}]}));
+    assert_eq!(
+        response,
+        json!({"batchItemFailures": [{"itemIdentifier": {"partition": "keen-inbound-5", "offset": 42}}]})
+    );
     assert_eq!(counts.retried, 1);
-    assert!(h.event_heads().await.is_empty(), "no head item while a part is missing");
+    assert!(
+        h.event_heads().await.is_empty(),
+        "no head item while a part is missing"
+    );
     assert_eq!(h.count("clicks").await, 0);
 
     // Lambda retries the record: stored once, reading back equal to the core's output.
@@ -393,11 +485,18 @@ async fn a_large_event_is_invisible_until_all_its_parts_are_written() {
     assert_eq!(h.count("clicks").await, 1);
     let pk = store::string_attr(&heads[0], "pk").expect("pk");
     let sk = store::string_attr(&heads[0], "sk").expect("sk");
-    let stored = store::read_event(&h.aws.dynamodb, &h.config.tables.events, pk, sk).await.expect("read").expect("present");
+    let stored = store::read_event(&h.aws.dynamodb, &h.config.tables.events, pk, sk)
+        .await
+        .expect("read")
+        .expect("present");
     let key: KeyModel = serde_json::from_value(json!({
         "key_id": KEY_ID, "project_id": PROJECT, "name": "writer", "kind": "write", "permitted": [], "is_active": true, "options": {}
     }))
     .expect("model");
-    let expected = keen_shared::process(&record.as_inbound(), Some(&key), &ReferenceData::new(None));
-    assert_eq!(Some(stored.as_str()), expected.stored().map(|e| e.json.as_str()));
+    let expected =
+        keen_shared::process(&record.as_inbound(), Some(&key), &ReferenceData::new(None));
+    assert_eq!(
+        Some(stored.as_str()),
+        expected.stored().map(|e| e.json.as_str())
+    );
 }

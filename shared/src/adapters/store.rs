@@ -43,7 +43,10 @@ pub struct StoreError {
 
 impl StoreError {
     fn new(operation: &'static str, error: impl std::fmt::Display) -> Self {
-        StoreError { operation, message: error.to_string() }
+        StoreError {
+            operation,
+            message: error.to_string(),
+        }
     }
 }
 
@@ -90,7 +93,12 @@ pub struct EventFacts<'a> {
 
 /// Builds the items of an event per the layout.
 pub fn event_items(facts: &EventFacts<'_>, layout: &storage::EventLayout) -> EventItems {
-    let pk = layout.partition_key(facts.project_id, facts.collection, facts.timestamp_ms, facts.keen_id);
+    let pk = layout.partition_key(
+        facts.project_id,
+        facts.collection,
+        facts.timestamp_ms,
+        facts.keen_id,
+    );
     let sk = storage::sort_key(facts.timestamp_ms, facts.keen_id);
     let body = Body::of_json(facts.json);
     let stored_bytes = body.stored_len();
@@ -119,12 +127,19 @@ pub fn event_items(facts: &EventFacts<'_>, layout: &storage::EventLayout) -> Eve
                 .collect()
         }
     };
-    EventItems { parts, head, stored_bytes }
+    EventItems {
+        parts,
+        head,
+        stored_bytes,
+    }
 }
 
 /// The key of an item (pk, sk).
 pub fn item_key(item: &Item) -> Item {
-    item.iter().filter(|(k, _)| *k == "pk" || *k == "sk").map(|(k, v)| (k.clone(), v.clone())).collect()
+    item.iter()
+        .filter(|(k, _)| *k == "pk" || *k == "sk")
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 /// The text of a string attribute.
@@ -136,7 +151,12 @@ pub fn string_attr<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
 }
 
 /// Reads an event back: the head item and, when split, its parts (consistent reads).
-pub async fn read_event(client: &Client, table: &str, pk: &str, sk: &str) -> Result<Option<String>, StoreError> {
+pub async fn read_event(
+    client: &Client,
+    table: &str,
+    pk: &str,
+    sk: &str,
+) -> Result<Option<String>, StoreError> {
     let head = client
         .get_item()
         .table_name(table)
@@ -145,8 +165,15 @@ pub async fn read_event(client: &Client, table: &str, pk: &str, sk: &str) -> Res
         .consistent_read(true)
         .send()
         .await
-        .map_err(|e| StoreError::new("GetItem event", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
-    let Some(head) = head.item else { return Ok(None) };
+        .map_err(|e| {
+            StoreError::new(
+                "GetItem event",
+                aws_sdk_dynamodb::error::DisplayErrorContext(e),
+            )
+        })?;
+    let Some(head) = head.item else {
+        return Ok(None);
+    };
     let mut chunks: Vec<Vec<u8>> = Vec::new();
     if let Some(AttributeValue::B(body)) = head.get("body") {
         chunks.push(body.as_ref().to_vec());
@@ -161,15 +188,27 @@ pub async fn read_event(client: &Client, table: &str, pk: &str, sk: &str) -> Res
                 .consistent_read(true)
                 .send()
                 .await
-                .map_err(|e| StoreError::new("GetItem part", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+                .map_err(|e| {
+                    StoreError::new(
+                        "GetItem part",
+                        aws_sdk_dynamodb::error::DisplayErrorContext(e),
+                    )
+                })?;
             match part.item.as_ref().and_then(|p| p.get("body")) {
                 Some(AttributeValue::B(body)) => chunks.push(body.as_ref().to_vec()),
-                _ => return Err(StoreError::new("GetItem part", format!("part {i} of {pk} {sk} is missing"))),
+                _ => {
+                    return Err(StoreError::new(
+                        "GetItem part",
+                        format!("part {i} of {pk} {sk} is missing"),
+                    ));
+                }
             }
         }
     }
     let refs: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
-    storage::decompress(&refs).map(Some).map_err(|e| StoreError::new("decode event", e))
+    storage::decompress(&refs)
+        .map(Some)
+        .map_err(|e| StoreError::new("decode event", e))
 }
 
 /// Outcome of a dedupe claim.
@@ -209,7 +248,10 @@ pub async fn claim_token(
             if conditional {
                 Ok(Claim::Duplicate)
             } else {
-                Err(StoreError::new("PutItem dedupe", aws_sdk_dynamodb::error::DisplayErrorContext(error)))
+                Err(StoreError::new(
+                    "PutItem dedupe",
+                    aws_sdk_dynamodb::error::DisplayErrorContext(error),
+                ))
             }
         }
     }
@@ -225,7 +267,12 @@ pub async fn existing_sources(
     for chunk in keys.chunks(100) {
         let mut pending: Vec<Item> = chunk
             .iter()
-            .map(|(pk, sk)| HashMap::from([("pk".to_owned(), s(pk.clone())), ("sk".to_owned(), s(sk.clone()))]))
+            .map(|(pk, sk)| {
+                HashMap::from([
+                    ("pk".to_owned(), s(pk.clone())),
+                    ("sk".to_owned(), s(sk.clone())),
+                ])
+            })
             .collect();
         pending.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
         pending.dedup();
@@ -243,11 +290,23 @@ pub async fn existing_sources(
                 .request_items(table, request)
                 .send()
                 .await
-                .map_err(|e| StoreError::new("BatchGetItem", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
-            for item in output.responses.unwrap_or_default().remove(table).unwrap_or_default() {
-                if let (Some(pk), Some(sk), Some(src)) =
-                    (string_attr(&item, "pk"), string_attr(&item, "sk"), string_attr(&item, "src"))
-                {
+                .map_err(|e| {
+                    StoreError::new(
+                        "BatchGetItem",
+                        aws_sdk_dynamodb::error::DisplayErrorContext(e),
+                    )
+                })?;
+            for item in output
+                .responses
+                .unwrap_or_default()
+                .remove(table)
+                .unwrap_or_default()
+            {
+                if let (Some(pk), Some(sk), Some(src)) = (
+                    string_attr(&item, "pk"),
+                    string_attr(&item, "sk"),
+                    string_attr(&item, "src"),
+                ) {
                     found.insert((pk.to_owned(), sk.to_owned()), src.to_owned());
                 }
             }
@@ -256,7 +315,10 @@ pub async fn existing_sources(
             }
             if !pending.is_empty() {
                 if attempts >= 8 {
-                    return Err(StoreError::new("BatchGetItem", "unprocessed keys after 8 attempts"));
+                    return Err(StoreError::new(
+                        "BatchGetItem",
+                        "unprocessed keys after 8 attempts",
+                    ));
                 }
                 tokio::time::sleep(std::time::Duration::from_millis(20 << attempts.min(6))).await;
             }
@@ -286,15 +348,26 @@ pub async fn add_to_counter(
             .expression_attribute_names("#m", mark.clone())
             .send()
             .await
-            .map_err(|e| StoreError::new("GetItem counter", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+            .map_err(|e| {
+                StoreError::new(
+                    "GetItem counter",
+                    aws_sdk_dynamodb::error::DisplayErrorContext(e),
+                )
+            })?;
         let previous: Option<i64> = current
             .item
             .as_ref()
             .and_then(|i| i.get(&mark))
             .and_then(|v| v.as_n().ok())
             .and_then(|v| v.parse().ok());
-        let fresh: Vec<i64> = offsets.iter().copied().filter(|o| previous.is_none_or(|p| *o > p)).collect();
-        let Some(&highest) = fresh.iter().max() else { return Ok(0) };
+        let fresh: Vec<i64> = offsets
+            .iter()
+            .copied()
+            .filter(|o| previous.is_none_or(|p| *o > p))
+            .collect();
+        let Some(&highest) = fresh.iter().max() else {
+            return Ok(0);
+        };
         let mut update = client
             .update_item()
             .table_name(table)
@@ -308,7 +381,9 @@ pub async fn add_to_counter(
             .expression_attribute_values(":hw", n(highest));
         update = match previous {
             None => update.condition_expression("attribute_not_exists(#m)"),
-            Some(p) => update.condition_expression("#m = :prev").expression_attribute_values(":prev", n(p)),
+            Some(p) => update
+                .condition_expression("#m = :prev")
+                .expression_attribute_values(":prev", n(p)),
         };
         match update.send().await {
             Ok(_) => return Ok(fresh.len() as u64),
@@ -317,13 +392,19 @@ pub async fn add_to_counter(
                     .as_service_error()
                     .is_some_and(|e| e.is_conditional_check_failed_exception());
                 if !conditional {
-                    return Err(StoreError::new("UpdateItem counter", aws_sdk_dynamodb::error::DisplayErrorContext(error)));
+                    return Err(StoreError::new(
+                        "UpdateItem counter",
+                        aws_sdk_dynamodb::error::DisplayErrorContext(error),
+                    ));
                 }
                 // Someone moved the mark meanwhile (a concurrent retry): read again.
             }
         }
     }
-    Err(StoreError::new("UpdateItem counter", "the counter kept changing; retry the batch"))
+    Err(StoreError::new(
+        "UpdateItem counter",
+        "the counter kept changing; retry the batch",
+    ))
 }
 
 /// Identifies one hourly counter and the source partition whose mark guards it.
@@ -340,7 +421,12 @@ pub struct CounterKey {
 }
 
 /// Reads the hourly counts of a collection: `(hour, count)` in order.
-pub async fn read_counters(client: &Client, table: &str, project_id: &str, collection: &str) -> Result<Vec<(String, u64)>, StoreError> {
+pub async fn read_counters(
+    client: &Client,
+    table: &str,
+    project_id: &str,
+    collection: &str,
+) -> Result<Vec<(String, u64)>, StoreError> {
     let pk = storage::counters_partition_key(project_id, collection);
     let mut out = Vec::new();
     let mut start: Option<Item> = None;
@@ -354,10 +440,19 @@ pub async fn read_counters(client: &Client, table: &str, project_id: &str, colle
             .set_exclusive_start_key(start.take())
             .send()
             .await
-            .map_err(|e| StoreError::new("Query counters", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?;
+            .map_err(|e| {
+                StoreError::new(
+                    "Query counters",
+                    aws_sdk_dynamodb::error::DisplayErrorContext(e),
+                )
+            })?;
         for item in page.items.unwrap_or_default() {
             let hour = string_attr(&item, "sk").unwrap_or_default().to_owned();
-            let count = item.get("count").and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok()).unwrap_or(0);
+            let count = item
+                .get("count")
+                .and_then(|v| v.as_n().ok())
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
             out.push((hour, count));
         }
         match page.last_evaluated_key {
@@ -397,7 +492,12 @@ pub async fn update_collection(
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| StoreError::new("GetItem collection", aws_sdk_dynamodb::error::DisplayErrorContext(e)))?
+            .map_err(|e| {
+                StoreError::new(
+                    "GetItem collection",
+                    aws_sdk_dynamodb::error::DisplayErrorContext(e),
+                )
+            })?
             .item;
         let version: i64 = current
             .as_ref()
@@ -406,10 +506,20 @@ pub async fn update_collection(
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         let number = |name: &str| -> Option<i64> {
-            current.as_ref().and_then(|i| i.get(name)).and_then(|v| v.as_n().ok()).and_then(|v| v.parse().ok())
+            current
+                .as_ref()
+                .and_then(|i| i.get(name))
+                .and_then(|v| v.as_n().ok())
+                .and_then(|v| v.parse().ok())
         };
-        let first = [number("first_event_ms"), update.first_ms].into_iter().flatten().min();
-        let last = [number("last_event_ms"), update.last_ms].into_iter().flatten().max();
+        let first = [number("first_event_ms"), update.first_ms]
+            .into_iter()
+            .flatten()
+            .min();
+        let last = [number("last_event_ms"), update.last_ms]
+            .into_iter()
+            .flatten()
+            .max();
         let mut known: BTreeMap<String, String> = current
             .as_ref()
             .and_then(|i| i.get("properties"))
@@ -424,7 +534,11 @@ pub async fn update_collection(
             .unwrap_or(false);
         let before = known.clone();
         let truncated = storage::merge_schema(&mut known, &update.paths) || was_truncated;
-        if current.is_some() && before == known && first == number("first_event_ms") && last == number("last_event_ms") {
+        if current.is_some()
+            && before == known
+            && first == number("first_event_ms")
+            && last == number("last_event_ms")
+        {
             return Ok(()); // nothing new: spare the write
         }
         let mut put = client
@@ -433,16 +547,24 @@ pub async fn update_collection(
             .item("pk", s(project_id))
             .item("sk", s(collection))
             .item("version", n(version + 1))
-            .item("properties", s(serde_json::to_string(&known).unwrap_or_else(|_| "{}".to_owned())))
+            .item(
+                "properties",
+                s(serde_json::to_string(&known).unwrap_or_else(|_| "{}".to_owned())),
+            )
             .item("properties_truncated", AttributeValue::Bool(truncated));
         if let Some(first) = first {
-            put = put.item("first_event_ms", n(first)).item("first_event_at", s(crate::timestamp::format_millis(first)));
+            put = put
+                .item("first_event_ms", n(first))
+                .item("first_event_at", s(crate::timestamp::format_millis(first)));
         }
         if let Some(last) = last {
-            put = put.item("last_event_ms", n(last)).item("last_event_at", s(crate::timestamp::format_millis(last)));
+            put = put
+                .item("last_event_ms", n(last))
+                .item("last_event_at", s(crate::timestamp::format_millis(last)));
         }
         put = if current.is_some() {
-            put.condition_expression("version = :v").expression_attribute_values(":v", n(version))
+            put.condition_expression("version = :v")
+                .expression_attribute_values(":v", n(version))
         } else {
             put.condition_expression("attribute_not_exists(pk)")
         };
@@ -453,12 +575,18 @@ pub async fn update_collection(
                     .as_service_error()
                     .is_some_and(|e| e.is_conditional_check_failed_exception());
                 if !conditional {
-                    return Err(StoreError::new("PutItem collection", aws_sdk_dynamodb::error::DisplayErrorContext(error)));
+                    return Err(StoreError::new(
+                        "PutItem collection",
+                        aws_sdk_dynamodb::error::DisplayErrorContext(error),
+                    ));
                 }
             }
         }
     }
-    Err(StoreError::new("PutItem collection", "the collection item kept changing; retry the batch"))
+    Err(StoreError::new(
+        "PutItem collection",
+        "the collection item kept changing; retry the batch",
+    ))
 }
 
 /// The DeadLetters table items of a dead letter: the envelope without payload as JSON, the
@@ -478,7 +606,10 @@ pub fn dead_letter_items(letter: &DeadLetter, now_s: i64) -> (Vec<Item>, Item) {
         ("id".to_owned(), s(letter.id.clone())),
         ("error_code".to_owned(), s(letter.error.code.clone())),
         ("envelope".to_owned(), s(envelope.to_json())),
-        ("payload_utf8".to_owned(), AttributeValue::Bool(letter.payload.is_some())),
+        (
+            "payload_utf8".to_owned(),
+            AttributeValue::Bool(letter.payload.is_some()),
+        ),
         ("expires_at".to_owned(), n(expires)),
     ]);
     let mut parts = Vec::new();
@@ -523,12 +654,17 @@ mod tests {
         let mut seed = 1u64;
         let noise: String = (0..900_000)
             .map(|_| {
-                seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                seed = seed
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
                 char::from(b'!' + ((seed >> 33) % 90) as u8)
             })
             .collect();
         let big = format!("{{\"n\":\"{noise}\"}}");
-        let facts = EventFacts { json: &big, ..facts };
+        let facts = EventFacts {
+            json: &big,
+            ..facts
+        };
         let items = event_items(&facts, &storage::EventLayout::default());
         assert!(items.parts.len() >= 2);
         assert!(!items.head.contains_key("body"));

@@ -86,8 +86,14 @@ mod tests {
 
     #[test]
     fn half_hour_zones_and_unparseable_text() {
-        assert_eq!(parse("2024-01-01T05:30:00+05:30")["timezone_offset"], json!(330));
+        assert_eq!(
+            parse("2024-01-01T05:30:00+05:30")["timezone_offset"],
+            json!(330)
+        );
         let junk = parse("yesterday");
-        assert!(junk.as_object().is_some_and(|o| o.len() == 11 && o.values().all(Value::is_null)));
+        assert!(
+            junk.as_object()
+                .is_some_and(|o| o.len() == 11 && o.values().all(Value::is_null))
+        );
     }
 }

@@ -139,10 +139,15 @@ impl ReferenceData {
 
     fn geoip_reader(&self) -> Result<Option<&maxminddb::Reader<Vec<u8>>>, ReferenceDataError> {
         let loaded = self.geoip.get_or_init(|| {
-            let Some(path) = &self.geoip_database else { return Ok(None) };
-            maxminddb::Reader::open_readfile(path).map(Some).map_err(|e| {
-                ReferenceDataError::GeoIpDatabase { path: path.clone(), reason: e.to_string() }
-            })
+            let Some(path) = &self.geoip_database else {
+                return Ok(None);
+            };
+            maxminddb::Reader::open_readfile(path)
+                .map(Some)
+                .map_err(|e| ReferenceDataError::GeoIpDatabase {
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })
         });
         match loaded {
             Ok(reader) => Ok(reader.as_ref()),
@@ -151,9 +156,13 @@ impl ReferenceData {
     }
 
     fn ip_to_geo(&self, ip: &str) -> Value {
-        let Ok(address) = ip.trim().parse::<IpAddr>() else { return geo::unknown() };
+        let Ok(address) = ip.trim().parse::<IpAddr>() else {
+            return geo::unknown();
+        };
         // A database that fails to open was reported by warm_up; here it means "unknown".
-        let Ok(Some(reader)) = self.geoip_reader() else { return geo::unknown() };
+        let Ok(Some(reader)) = self.geoip_reader() else {
+            return geo::unknown();
+        };
         if let Some(hit) = self.ips.get(&address) {
             self.ip_hits.fetch_add(1, Ordering::Relaxed);
             return hit;
@@ -297,8 +306,9 @@ impl<'a> Spec<'a> {
                 ),
             ));
         };
-        if let Some(key) =
-            object.keys().find(|k| !matches!(k.as_str(), "name" | "input" | "output"))
+        if let Some(key) = object
+            .keys()
+            .find(|k| !matches!(k.as_str(), "name" | "input" | "output"))
         {
             return Err(invalid(
                 &here.key(key),
@@ -373,8 +383,11 @@ impl<'a> Spec<'a> {
                 continue;
             }
             if !addon.string_inputs().contains(&key.as_str()) {
-                let mut takes =
-                    addon.string_inputs().iter().map(|k| format!("`{k}`")).collect::<Vec<_>>();
+                let mut takes = addon
+                    .string_inputs()
+                    .iter()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>();
                 if addon == AddOn::IpToGeo {
                     takes.push("`remove_ip_property`".to_owned());
                 }
@@ -398,7 +411,11 @@ impl<'a> Spec<'a> {
                 ));
             }
         }
-        if let Some(missing) = addon.string_inputs().iter().find(|k| !input.contains_key(**k)) {
+        if let Some(missing) = addon
+            .string_inputs()
+            .iter()
+            .find(|k| !input.contains_key(**k))
+        {
             return Err(invalid(
                 &input_path,
                 format!(
@@ -455,7 +472,13 @@ impl<'a> Spec<'a> {
             ));
         }
 
-        Ok(Spec { index, addon, input, output, remove_ip_property })
+        Ok(Spec {
+            index,
+            addon,
+            input,
+            output,
+            remove_ip_property,
+        })
     }
 
     fn input_path(&self, name: &str) -> Option<&'a str> {
@@ -468,7 +491,10 @@ impl<'a> Spec<'a> {
         event: &'e Map<String, Value>,
         name: &str,
     ) -> Result<&'e str, Rejection> {
-        let label = Label { index: self.index, addon: self.addon };
+        let label = Label {
+            index: self.index,
+            addon: self.addon,
+        };
         let Some(path) = self.input_path(name) else {
             // Spec::parse made sure every input is a path; keep a rejection rather than panic.
             return Err(Rejection::new(
@@ -575,10 +601,14 @@ fn write_output(
     spec: &Spec<'_>,
     value: Value,
 ) -> Result<(), Rejection> {
-    let Some((leaf, parents)) = spec.output.split_last() else { return Ok(()) };
+    let Some((leaf, parents)) = spec.output.split_last() else {
+        return Ok(());
+    };
     let mut current = event;
     for (depth, segment) in parents.iter().enumerate() {
-        let child = current.entry(segment.to_string()).or_insert_with(|| Value::Object(Map::new()));
+        let child = current
+            .entry(segment.to_string())
+            .or_insert_with(|| Value::Object(Map::new()));
         match child {
             Value::Object(object) => current = object,
             other => {
@@ -588,7 +618,10 @@ fn write_output(
                     format!(
                         "{}: `output` is `{}`, but `{parent}` is {}, not an object, so nothing \
                          can be written below it; choose another output",
-                        Label { index: spec.index, addon: spec.addon },
+                        Label {
+                            index: spec.index,
+                            addon: spec.addon
+                        },
                         spec.output.join("."),
                         describe(other)
                     ),
@@ -638,7 +671,10 @@ mod tests {
         let mut event = object(json!({"a": {"ip": "1.2.3.4", "keep": 1}, "ip": "5.6.7.8"}));
         remove_property(&mut event, "a.ip");
         remove_property(&mut event, "a.missing.deeper");
-        assert_eq!(Value::Object(event.clone()), json!({"a": {"keep": 1}, "ip": "5.6.7.8"}));
+        assert_eq!(
+            Value::Object(event.clone()),
+            json!({"a": {"keep": 1}, "ip": "5.6.7.8"})
+        );
         remove_property(&mut event, "ip");
         assert_eq!(Value::Object(event), json!({"a": {"keep": 1}}));
     }

@@ -32,7 +32,9 @@ static TABLE: LazyLock<Result<RefererTable, String>> = LazyLock::new(|| {
 
 /// The referrer table, built on first call.
 pub(super) fn table() -> Result<&'static RefererTable, ReferenceDataError> {
-    TABLE.as_ref().map_err(|e| ReferenceDataError::ReferrerList(e.clone()))
+    TABLE
+        .as_ref()
+        .map_err(|e| ReferenceDataError::ReferrerList(e.clone()))
 }
 
 /// One source of the dataset as written in `referers.yml`.
@@ -75,10 +77,17 @@ impl RefererTable {
                 for domain in entry.domains {
                     by_domain.insert(domain.to_ascii_lowercase(), index);
                 }
-                referrers.push(Referrer { medium, source, parameters: entry.parameters });
+                referrers.push(Referrer {
+                    medium,
+                    source,
+                    parameters: entry.parameters,
+                });
             }
         }
-        RefererTable { referrers, by_domain }
+        RefererTable {
+            referrers,
+            by_domain,
+        }
     }
 
     /// The source for `url`, most specific entry first.
@@ -114,7 +123,9 @@ impl RefererTable {
 /// The add-on's output.
 pub(super) fn parse(referrer_url: &str, page_url: &str) -> Value {
     let parse_url = |text: &str| {
-        Url::parse(text.trim()).ok().filter(|u| u.host_str().is_some_and(|h| !h.is_empty()))
+        Url::parse(text.trim())
+            .ok()
+            .filter(|u| u.host_str().is_some_and(|h| !h.is_empty()))
     };
     let (Some(referrer), Some(page)) = (parse_url(referrer_url), parse_url(page_url)) else {
         return json!({"medium": null, "source": null, "term": null});
@@ -142,7 +153,10 @@ mod tests {
     fn the_dataset_loads_with_every_medium() {
         let table = table().expect("the embedded referrer list loads");
         for medium in ["SEARCH", "SOCIAL", "EMAIL", "PAID", "UNKNOWN"] {
-            assert!(table.referrers.iter().any(|r| r.medium == medium), "{medium}");
+            assert!(
+                table.referrers.iter().any(|r| r.medium == medium),
+                "{medium}"
+            );
         }
         assert!(table.by_domain.len() > 1000);
     }
@@ -177,7 +191,9 @@ mod tests {
             term: Option<String>,
             known: bool,
         }
-        let Some(path) = option_env!("KEEN_REFERER_TESTS_JSON") else { return };
+        let Some(path) = option_env!("KEEN_REFERER_TESTS_JSON") else {
+            return;
+        };
         let text = std::fs::read_to_string(path).expect("build.rs saw this file");
         let cases: Vec<Case> = serde_json::from_str(&text).expect("the test cases are JSON");
         assert!(cases.len() > 30);

@@ -67,7 +67,9 @@ fn is_property_name(key: &str) -> bool {
 
 /// Whether the text has a path after its authority (the parser makes `/` up when it has not).
 fn has_written_path(text: &str) -> bool {
-    let Some((_, rest)) = text.split_once("://") else { return true };
+    let Some((_, rest)) = text.split_once("://") else {
+        return true;
+    };
     // Browsers read `\` as `/` in special URLs; the authority ends at the first of these.
     match rest.find(['/', '\\', '?', '#']) {
         Some(end) => matches!(rest.as_bytes()[end], b'/' | b'\\'),
@@ -82,7 +84,10 @@ mod tests {
 
     #[test]
     fn parts_the_url_lacks_are_omitted() {
-        assert_eq!(parse("https://keen.io"), json!({"protocol": "https", "domain": "keen.io"}));
+        assert_eq!(
+            parse("https://keen.io"),
+            json!({"protocol": "https", "domain": "keen.io"})
+        );
         assert_eq!(
             parse("https://keen.io?a=1"),
             json!({"protocol": "https", "domain": "keen.io", "query_string": {"a": "1"}})
@@ -122,8 +127,14 @@ mod tests {
 
     #[test]
     fn malformed_urls_give_an_empty_object() {
-        for text in ["", "not a url", "http://", "http://exa mple.com/", "//host/x", "http://[::1/"]
-        {
+        for text in [
+            "",
+            "not a url",
+            "http://",
+            "http://exa mple.com/",
+            "//host/x",
+            "http://[::1/",
+        ] {
             assert_eq!(parse(text), json!({}), "{text}");
         }
     }
@@ -138,6 +149,9 @@ mod tests {
             parse("http://[2001:db8::1]:8443/a"),
             json!({"protocol": "http", "domain": "[2001:db8::1]", "port": 8443, "path": "/a"})
         );
-        assert_eq!(parse("HTTP://EXAMPLE.com/A")["domain"], json!("example.com"));
+        assert_eq!(
+            parse("HTTP://EXAMPLE.com/A")["domain"],
+            json!("example.com")
+        );
     }
 }

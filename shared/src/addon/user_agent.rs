@@ -36,7 +36,9 @@ static EXTRACTOR: LazyLock<Result<Extractor<'static>, String>> = LazyLock::new(|
 
 /// The compiled patterns, built on first call.
 pub(super) fn extractor() -> Result<&'static Extractor<'static>, ReferenceDataError> {
-    EXTRACTOR.as_ref().map_err(|e| ReferenceDataError::UserAgentPatterns(e.clone()))
+    EXTRACTOR
+        .as_ref()
+        .map_err(|e| ReferenceDataError::UserAgentPatterns(e.clone()))
 }
 
 /// The add-on's output for `ua`.
@@ -74,7 +76,10 @@ pub(super) fn parse(ua: &str) -> Value {
     };
 
     let mut out = Map::new();
-    out.insert("device".into(), json!({"family": device_family, "type": device_type}));
+    out.insert(
+        "device".into(),
+        json!({"family": device_family, "type": device_type}),
+    );
     out.insert("browser".into(), browser_value);
     out.insert("os".into(), os_value);
     Value::Object(out)
@@ -141,8 +146,15 @@ const PHONE_MARKERS: &[&str] = &[
     "symbian",
     "kaios",
 ];
-const MOBILE_OS_FAMILIES: &[&str] =
-    &["iOS", "Android", "Windows Phone", "BlackBerry OS", "Symbian OS", "Firefox OS", "KaiOS"];
+const MOBILE_OS_FAMILIES: &[&str] = &[
+    "iOS",
+    "Android",
+    "Windows Phone",
+    "BlackBerry OS",
+    "Symbian OS",
+    "Firefox OS",
+    "KaiOS",
+];
 const DESKTOP_OS_FAMILIES: &[&str] = &[
     "Mac OS X",
     "Mac OS",
@@ -201,7 +213,10 @@ fn device_type(ua: &str, device_family: &str, os_family: &str) -> &'static str {
         return "mobile phone";
     }
     let desktop_os = (os_family.starts_with("Windows")
-        && !matches!(os_family, "Windows Phone" | "Windows Mobile" | "Windows CE" | "Windows RT"))
+        && !matches!(
+            os_family,
+            "Windows Phone" | "Windows Mobile" | "Windows CE" | "Windows RT"
+        ))
         || DESKTOP_OS_FAMILIES.contains(&os_family);
     if desktop_os && (unrecognised_device || device_family == "Mac") {
         return "desktop";
@@ -218,7 +233,10 @@ mod tests {
         assert_eq!(version(Some("41")), json!(41));
         assert_eq!(version(Some("0")), json!(0));
         assert_eq!(version(Some("12F70")), json!("12F70"));
-        assert_eq!(version(Some("99999999999999999999")), json!("99999999999999999999"));
+        assert_eq!(
+            version(Some("99999999999999999999")),
+            json!("99999999999999999999")
+        );
         assert_eq!(version(Some("")), Value::Null);
         assert_eq!(version(None), Value::Null);
     }

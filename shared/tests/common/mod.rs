@@ -3,7 +3,9 @@
 
 use keen_shared::addon::ReferenceData;
 use keen_shared::key::KeyModel;
-use keen_shared::record::{HEADER_COLLECTION, HEADER_KEY_ID, HEADER_PROJECT_ID, Header, InboundRecord};
+use keen_shared::record::{
+    HEADER_COLLECTION, HEADER_KEY_ID, HEADER_PROJECT_ID, Header, InboundRecord,
+};
 use keen_shared::{Outcome, process};
 use serde_json::{Value, json};
 use std::path::PathBuf;
@@ -15,9 +17,11 @@ pub const CREATED_MS: i64 = 1_710_000_000_123;
 
 /// The MaxMind test database, which `scripts/setup-test-env` extracts.
 pub fn geoip_test_db() -> PathBuf {
-    let path = std::env::var("KEEN_GEOIP_TEST_DB").map(PathBuf::from).unwrap_or_else(|_| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.test-data/GeoLite2-City-Test.mmdb")
-    });
+    let path = std::env::var("KEEN_GEOIP_TEST_DB")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.test-data/GeoLite2-City-Test.mmdb")
+        });
     assert!(
         path.exists(),
         "GeoIP test database {} is missing: run scripts/setup-test-env",
@@ -77,7 +81,11 @@ pub fn run(value: Option<&[u8]>, headers: &[Header], key: Option<&KeyModel>) -> 
 /// Processes a JSON event with the default key and headers; returns the stored event as JSON.
 pub fn store(event: Value) -> Value {
     let bytes = serde_json::to_vec(&event).expect("serialisable");
-    match run(Some(&bytes), &headers("purchases", &[]), Some(&key(json!({})))) {
+    match run(
+        Some(&bytes),
+        &headers("purchases", &[]),
+        Some(&key(json!({}))),
+    ) {
         Outcome::Stored(stored) => serde_json::from_str(&stored.json).expect("stored JSON"),
         Outcome::DeadLettered(rejection) => panic!("event {event} rejected: {rejection:?}"),
     }
