@@ -5,7 +5,7 @@
 use aws_lambda_events::event::kafka::KafkaEvent;
 use aws_sdk_dynamodb::types::AttributeValue;
 use keen_ingest::{Config, DecodedRecord, Ingest, decode_event};
-use keen_shared::adapters::batch::{Fault, FaultInjecting, WriteBatcher};
+use keen_shared::adapters::batch::{Fault, FaultInjecting, Retrying, WriteBatcher};
 use keen_shared::adapters::dlq::DeadLetterQueue;
 use keen_shared::adapters::keys_table::KeysTable;
 use keen_shared::adapters::store::{self, Tables};

@@ -386,11 +386,43 @@ struct Job {
     backoff: Option<u32>,
 }
 
+/// Tuning shared by the services' batch senders ([`WriteBatcher`] and the dead letter queue):
+/// both drive their calls through one [`Retrier`], so the knobs live here once.
+pub trait Retrying: Sized {
+    /// The retrier to tune.
+    #[doc(hidden)]
+    fn retrier_mut(&mut self) -> &mut Retrier;
+
+    /// Replaces the retry policy.
+    fn with_policy(mut self, policy: RetryPolicy) -> Self {
+        self.retrier_mut().policy = policy;
+        self
+    }
+
+    /// Sets how many calls may be in flight at once (at least one).
+    fn with_concurrency(mut self, concurrency: usize) -> Self {
+        self.retrier_mut().concurrency = concurrency.max(1);
+        self
+    }
+
+    /// Replaces the sleeper that waits between retries (tests).
+    fn with_sleeper(mut self, sleeper: Arc<dyn Sleeper>) -> Self {
+        self.retrier_mut().sleeper = sleeper;
+        self
+    }
+
+    /// Makes the jitter reproducible (tests).
+    fn with_jitter_seed(mut self, seed: u64) -> Self {
+        self.retrier_mut().jitter = Arc::new(Jitter::seeded(seed));
+        self
+    }
+}
+
 /// The retry loop shared by [`WriteBatcher`] and the dead letter queue: runs jobs with a bounded
 /// number of calls in flight, backs off and resends transient failures until the budget runs out,
 /// and splits a call refused as a whole until the refused members are isolated.
 #[derive(Clone)]
-pub(crate) struct Retrier {
+pub struct Retrier {
     pub(crate) policy: RetryPolicy,
     pub(crate) concurrency: usize,
     pub(crate) sleeper: Arc<dyn Sleeper>,
@@ -639,6 +671,12 @@ pub struct WriteBatcher {
     retrier: Retrier,
 }
 
+impl Retrying for WriteBatcher {
+    fn retrier_mut(&mut self) -> &mut Retrier {
+        &mut self.retrier
+    }
+}
+
 impl fmt::Debug for WriteBatcher {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WriteBatcher")
@@ -660,30 +698,6 @@ impl WriteBatcher {
             api,
             retrier: Retrier::new(),
         }
-    }
-
-    /// Replaces the retry policy.
-    pub fn with_policy(mut self, policy: RetryPolicy) -> Self {
-        self.retrier.policy = policy;
-        self
-    }
-
-    /// Sets how many calls may be in flight at once (at least one).
-    pub fn with_concurrency(mut self, concurrency: usize) -> Self {
-        self.retrier.concurrency = concurrency.max(1);
-        self
-    }
-
-    /// Replaces the sleeper that waits between retries (tests).
-    pub fn with_sleeper(mut self, sleeper: Arc<dyn Sleeper>) -> Self {
-        self.retrier.sleeper = sleeper;
-        self
-    }
-
-    /// Makes the jitter reproducible (tests).
-    pub fn with_jitter_seed(mut self, seed: u64) -> Self {
-        self.retrier.jitter = Arc::new(Jitter::seeded(seed));
-        self
     }
 
     /// The retry policy in force.

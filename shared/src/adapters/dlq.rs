@@ -20,8 +20,8 @@ use std::sync::Arc;
 use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
 
 use super::batch::{
-    BoxFuture, CallError, CallOutcome, Fault, FaultInjecting, Jitter, Retrier, RetryPolicy,
-    Sleeper, WriteErrorKind, WriteReport,
+    BoxFuture, CallError, CallOutcome, Fault, FaultInjecting, Retrier, Retrying, WriteErrorKind,
+    WriteReport,
 };
 
 /// SQS's limit on one message: body and attributes (names, types, values), in bytes.
@@ -322,6 +322,12 @@ pub struct DeadLetterQueue {
     retrier: Retrier,
 }
 
+impl Retrying for DeadLetterQueue {
+    fn retrier_mut(&mut self) -> &mut Retrier {
+        &mut self.retrier
+    }
+}
+
 impl fmt::Debug for DeadLetterQueue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DeadLetterQueue")
@@ -345,30 +351,6 @@ impl DeadLetterQueue {
             queue_url: Arc::from(queue_url.into()),
             retrier: Retrier::new(),
         }
-    }
-
-    /// Replaces the retry policy.
-    pub fn with_policy(mut self, policy: RetryPolicy) -> Self {
-        self.retrier.policy = policy;
-        self
-    }
-
-    /// Sets how many calls may be in flight at once (at least one).
-    pub fn with_concurrency(mut self, concurrency: usize) -> Self {
-        self.retrier.concurrency = concurrency.max(1);
-        self
-    }
-
-    /// Replaces the sleeper that waits between retries (tests).
-    pub fn with_sleeper(mut self, sleeper: Arc<dyn Sleeper>) -> Self {
-        self.retrier.sleeper = sleeper;
-        self
-    }
-
-    /// Makes the jitter reproducible (tests).
-    pub fn with_jitter_seed(mut self, seed: u64) -> Self {
-        self.retrier.jitter = Arc::new(Jitter::seeded(seed));
-        self
     }
 
     /// The queue announced on.
@@ -507,6 +489,7 @@ fn send(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::adapters::batch::{RetryPolicy, Sleeper};
     use std::collections::HashSet;
     use std::sync::{Mutex, PoisonError};
     use std::time::Duration;
