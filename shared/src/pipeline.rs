@@ -16,6 +16,7 @@ use crate::placeholder::{self, PlaceholderValues};
 use crate::record::{InboundRecord, Tenant};
 use crate::reject::{ErrorCode, Rejection};
 use serde_json::Value;
+use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 /// An event ready to persist.
@@ -33,6 +34,9 @@ pub struct StoredEvent {
     pub uniqueness_token: Option<String>,
     /// The stored event as JSON text.
     pub json: String,
+    /// Its property paths and JSON types, for the collection's schema (taken here, while the
+    /// event is still a tree, so that storage need not parse the JSON again).
+    pub properties: BTreeMap<String, &'static str>,
 }
 
 /// The result of processing one record: exactly one of the two.
@@ -137,6 +141,7 @@ fn process_inner(
     )?;
     apply_addons(&mut event, &keen.addons, data)?;
 
+    let properties = crate::storage::property_paths(&event);
     Ok(StoredEvent {
         project_id: tenant.project_id,
         collection: tenant.collection,
@@ -144,6 +149,7 @@ fn process_inner(
         timestamp_ms: keen.timestamp_ms,
         uniqueness_token: keen.uniqueness_token,
         json: serialise(event),
+        properties,
     })
 }
 

@@ -224,24 +224,26 @@ fn walk_paths(
 
 /// Merges newly seen paths into a collection's known ones, respecting [`MAX_SCHEMA_PATHS`].
 /// Returns whether something was left out. A path seen with a second type keeps both, as
-/// `string|number`, so the listing tells the customer their data is mixed.
-pub fn merge_schema(
+/// `number|string`, so the listing tells the customer their data is mixed. `seen` may itself
+/// hold such unions (one invocation's merged view).
+pub fn merge_schema<S: AsRef<str>>(
     known: &mut BTreeMap<String, String>,
-    seen: &BTreeMap<String, &'static str>,
+    seen: &BTreeMap<String, S>,
 ) -> bool {
     let mut truncated = false;
-    for (path, kind) in seen {
+    for (path, kinds) in seen {
         let room = known.len() < MAX_SCHEMA_PATHS;
         match known.get_mut(path) {
             Some(types) => {
-                if !types.split('|').any(|t| t == *kind) {
-                    let mut all: Vec<&str> = types.split('|').chain([*kind]).collect();
-                    all.sort_unstable();
-                    *types = all.join("|");
+                let all: std::collections::BTreeSet<&str> =
+                    types.split('|').chain(kinds.as_ref().split('|')).collect();
+                let joined = all.into_iter().collect::<Vec<_>>().join("|");
+                if joined != *types {
+                    *types = joined;
                 }
             }
             None if room => {
-                known.insert(path.clone(), (*kind).to_owned());
+                known.insert(path.clone(), kinds.as_ref().to_owned());
             }
             None => truncated = true,
         }
@@ -375,6 +377,11 @@ mod tests {
         };
         merge_schema(&mut known, &property_paths(&second));
         assert_eq!(known["a"], "number|string");
+        // One invocation's view may already hold unions; merging keeps every type once.
+        let batch: BTreeMap<String, String> =
+            [("a".to_owned(), "boolean|string".to_owned())].into();
+        merge_schema(&mut known, &batch);
+        assert_eq!(known["a"], "boolean|number|string");
 
         let many: BTreeMap<String, &str> = (0..MAX_SCHEMA_PATHS + 10)
             .map(|i| (format!("p{i}"), "number"))

@@ -22,8 +22,8 @@ pub struct DecodedRecord {
     pub timestamp_ms: i64,
     /// Record key.
     pub key: Option<Vec<u8>>,
-    /// Record value; `None` for a tombstone or a value that was not base64 (rejected by the core
-    /// as invalid JSON, so it is dead-lettered rather than lost).
+    /// Record value; `None` for a tombstone. A value that is not base64 (Lambda never sends one)
+    /// is kept as its text, which the core rejects as invalid JSON: dead-lettered, not lost.
     pub value: Option<Vec<u8>>,
     /// Headers in order.
     pub headers: Vec<Header>,
@@ -61,7 +61,10 @@ pub fn decode_event(event: &KafkaEvent) -> Vec<DecodedRecord> {
             offset: record.offset,
             timestamp_ms: record.timestamp.0.timestamp_millis(),
             key: record.key.as_deref().and_then(|k| BASE64.decode(k).ok()),
-            value: record.value.as_deref().and_then(|v| BASE64.decode(v).ok()),
+            value: record
+                .value
+                .as_deref()
+                .map(|v| BASE64.decode(v).unwrap_or_else(|_| v.as_bytes().to_vec())),
             headers: record
                 .headers
                 .iter()

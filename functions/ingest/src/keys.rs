@@ -47,19 +47,24 @@ impl KeyCache {
                 }
             }
         }
-        let lookups = missing.into_iter().map(|key| async move {
-            // A key id that cannot even be parsed names no key: the record is refused as such.
-            let result = match KeyId::parse(&key.1) {
-                Ok(key_id) => self
-                    .table
-                    .get_key(&key.0, &key_id)
-                    .await
-                    .map_err(|e| e.to_string()),
-                Err(_) => Ok(None),
-            };
-            (key, result)
-        });
-        for (key, result) in futures_join_all(lookups).await {
+        let mut lookups = tokio::task::JoinSet::new();
+        for key in missing {
+            let table = self.table.clone();
+            lookups.spawn(async move {
+                // A key id that cannot even be parsed names no key: the record is refused as such.
+                let result = match KeyId::parse(&key.1) {
+                    Ok(key_id) => table
+                        .get_key(&key.0, &key_id)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Err(_) => Ok(None),
+                };
+                (key, result)
+            });
+        }
+        // A lookup task that is lost leaves its key out of the answer: its records are retried.
+        while let Some(joined) = lookups.join_next().await {
+            let Ok((key, result)) = joined else { continue };
             match result {
                 Ok(stored) => {
                     let model = stored.map(|s| s.model);
@@ -77,30 +82,4 @@ impl KeyCache {
         }
         out
     }
-}
-
-async fn futures_join_all<F: std::future::Future>(
-    futures: impl IntoIterator<Item = F>,
-) -> Vec<F::Output> {
-    // A handful of keys per invocation: polling them concurrently without spawning is enough.
-    let mut pinned: Vec<std::pin::Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
-    let mut results: Vec<Option<F::Output>> = pinned.iter().map(|_| None).collect();
-    std::future::poll_fn(|cx| {
-        let mut pending = false;
-        for (i, future) in pinned.iter_mut().enumerate() {
-            if results[i].is_none() {
-                match future.as_mut().poll(cx) {
-                    std::task::Poll::Ready(value) => results[i] = Some(value),
-                    std::task::Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            std::task::Poll::Pending
-        } else {
-            std::task::Poll::Ready(())
-        }
-    })
-    .await;
-    results.into_iter().flatten().collect()
 }

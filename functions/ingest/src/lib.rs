@@ -486,13 +486,7 @@ impl Ingest {
                     .last_ms
                     .map_or(event.timestamp_ms, |l| l.max(event.timestamp_ms)),
             );
-            if entry.0.paths.len() < storage::MAX_SCHEMA_PATHS
-                && let Ok(Value::Object(map)) = serde_json::from_str::<Value>(&event.json)
-            {
-                for (path, kind) in storage::property_paths(&map) {
-                    entry.0.paths.insert(path, kind);
-                }
-            }
+            storage::merge_schema(&mut entry.0.paths, &event.properties);
             entry.1.push(i);
         }
         for (key, members) in counters {

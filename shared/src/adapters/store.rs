@@ -257,7 +257,8 @@ pub async fn claim_token(
     }
 }
 
-/// Existing head items' `src` by (pk, sk), read consistently in batches of 100.
+/// Existing head items' `src` by (pk, sk), read consistently in batches of 100. The keys must be
+/// distinct: BatchGetItem refuses a request that names one twice.
 pub async fn existing_sources(
     client: &Client,
     table: &str,
@@ -274,8 +275,6 @@ pub async fn existing_sources(
                 ])
             })
             .collect();
-        pending.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
-        pending.dedup();
         let mut attempts = 0;
         while !pending.is_empty() {
             attempts += 1;
@@ -470,8 +469,8 @@ pub struct CollectionUpdate {
     pub first_ms: Option<i64>,
     /// Latest keen.timestamp seen, ms.
     pub last_ms: Option<i64>,
-    /// Property paths and types seen.
-    pub paths: BTreeMap<String, &'static str>,
+    /// Property paths and types seen (`number|string` where mixed).
+    pub paths: BTreeMap<String, String>,
 }
 
 /// Merges an invocation's view of a collection into its Collections item (optimistic locking
