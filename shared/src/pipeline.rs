@@ -16,7 +16,6 @@ use crate::placeholder::{self, PlaceholderValues};
 use crate::record::{InboundRecord, Tenant};
 use crate::reject::{ErrorCode, Rejection};
 use serde_json::Value;
-use std::collections::BTreeMap;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 
 /// An event ready to persist.
@@ -34,9 +33,9 @@ pub struct StoredEvent {
     pub uniqueness_token: Option<String>,
     /// The stored event as JSON text.
     pub json: String,
-    /// Its property paths and JSON types, for the collection's schema (taken here, while the
-    /// event is still a tree, so that storage need not parse the JSON again).
-    pub properties: BTreeMap<String, &'static str>,
+    /// A fingerprint of its property paths and types ([`crate::storage::shape_fingerprint`]):
+    /// storage works the paths out of the JSON only for shapes it has not seen.
+    pub shape: u64,
 }
 
 /// The result of processing one record: exactly one of the two.
@@ -141,7 +140,7 @@ fn process_inner(
     )?;
     apply_addons(&mut event, &keen.addons, data)?;
 
-    let properties = crate::storage::property_paths(&event);
+    let shape = crate::storage::shape_fingerprint(&event);
     Ok(StoredEvent {
         project_id: tenant.project_id,
         collection: tenant.collection,
@@ -149,7 +148,7 @@ fn process_inner(
         timestamp_ms: keen.timestamp_ms,
         uniqueness_token: keen.uniqueness_token,
         json: serialise(event),
-        properties,
+        shape,
     })
 }
 

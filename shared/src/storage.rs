@@ -222,6 +222,33 @@ fn walk_paths(
     }
 }
 
+/// A hash of an event's property paths and types: equal for events of the same shape. Cheap to
+/// take for every event (no allocation), so that the paths themselves are worked out only for the
+/// few shapes a batch holds.
+pub fn shape_fingerprint(event: &EventObject) -> u64 {
+    use std::hash::{Hash, Hasher};
+    fn walk(
+        map: &EventObject,
+        hasher: &mut std::collections::hash_map::DefaultHasher,
+        depth: usize,
+    ) {
+        for (name, value) in map {
+            name.hash(hasher);
+            match value {
+                Value::Object(inner) if !inner.is_empty() && depth < crate::event::MAX_DEPTH => {
+                    hasher.write_u8(b'{');
+                    walk(inner, hasher, depth + 1);
+                    hasher.write_u8(b'}');
+                }
+                other => type_name(other).hash(hasher),
+            }
+        }
+    }
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    walk(event, &mut hasher, 0);
+    hasher.finish()
+}
+
 /// Merges newly seen paths into a collection's known ones, respecting [`MAX_SCHEMA_PATHS`].
 /// Returns whether something was left out. A path seen with a second type keeps both, as
 /// `number|string`, so the listing tells the customer their data is mixed. `seen` may itself
@@ -369,6 +396,19 @@ mod tests {
         .map(|(k, v)| (k.to_owned(), v))
         .collect();
         assert_eq!(paths, expected);
+
+        let Value::Object(same_shape) =
+            json!({"a": 2, "b": {"c": "y", "d": [], "e": {}}, "n": null})
+        else {
+            panic!()
+        };
+        let Value::Object(other_shape) =
+            json!({"a": 2, "b": {"c": 1, "d": [], "e": {}}, "n": null})
+        else {
+            panic!()
+        };
+        assert_eq!(shape_fingerprint(&event), shape_fingerprint(&same_shape));
+        assert_ne!(shape_fingerprint(&event), shape_fingerprint(&other_shape));
 
         let mut known: BTreeMap<String, String> = BTreeMap::new();
         assert!(!merge_schema(&mut known, &paths));

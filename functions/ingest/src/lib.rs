@@ -447,8 +447,7 @@ impl Ingest {
         first_failed: &BTreeMap<(String, i32), i64>,
     ) {
         let mut counters: BTreeMap<CounterKey, Vec<(i64, usize)>> = BTreeMap::new();
-        let mut collections: BTreeMap<(String, String), (CollectionUpdate, Vec<usize>)> =
-            BTreeMap::new();
+        let mut collections: BTreeMap<(String, String), CollectionBatch> = BTreeMap::new();
         for (i, outcome) in outcomes.iter().enumerate() {
             if fates[i] != Fate::Store {
                 continue;
@@ -474,20 +473,16 @@ impl Ingest {
             let entry = collections
                 .entry((event.project_id.clone(), event.collection.clone()))
                 .or_default();
-            entry.0.first_ms = Some(
-                entry
-                    .0
-                    .first_ms
-                    .map_or(event.timestamp_ms, |f| f.min(event.timestamp_ms)),
-            );
-            entry.0.last_ms = Some(
-                entry
-                    .0
-                    .last_ms
-                    .map_or(event.timestamp_ms, |l| l.max(event.timestamp_ms)),
-            );
-            storage::merge_schema(&mut entry.0.paths, &event.properties);
-            entry.1.push(i);
+            let at = event.timestamp_ms;
+            entry.update.first_ms = Some(entry.update.first_ms.unwrap_or(at).min(at));
+            entry.update.last_ms = Some(entry.update.last_ms.unwrap_or(at).max(at));
+            // Work the paths out of the JSON once per shape, not once per event.
+            if entry.shapes.insert(event.shape)
+                && let Ok(Value::Object(map)) = serde_json::from_str::<Value>(&event.json)
+            {
+                storage::merge_schema(&mut entry.update.paths, &storage::property_paths(&map));
+            }
+            entry.members.push(i);
         }
         for (key, members) in counters {
             let offsets: Vec<i64> = members.iter().map(|(o, _)| *o).collect();
@@ -501,7 +496,13 @@ impl Ingest {
                 }
             }
         }
-        for ((project, collection), (update, members)) in collections {
+        for (
+            (project, collection),
+            CollectionBatch {
+                update, members, ..
+            },
+        ) in collections
+        {
             if let Err(error) = store::update_collection(
                 &self.dynamodb,
                 &self.config.tables.collections,
@@ -518,6 +519,16 @@ impl Ingest {
             }
         }
     }
+}
+
+/// One invocation's view of a collection, merged into the Collections table once.
+#[derive(Default)]
+struct CollectionBatch {
+    update: CollectionUpdate,
+    /// Records that contributed (retried if the update fails).
+    members: Vec<usize>,
+    /// Shapes whose paths are already in `update`.
+    shapes: HashSet<u64>,
 }
 
 fn apply_claim(fates: &mut [Fate], i: usize, result: Result<Claim, store::StoreError>) {
