@@ -23,7 +23,7 @@ use keen_shared::adapters::dlq::{Announcement, DeadLetterQueue};
 use keen_shared::adapters::store::{self, Claim, CollectionUpdate, CounterKey, EventFacts, Tables};
 use keen_shared::addon::ReferenceData;
 use keen_shared::dead_letter::{DeadLetter, table_keys};
-use keen_shared::record::{InboundRecord, Tenant};
+use keen_shared::record::Tenant;
 use keen_shared::storage::{self, EventLayout};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -186,10 +186,10 @@ impl Ingest {
         }
 
         // 3. One record per keen.id within the batch (a resend in the same batch).
-        let mut seen_ids: HashMap<String, usize> = HashMap::new();
+        let mut seen_ids = HashSet::new();
         for (i, outcome) in outcomes.iter().enumerate() {
             if let Some(Outcome::Stored(event)) = outcome
-                && seen_ids.insert(event.keen_id.to_hex(), i).is_some()
+                && !seen_ids.insert(event.keen_id)
             {
                 fates[i] = Fate::Resend;
             }
@@ -583,9 +583,4 @@ fn first_failed_offsets(records: &[DecodedRecord], fates: &[Fate]) -> BTreeMap<(
         }
     }
     first
-}
-
-/// Re-exported for the binary and tests.
-pub fn inbound<'a>(record: &'a DecodedRecord) -> InboundRecord<'a> {
-    record.as_inbound()
 }
