@@ -96,11 +96,6 @@ pub fn process(
     }
 }
 
-/// The tenant of a record, for callers that need it before processing (to look up the key).
-pub fn tenant(record: &InboundRecord<'_>) -> Result<Tenant, Rejection> {
-    Tenant::from_record(record)
-}
-
 /// The `keen.id` a record gets, whatever its fate.
 pub fn keen_id(record: &InboundRecord<'_>, tenant: &Tenant) -> KeenId {
     match &tenant.producer {

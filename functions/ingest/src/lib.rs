@@ -152,7 +152,7 @@ impl Ingest {
         // 1. Tenants and keys, each key looked up once.
         let tenants: Vec<Option<Tenant>> = records
             .iter()
-            .map(|r| keen_shared::pipeline::tenant(&r.as_inbound()).ok())
+            .map(|r| Tenant::from_record(&r.as_inbound()).ok())
             .collect();
         let wanted: HashSet<(String, String)> = tenants
             .iter()
