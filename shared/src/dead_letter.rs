@@ -108,12 +108,7 @@ impl DeadLetter {
         rejection: &Rejection,
         failed_at_ms: i64,
     ) -> Self {
-        let value = record.value.unwrap_or_default();
-        let (payload, payload_b64) = match std::str::from_utf8(value) {
-            Ok(text) => (Some(text.to_owned()), None),
-            Err(_) => (None, Some(BASE64.encode(value))),
-        };
-        DeadLetter {
+        let mut letter = DeadLetter {
             id: dead_letter_id(record.topic, record.partition, record.offset),
             project_id: tenant.map(|t| t.project_id.clone()).unwrap_or_default(),
             collection: tenant.map(|t| t.collection.clone()).unwrap_or_default(),
@@ -131,12 +126,24 @@ impl DeadLetter {
                 key_b64: record.key.map(|k| BASE64.encode(k)),
                 headers: record.headers.iter().map(SourceHeader::from).collect(),
             },
-            payload,
-            payload_b64,
+            payload: None,
+            payload_b64: None,
             payload_zstd_b64: None,
             payload_ref: None,
             failed_at: crate::timestamp::format_millis(failed_at_ms),
             service_version: SERVICE_VERSION.to_owned(),
+        };
+        letter.set_payload(record.value.unwrap_or_default());
+        letter
+    }
+
+    /// Carries `value` as text when it is UTF-8, else as base64 (in place of any other form).
+    pub fn set_payload(&mut self, value: &[u8]) {
+        self.payload_zstd_b64 = None;
+        self.payload_ref = None;
+        match std::str::from_utf8(value) {
+            Ok(text) => (self.payload, self.payload_b64) = (Some(text.to_owned()), None),
+            Err(_) => (self.payload, self.payload_b64) = (None, Some(BASE64.encode(value))),
         }
     }
 

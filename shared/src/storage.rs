@@ -138,7 +138,12 @@ impl Body {
 
     /// As [`Body::of_json`], with a chosen chunk size (tests).
     pub fn of_json_with_chunk(json: &str, chunk: usize) -> Body {
-        let compressed = compress(json.as_bytes());
+        Body::of_bytes(json.as_bytes(), chunk)
+    }
+
+    /// Compresses any bytes (a dead letter's payload) and splits them past `chunk` bytes.
+    pub fn of_bytes(bytes: &[u8], chunk: usize) -> Body {
+        let compressed = compress(bytes);
         if compressed.len() <= chunk {
             Body::Inline(compressed)
         } else {
@@ -180,10 +185,13 @@ pub enum BodyError {
 
 /// Decompresses a stored body (inline, or the concatenated parts in order).
 pub fn decompress(parts: &[&[u8]]) -> Result<String, BodyError> {
-    let joined: Vec<u8> = parts.concat();
-    let bytes = zstd::bulk::decompress(&joined, MAX_BODY_BYTES)
-        .map_err(|e| BodyError::Corrupt(e.to_string()))?;
-    String::from_utf8(bytes).map_err(|_| BodyError::NotUtf8)
+    String::from_utf8(decompress_bytes(parts)?).map_err(|_| BodyError::NotUtf8)
+}
+
+/// Decompresses stored bytes that need not be text.
+pub fn decompress_bytes(parts: &[&[u8]]) -> Result<Vec<u8>, BodyError> {
+    zstd::bulk::decompress(&parts.concat(), MAX_BODY_BYTES)
+        .map_err(|e| BodyError::Corrupt(e.to_string()))
 }
 
 /// The JSON type names of the collection schema.

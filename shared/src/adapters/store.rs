@@ -102,14 +102,34 @@ pub fn event_items(facts: &EventFacts<'_>, layout: &storage::EventLayout) -> Eve
     let sk = storage::sort_key(facts.timestamp_ms, facts.keen_id);
     let body = Body::of_json(facts.json);
     let stored_bytes = body.stored_len();
-    let mut head: Item = HashMap::from([
-        ("pk".to_owned(), s(pk.clone())),
-        ("sk".to_owned(), s(sk.clone())),
-        ("src".to_owned(), s(facts.source)),
-    ]);
+    let (parts, mut head) = split_items(&pk, &sk, body, "body", &[]);
+    head.insert("src".to_owned(), s(facts.source));
+    EventItems {
+        parts,
+        head,
+        stored_bytes,
+    }
+}
+
+/// The items of a compressed body kept in attribute `attr` under (pk, sk): the head holds the
+/// body, or the count of the parts `{sk}#part#{n}` that hold it. `extra` goes on every item.
+fn split_items(
+    pk: &str,
+    sk: &str,
+    body: Body,
+    attr: &str,
+    extra: &[(&str, AttributeValue)],
+) -> (Vec<Item>, Item) {
+    let item = |sort_key: String| -> Item {
+        let mut item: Item =
+            HashMap::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(sort_key))]);
+        item.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+        item
+    };
+    let mut head = item(sk.to_owned());
     let parts = match body {
         Body::Inline(bytes) => {
-            head.insert("body".to_owned(), b(bytes));
+            head.insert(attr.to_owned(), b(bytes));
             Vec::new()
         }
         Body::Parts(chunks) => {
@@ -118,20 +138,64 @@ pub fn event_items(facts: &EventFacts<'_>, layout: &storage::EventLayout) -> Eve
                 .into_iter()
                 .enumerate()
                 .map(|(i, chunk)| {
-                    HashMap::from([
-                        ("pk".to_owned(), s(pk.clone())),
-                        ("sk".to_owned(), s(storage::part_sort_key(&sk, i + 1))),
-                        ("body".to_owned(), b(chunk)),
-                    ])
+                    let mut part = item(storage::part_sort_key(sk, i + 1));
+                    part.insert(attr.to_owned(), b(chunk));
+                    part
                 })
                 .collect()
         }
     };
-    EventItems {
-        parts,
-        head,
-        stored_bytes,
+    (parts, head)
+}
+
+/// Reads a head item and the body it holds in `attr` (inline or in parts), decompressed; `None`
+/// when there is no head item. Consistent reads: a retry must see what it wrote.
+async fn read_split(
+    client: &Client,
+    table: &str,
+    pk: &str,
+    sk: &str,
+    attr: &str,
+) -> Result<Option<(Item, Vec<u8>)>, StoreError> {
+    let get = |sort_key: String| async move {
+        client
+            .get_item()
+            .table_name(table)
+            .key("pk", s(pk))
+            .key("sk", s(sort_key))
+            .consistent_read(true)
+            .send()
+            .await
+            .map(|output| output.item)
+            .map_err(|e| {
+                StoreError::new("GetItem", aws_sdk_dynamodb::error::DisplayErrorContext(e))
+            })
+    };
+    let Some(head) = get(sk.to_owned()).await? else {
+        return Ok(None);
+    };
+    let mut chunks: Vec<Vec<u8>> = Vec::new();
+    if let Some(AttributeValue::B(body)) = head.get(attr) {
+        chunks.push(body.as_ref().to_vec());
+    } else if let Some(AttributeValue::N(count)) = head.get("parts") {
+        for i in 1..=count.parse::<usize>().unwrap_or(0) {
+            match get(storage::part_sort_key(sk, i))
+                .await?
+                .and_then(|mut p| p.remove(attr))
+            {
+                Some(AttributeValue::B(body)) => chunks.push(body.into_inner()),
+                _ => {
+                    return Err(StoreError::new(
+                        "GetItem part",
+                        format!("part {i} of {pk} {sk} is missing"),
+                    ));
+                }
+            }
+        }
     }
+    let refs: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
+    let bytes = storage::decompress_bytes(&refs).map_err(|e| StoreError::new("decode body", e))?;
+    Ok(Some((head, bytes)))
 }
 
 /// The key of an item (pk, sk).
@@ -157,58 +221,12 @@ pub async fn read_event(
     pk: &str,
     sk: &str,
 ) -> Result<Option<String>, StoreError> {
-    let head = client
-        .get_item()
-        .table_name(table)
-        .key("pk", s(pk))
-        .key("sk", s(sk))
-        .consistent_read(true)
-        .send()
-        .await
-        .map_err(|e| {
-            StoreError::new(
-                "GetItem event",
-                aws_sdk_dynamodb::error::DisplayErrorContext(e),
-            )
-        })?;
-    let Some(head) = head.item else {
-        return Ok(None);
-    };
-    let mut chunks: Vec<Vec<u8>> = Vec::new();
-    if let Some(AttributeValue::B(body)) = head.get("body") {
-        chunks.push(body.as_ref().to_vec());
-    } else if let Some(AttributeValue::N(count)) = head.get("parts") {
-        let count: usize = count.parse().unwrap_or(0);
-        for i in 1..=count {
-            let part = client
-                .get_item()
-                .table_name(table)
-                .key("pk", s(pk))
-                .key("sk", s(storage::part_sort_key(sk, i)))
-                .consistent_read(true)
-                .send()
-                .await
-                .map_err(|e| {
-                    StoreError::new(
-                        "GetItem part",
-                        aws_sdk_dynamodb::error::DisplayErrorContext(e),
-                    )
-                })?;
-            match part.item.as_ref().and_then(|p| p.get("body")) {
-                Some(AttributeValue::B(body)) => chunks.push(body.as_ref().to_vec()),
-                _ => {
-                    return Err(StoreError::new(
-                        "GetItem part",
-                        format!("part {i} of {pk} {sk} is missing"),
-                    ));
-                }
-            }
-        }
+    match read_split(client, table, pk, sk, "body").await? {
+        None => Ok(None),
+        Some((_, bytes)) => String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|_| StoreError::new("decode event", "stored body is not UTF-8")),
     }
-    let refs: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
-    storage::decompress(&refs)
-        .map(Some)
-        .map_err(|e| StoreError::new("decode event", e))
 }
 
 /// Outcome of a dedupe claim.
@@ -597,35 +615,30 @@ pub fn dead_letter_items(letter: &DeadLetter, now_s: i64) -> (Vec<Item>, Item) {
     envelope.payload = None;
     envelope.payload_b64 = None;
     envelope.payload_zstd_b64 = None;
-    let compressed = storage::compress(&value);
-    let expires = now_s + storage::DEAD_LETTER_TTL_SECONDS;
-    let mut head: Item = HashMap::from([
-        ("pk".to_owned(), s(keys.pk.clone())),
-        ("sk".to_owned(), s(keys.sk.clone())),
-        ("id".to_owned(), s(letter.id.clone())),
-        ("error_code".to_owned(), s(letter.error.code.clone())),
-        ("envelope".to_owned(), s(envelope.to_json())),
-        (
-            "payload_utf8".to_owned(),
-            AttributeValue::Bool(letter.payload.is_some()),
-        ),
-        ("expires_at".to_owned(), n(expires)),
-    ]);
-    let mut parts = Vec::new();
-    if compressed.len() <= storage::MAX_BODY_CHUNK {
-        head.insert("payload".to_owned(), b(compressed));
-    } else {
-        for (i, chunk) in compressed.chunks(storage::MAX_BODY_CHUNK).enumerate() {
-            parts.push(HashMap::from([
-                ("pk".to_owned(), s(keys.pk.clone())),
-                ("sk".to_owned(), s(storage::part_sort_key(&keys.sk, i + 1))),
-                ("payload".to_owned(), b(chunk.to_vec())),
-                ("expires_at".to_owned(), n(expires)),
-            ]));
-        }
-        head.insert("parts".to_owned(), n(parts.len()));
-    }
+    let expires = [("expires_at", n(now_s + storage::DEAD_LETTER_TTL_SECONDS))];
+    let body = Body::of_bytes(&value, storage::MAX_BODY_CHUNK);
+    let (parts, mut head) = split_items(&keys.pk, &keys.sk, body, "payload", &expires);
+    head.insert("id".to_owned(), s(letter.id.clone()));
+    head.insert("error_code".to_owned(), s(letter.error.code.clone()));
+    head.insert("envelope".to_owned(), s(envelope.to_json()));
     (parts, head)
+}
+
+/// Reads a dead letter back whole, payload included, from its table keys.
+pub async fn read_dead_letter(
+    client: &Client,
+    table: &str,
+    keys: &crate::dead_letter::PayloadRef,
+) -> Result<Option<DeadLetter>, StoreError> {
+    let Some((head, payload)) = read_split(client, table, &keys.pk, &keys.sk, "payload").await?
+    else {
+        return Ok(None);
+    };
+    let envelope = string_attr(&head, "envelope").unwrap_or_default();
+    let mut letter: DeadLetter =
+        serde_json::from_str(envelope).map_err(|e| StoreError::new("decode dead letter", e))?;
+    letter.set_payload(&payload);
+    Ok(Some(letter))
 }
 
 #[cfg(test)]
