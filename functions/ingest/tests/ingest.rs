@@ -500,3 +500,69 @@ async fn a_large_event_is_invisible_until_all_its_parts_are_written() {
         expected.stored().map(|e| e.json.as_str())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resend_in_a_later_invocation_is_stored_and_counted_once() {
+    let h = Harness::start("resend").await;
+    let ingest = h.ingest(WriteBatcher::new(h.aws.dynamodb.clone()));
+    let with_producer = |offset: i64| {
+        let mut record = simple_record(offset);
+        // The same producer record, resent through another gateway instance, lands at another
+        // offset with the same identity and timestamp.
+        record.timestamp_ms = 1_710_000_000_000;
+        record
+            .headers
+            .push(Header::new("keen-producer", "77:0:1:5"));
+        record
+    };
+    no_failures(&ingest.handle(vec![with_producer(300)]).await.0);
+    let (response, counts) = ingest.handle(vec![with_producer(301)]).await;
+    no_failures(&response);
+    assert_eq!((counts.stored, counts.resends), (0, 1));
+    assert_eq!(h.event_heads().await.len(), 1);
+    assert_eq!(h.count("clicks").await, 1);
+    // A retry of the first offset is a rewrite of its own item, not a resend.
+    let (_, counts) = ingest.handle(vec![with_producer(300)]).await;
+    assert_eq!((counts.stored, counts.resends), (1, 0));
+    assert_eq!(h.count("clicks").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_letter_too_large_for_sqs_is_announced_by_reference_and_kept_whole() {
+    let h = Harness::start("bigdl").await;
+    let ingest = h.ingest(WriteBatcher::new(h.aws.dynamodb.clone()));
+    // 1,000,000 bytes of noise that is neither UTF-8 nor compressible: base64 alone is 1.33 MB.
+    let mut seed = 5u64;
+    let noise: Vec<u8> = (0..1_000_000)
+        .map(|_| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 56) as u8 | 0x80
+        })
+        .collect();
+    let mut record = simple_record(9);
+    record.value = Some(noise.clone());
+    let (response, counts) = ingest.handle(vec![record]).await;
+    no_failures(&response);
+    assert_eq!(counts.dead_lettered.get("InvalidEventError"), Some(&1));
+
+    let messages = h.queue_messages().await;
+    assert_eq!(messages.len(), 1);
+    let body: keen_shared::dead_letter::DeadLetter =
+        serde_json::from_str(messages[0].body().unwrap_or_default()).expect("envelope");
+    assert_eq!(
+        body.value_bytes(),
+        None,
+        "the announcement carries no payload"
+    );
+    let reference = body.payload_ref.expect("a reference to the table item");
+    let stored =
+        store::read_dead_letter(&h.aws.dynamodb, &h.config.tables.dead_letters, &reference)
+            .await
+            .expect("read")
+            .expect("present");
+    assert_eq!(stored.value_bytes(), Some(noise), "never truncated");
+    assert_eq!(stored.source.offset, 9);
+    assert_eq!(stored.error.code, "InvalidEventError");
+}
