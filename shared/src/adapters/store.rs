@@ -198,6 +198,36 @@ async fn read_split(
     Ok(Some((head, bytes)))
 }
 
+/// An item's size as DynamoDB counts it for write units and the 400 KB limit: attribute names
+/// plus values (strings and binaries by length, numbers about one byte per two digits).
+pub fn item_size(item: &Item) -> usize {
+    fn value_size(value: &AttributeValue) -> usize {
+        match value {
+            AttributeValue::S(text) => text.len(),
+            AttributeValue::B(bytes) => bytes.as_ref().len(),
+            AttributeValue::N(number) => {
+                let digits = number.bytes().filter(u8::is_ascii_digit).count();
+                digits.div_ceil(2) + 1
+            }
+            AttributeValue::Bool(_) | AttributeValue::Null(_) => 1,
+            AttributeValue::L(values) => {
+                3 + values.iter().map(|v| 1 + value_size(v)).sum::<usize>()
+            }
+            AttributeValue::M(map) => {
+                3 + map
+                    .iter()
+                    .map(|(k, v)| 1 + k.len() + value_size(v))
+                    .sum::<usize>()
+            }
+            AttributeValue::Ss(items) => items.iter().map(String::len).sum(),
+            _ => 0,
+        }
+    }
+    item.iter()
+        .map(|(name, value)| name.len() + value_size(value))
+        .sum()
+}
+
 /// The key of an item (pk, sk).
 pub fn item_key(item: &Item) -> Item {
     item.iter()
@@ -662,6 +692,8 @@ mod tests {
         assert!(items.parts.is_empty());
         assert!(items.head.contains_key("body"));
         assert_eq!(string_attr(&items.head, "src"), Some("keen-inbound:0:1"));
+        let one: Item = HashMap::from([("ab".to_owned(), s("xyz")), ("n".to_owned(), n(12345))]);
+        assert_eq!(item_size(&one), 2 + 3 + 1 + 4);
 
         let mut seed = 1u64;
         let noise: String = (0..900_000)
