@@ -65,7 +65,10 @@ impl Config {
             },
             keys_table: var("KEYS_TABLE", "Keys table name")?,
             dead_letter_queue_url: var("DEAD_LETTER_QUEUE_URL", "SQS dead letter queue URL")?,
-            geoip_database: std::env::var_os("GEOIP_DATABASE").map(Into::into),
+            // Empty means none: a template parameter cannot be left out, only left blank.
+            geoip_database: std::env::var_os("GEOIP_DATABASE")
+                .filter(|path| !path.is_empty())
+                .map(Into::into),
             shards: std::env::var("EVENT_SHARDS")
                 .ok()
                 .and_then(|v| v.parse().ok())

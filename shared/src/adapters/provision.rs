@@ -980,8 +980,15 @@ mod tests {
                 } else if let Some(queue) = spec.queue(target) {
                     assert_eq!(name, queue.env_var());
                 } else {
-                    assert_eq!(target, "KeyPepperSecretArn");
-                    assert_eq!(name, "KEY_PEPPER");
+                    // The rest are parameters, each under its one variable name.
+                    let expected = match target {
+                        "KeyPepperSecretArn" => "KEY_PEPPER",
+                        "GeoIpDatabasePath" => "GEOIP_DATABASE",
+                        other => panic!(
+                            "{name} reads {other}, which is neither a resource nor a known parameter"
+                        ),
+                    };
+                    assert_eq!(name, expected);
                 }
                 seen += usize::from(published.iter().any(|p| p == name));
             }
