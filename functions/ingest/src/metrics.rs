@@ -68,3 +68,31 @@ impl Counts {
         line
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_metrics_declare_every_value_they_carry() {
+        let counts = Counts {
+            received: 10,
+            stored: 6,
+            duplicates: 1,
+            resends: 1,
+            dead_lettered: BTreeMap::from([("InvalidEventError".to_owned(), 2)]),
+            ..Counts::default()
+        };
+        let line = counts.embedded_metrics(1_710_000_000_000);
+        let declared = line["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+            .as_array()
+            .expect("metrics");
+        for metric in declared {
+            let name = metric["Name"].as_str().expect("name");
+            assert!(line[name].is_u64(), "{name} has a value");
+        }
+        assert_eq!(line["DeadLettered"], 2);
+        assert_eq!(line["DeadLettered.InvalidEventError"], 2);
+        assert_eq!(line["_aws"]["Timestamp"], 1_710_000_000_000i64);
+    }
+}
