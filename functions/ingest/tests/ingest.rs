@@ -569,4 +569,16 @@ async fn a_dead_letter_too_large_for_sqs_is_announced_by_reference_and_kept_whol
     assert_eq!(stored.value_bytes(), Some(noise), "never truncated");
     assert_eq!(stored.source.offset, 9);
     assert_eq!(stored.error.code, "InvalidEventError");
+
+    // Too large as base64 but compressible: announced with the payload compressed, whole.
+    let repetitive: Vec<u8> = (0..1_000_000u32).map(|i| 0x80 | (i % 7) as u8).collect();
+    let mut record = simple_record(10);
+    record.value = Some(repetitive.clone());
+    no_failures(&ingest.handle(vec![record]).await.0);
+    let messages = h.queue_messages().await;
+    assert_eq!(messages.len(), 1);
+    let body: keen_shared::dead_letter::DeadLetter =
+        serde_json::from_str(messages[0].body().unwrap_or_default()).expect("envelope");
+    assert!(body.payload_zstd_b64.is_some() && body.payload_ref.is_none());
+    assert_eq!(body.value_bytes(), Some(repetitive));
 }
