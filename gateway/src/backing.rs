@@ -1,0 +1,237 @@
+//! The backing cluster: every accepted record goes to the inbound topic through librdkafka
+//! (the `rdkafka` crate with its bundled, current librdkafka), idempotent and with acks=all, so an
+//! acknowledgement to the customer means "replicated in the backing cluster".
+
+use crate::config::{BackingConfig, MAX_BATCH_BYTES};
+use crate::records::OutboundRecord;
+use rdkafka::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use sha2::{Digest, Sha256};
+use std::time::Duration;
+
+/// Room for the tenant headers and record framing on top of a maximal customer batch. The
+/// backing topic's `max.message.bytes` must be at least [`BACKING_MAX_MESSAGE_BYTES`].
+pub const HEADER_OVERHEAD_BYTES: usize = 64 * 1024;
+/// The producer's `message.max.bytes`, and the least the inbound topic must accept.
+pub const BACKING_MAX_MESSAGE_BYTES: usize = MAX_BATCH_BYTES + HEADER_OVERHEAD_BYTES;
+
+/// The backing cluster failed to take a batch; the client sees a retriable error and resends.
+#[derive(Debug, thiserror::Error)]
+pub enum BackingError {
+    #[error("backing cluster: {0}")]
+    Kafka(#[from] KafkaError),
+    #[error("the inbound topic {topic} was not found in the backing cluster: {detail}")]
+    NoTopic { topic: String, detail: String },
+    #[error("the backing producer went away before acknowledging")]
+    Canceled,
+}
+
+/// The producer of the inbound topic.
+pub struct Backing {
+    producer: FutureProducer,
+    topic: String,
+    partitions: i32,
+}
+
+impl Backing {
+    /// Connects and learns the inbound topic's partition count (blocking: call at start).
+    pub fn connect(config: &BackingConfig, topic: &str) -> Result<Backing, BackingError> {
+        let mut client = ClientConfig::new();
+        client
+            .set("bootstrap.servers", &config.bootstrap)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", config.linger_ms.to_string())
+            .set("compression.type", "lz4")
+            .set("message.max.bytes", BACKING_MAX_MESSAGE_BYTES.to_string())
+            // Bounded by the gateway's in-flight limits long before this one.
+            .set("queue.buffering.max.kbytes", (1024 * 1024).to_string())
+            .set("message.timeout.ms", "30000")
+            .set("client.id", "keen-gateway");
+        if let Some(protocol) = &config.security_protocol {
+            client.set("security.protocol", protocol);
+        }
+        if let Some(mechanism) = &config.sasl_mechanism {
+            client.set("sasl.mechanism", mechanism);
+        }
+        if let Some(username) = &config.sasl_username {
+            client.set("sasl.username", username);
+        }
+        if let Some(password) = &config.sasl_password {
+            client.set("sasl.password", password);
+        }
+        if let Some(ca) = &config.ssl_ca_location {
+            client.set("ssl.ca.location", ca.display().to_string());
+        }
+        let producer: FutureProducer = client.create()?;
+        let metadata = producer
+            .client()
+            .fetch_metadata(Some(topic), Duration::from_secs(10))?;
+        let partitions = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == topic)
+            .filter(|t| t.error().is_none())
+            .map(|t| t.partitions().len())
+            .filter(|&n| n > 0)
+            .ok_or_else(|| BackingError::NoTopic {
+                topic: topic.to_owned(),
+                detail: "create it first (the local stack and the template do)".into(),
+            })?;
+        Ok(Backing {
+            producer,
+            topic: topic.to_owned(),
+            partitions: i32::try_from(partitions).unwrap_or(i32::MAX),
+        })
+    }
+
+    /// Partitions of the inbound topic.
+    pub fn partitions(&self) -> i32 {
+        self.partitions
+    }
+
+    /// The inbound partition of a client's (project, collection, partition): a producer's
+    /// per-partition order is kept, and one hot collection still spreads over many partitions.
+    pub fn partition_for(&self, project_id: &str, collection: &str, client_partition: i32) -> i32 {
+        inbound_partition(project_id, collection, client_partition, self.partitions)
+    }
+
+    /// Writes `records` to `partition` and waits until every one is acknowledged; returns the
+    /// offset of the first. Any failure fails the whole batch (the client resends it).
+    pub async fn send(
+        &self,
+        partition: i32,
+        records: &[OutboundRecord],
+    ) -> Result<i64, BackingError> {
+        let mut deliveries = Vec::with_capacity(records.len());
+        for record in records {
+            let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
+            for (name, value) in &record.headers {
+                headers = headers.insert(Header {
+                    key: name,
+                    value: Some(value.as_ref()),
+                });
+            }
+            let mut future_record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic)
+                .partition(partition)
+                .timestamp(record.timestamp_ms)
+                .headers(headers);
+            if let Some(key) = &record.key {
+                future_record = future_record.key(key.as_ref());
+            }
+            if let Some(value) = &record.value {
+                future_record = future_record.payload(value.as_ref());
+            }
+            loop {
+                match self.producer.send_result(future_record) {
+                    Ok(delivery) => {
+                        deliveries.push(delivery);
+                        break;
+                    }
+                    Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                        // librdkafka's queue drains as the cluster acknowledges; wait a little.
+                        future_record = back;
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    Err((error, _)) => return Err(error.into()),
+                }
+            }
+        }
+        let mut first_offset = None;
+        let mut failure = None;
+        // Every delivery is awaited, even after a failure, so none is left in flight unobserved.
+        for delivery in deliveries {
+            match delivery.await {
+                Ok(Ok(delivered)) => {
+                    first_offset.get_or_insert(delivered.offset);
+                }
+                Ok(Err((error, _))) => {
+                    failure.get_or_insert(BackingError::Kafka(error));
+                }
+                Err(_) => {
+                    failure.get_or_insert(BackingError::Canceled);
+                }
+            }
+        }
+        match failure {
+            Some(error) => Err(error),
+            None => Ok(first_offset.unwrap_or(-1)),
+        }
+    }
+
+    /// Waits until everything sent is acknowledged, or `timeout` (blocking: use spawn_blocking).
+    pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
+        self.producer.flush(timeout)
+    }
+}
+
+/// hash(project, collection, client partition) mod partitions.
+pub fn inbound_partition(
+    project_id: &str,
+    collection: &str,
+    client_partition: i32,
+    partitions: i32,
+) -> i32 {
+    let digest = Sha256::new()
+        .chain_update(project_id.as_bytes())
+        .chain_update([0])
+        .chain_update(collection.as_bytes())
+        .chain_update([0])
+        .chain_update(client_partition.to_be_bytes())
+        .finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    (u64::from_be_bytes(first) % u64::from(partitions.max(1).unsigned_abs())) as i32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn partition_mapping_is_stable_and_spreads_one_collection() {
+        let p = inbound_partition("4f1c9a3be6d2a1b07c3e5f11", "purchases", 3, 8);
+        assert_eq!(
+            p,
+            inbound_partition("4f1c9a3be6d2a1b07c3e5f11", "purchases", 3, 8)
+        );
+        assert!((0..8).contains(&p));
+        let spread: HashSet<i32> = (0..8)
+            .map(|c| inbound_partition("4f1c9a3be6d2a1b07c3e5f11", "purchases", c, 8))
+            .collect();
+        assert!(spread.len() >= 4, "8 client partitions land on {spread:?}");
+        // The separator keeps ("ab","c") and ("a","bc") apart.
+        let a: Vec<i32> = (0..16)
+            .map(|c| inbound_partition("ab", "c", c, 1024))
+            .collect();
+        let b: Vec<i32> = (0..16)
+            .map(|c| inbound_partition("a", "bc", c, 1024))
+            .collect();
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn a_maximal_batch_with_headers_fits_the_backing_limit() {
+        // The worst case the gateway forwards: one record holding a whole maximal batch, with the
+        // tenant headers at their longest (64-character collection, producer identity).
+        let record = OutboundRecord {
+            key: None,
+            value: Some(bytes::Bytes::from(vec![b'x'; MAX_BATCH_BYTES])),
+            headers: vec![
+                ("keen-project-id".into(), bytes::Bytes::from(vec![b'p'; 64])),
+                ("keen-collection".into(), bytes::Bytes::from(vec![b'c'; 64])),
+                ("keen-key-id".into(), bytes::Bytes::from(vec![b'k'; 16])),
+                (
+                    "keen-producer".into(),
+                    bytes::Bytes::from("9223372036854775807:32767:2147483647:2147483647"),
+                ),
+            ],
+            timestamp_ms: 0,
+        };
+        // Kafka's record batch overhead is 61 bytes plus ≤ 21 per record: far inside the margin.
+        assert!(record.size() + 61 + 21 < BACKING_MAX_MESSAGE_BYTES);
+    }
+}

@@ -1,0 +1,420 @@
+//! The gateway's configuration, from the environment (README "Gateway configuration").
+//!
+//! Every limit has a default that is safe for one small instance; each is named after the
+//! environment variable that changes it, so an error message can say exactly what to set.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The largest record batch a customer may send (product.md §1, Kafka's `message.max.bytes`).
+pub const MAX_BATCH_BYTES: usize = 1_048_588;
+
+/// A configuration value that is missing or malformed.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{var} is required: {what}")]
+    Missing {
+        var: &'static str,
+        what: &'static str,
+    },
+    #[error("{var}={value:?} is not valid: {what}")]
+    Invalid {
+        var: &'static str,
+        value: String,
+        what: &'static str,
+    },
+}
+
+/// Where the gateway tells clients to connect (`host:port`), which behind a load balancer is the
+/// balancer's name, not the listener's address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Advertised {
+    pub host: String,
+    pub port: i32,
+}
+
+/// How the gateway reaches and authenticates to the backing cluster (MSK: SASL_SSL with
+/// SCRAM-SHA-512 on port 9096).
+#[derive(Debug, Clone, Default)]
+pub struct BackingConfig {
+    pub bootstrap: String,
+    /// `PLAINTEXT`, `SSL`, `SASL_PLAINTEXT` or `SASL_SSL`.
+    pub security_protocol: Option<String>,
+    /// `SCRAM-SHA-512` (MSK) or `SCRAM-SHA-256`.
+    pub sasl_mechanism: Option<String>,
+    pub sasl_username: Option<String>,
+    /// Never logged: `Debug` of [`Config`] redacts it.
+    pub sasl_password: Option<String>,
+    /// A CA bundle for the backing cluster's certificates (the system store otherwise).
+    pub ssl_ca_location: Option<PathBuf>,
+    /// librdkafka `linger.ms`: the latency the backing producer may add to batch records.
+    pub linger_ms: u32,
+}
+
+/// The limits that keep one connection, or one tenant, from exhausting the instance.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest request frame once authenticated (`GATEWAY_MAX_REQUEST_BYTES`).
+    pub max_request_bytes: usize,
+    /// Largest request frame before authentication: ApiVersions and SASL are tiny.
+    pub max_unauthenticated_request_bytes: usize,
+    /// Decompressed bytes one Produce request may expand to (`GATEWAY_MAX_DECOMPRESSED_BYTES`).
+    pub max_decompressed_bytes: usize,
+    /// Request bytes in flight on one connection (`GATEWAY_MAX_INFLIGHT_BYTES_PER_CONNECTION`).
+    pub max_inflight_bytes_per_connection: usize,
+    /// Request bytes in flight on the whole instance (`GATEWAY_MAX_INFLIGHT_BYTES`).
+    pub max_inflight_bytes: usize,
+    /// Open client connections (`GATEWAY_MAX_CONNECTIONS`).
+    pub max_connections: usize,
+    /// Time a client has to finish SASL after connecting (`GATEWAY_SASL_TIMEOUT_MS`).
+    pub sasl_timeout: Duration,
+    /// A connection with no request for this long is closed (`GATEWAY_IDLE_TIMEOUT_MS`).
+    pub idle_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_request_bytes: 8 * 1024 * 1024,
+            max_unauthenticated_request_bytes: 64 * 1024,
+            max_decompressed_bytes: 16 * 1024 * 1024,
+            max_inflight_bytes_per_connection: 16 * 1024 * 1024,
+            max_inflight_bytes: 256 * 1024 * 1024,
+            max_connections: 10_000,
+            sasl_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Everything the gateway needs, read once at start.
+#[derive(Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub advertised: Advertised,
+    /// PEM certificate chain and private key: TLS on the listener when both are set.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// Expect a PROXY protocol v2 header on every connection (behind an NLB).
+    pub proxy_protocol: bool,
+    pub metrics_listen: Option<SocketAddr>,
+    pub backing: BackingConfig,
+    pub inbound_topic: String,
+    /// Partitions every customer topic appears to have.
+    pub partitions: i32,
+    pub keys_table: String,
+    /// The node id this gateway announces; every instance announces the same one, since every
+    /// instance advertises the same (load balancer) address.
+    pub node_id: i32,
+    pub limits: Limits,
+    /// Produce bytes per second per project; 0 = unlimited (`GATEWAY_PROJECT_QUOTA_BYTES_PER_SEC`).
+    pub project_quota_bytes_per_sec: u64,
+    /// SASL session lifetime announced to clients (KIP-368), and enforced.
+    pub session_lifetime: Duration,
+    /// How long in-flight produces may take to finish on shutdown.
+    pub shutdown_grace: Duration,
+}
+
+impl std::fmt::Debug for Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Config")
+            .field("listen", &self.listen)
+            .field("advertised", &self.advertised)
+            .field("tls", &self.tls)
+            .field("proxy_protocol", &self.proxy_protocol)
+            .field("metrics_listen", &self.metrics_listen)
+            .field("backing_bootstrap", &self.backing.bootstrap)
+            .field("backing_security_protocol", &self.backing.security_protocol)
+            .field("backing_sasl_mechanism", &self.backing.sasl_mechanism)
+            .field("backing_sasl_username", &self.backing.sasl_username)
+            .field("inbound_topic", &self.inbound_topic)
+            .field("partitions", &self.partitions)
+            .field("keys_table", &self.keys_table)
+            .field("limits", &self.limits)
+            .field(
+                "project_quota_bytes_per_sec",
+                &self.project_quota_bytes_per_sec,
+            )
+            .field("session_lifetime", &self.session_lifetime)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_lookup(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+    }
+
+    /// Reads the configuration through `lookup` (the environment, or a test's map).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let get = |var: &'static str| lookup(var);
+        let required = |var: &'static str, what: &'static str| {
+            get(var).ok_or(ConfigError::Missing { var, what })
+        };
+        let listen: SocketAddr = parse(
+            var_or(&get, "GATEWAY_LISTEN", "127.0.0.1:9092"),
+            "GATEWAY_LISTEN",
+            "an address such as 0.0.0.0:9092",
+        )?;
+        let advertised = match get("GATEWAY_ADVERTISED") {
+            Some(value) => parse_advertised(&value)?,
+            None => Advertised {
+                host: listen.ip().to_string(),
+                port: i32::from(listen.port()),
+            },
+        };
+        let tls = match (get("GATEWAY_TLS_CERT"), get("GATEWAY_TLS_KEY")) {
+            (Some(cert), Some(key)) => Some((PathBuf::from(cert), PathBuf::from(key))),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::Missing {
+                    var: "GATEWAY_TLS_KEY",
+                    what: "GATEWAY_TLS_CERT is set: give the PEM private key too",
+                });
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::Missing {
+                    var: "GATEWAY_TLS_CERT",
+                    what: "GATEWAY_TLS_KEY is set: give the PEM certificate chain too",
+                });
+            }
+        };
+        let metrics_listen = get("GATEWAY_METRICS_LISTEN")
+            .map(|v| {
+                parse(
+                    v,
+                    "GATEWAY_METRICS_LISTEN",
+                    "an address such as 0.0.0.0:9404",
+                )
+            })
+            .transpose()?;
+        let defaults = Limits::default();
+        let limits = Limits {
+            max_request_bytes: number(
+                &get,
+                "GATEWAY_MAX_REQUEST_BYTES",
+                defaults.max_request_bytes,
+            )?,
+            max_unauthenticated_request_bytes: defaults.max_unauthenticated_request_bytes,
+            max_decompressed_bytes: number(
+                &get,
+                "GATEWAY_MAX_DECOMPRESSED_BYTES",
+                defaults.max_decompressed_bytes,
+            )?,
+            max_inflight_bytes_per_connection: number(
+                &get,
+                "GATEWAY_MAX_INFLIGHT_BYTES_PER_CONNECTION",
+                defaults.max_inflight_bytes_per_connection,
+            )?,
+            max_inflight_bytes: number(
+                &get,
+                "GATEWAY_MAX_INFLIGHT_BYTES",
+                defaults.max_inflight_bytes,
+            )?,
+            max_connections: number(&get, "GATEWAY_MAX_CONNECTIONS", defaults.max_connections)?,
+            sasl_timeout: Duration::from_millis(number(
+                &get,
+                "GATEWAY_SASL_TIMEOUT_MS",
+                defaults.sasl_timeout.as_millis() as u64,
+            )?),
+            idle_timeout: Duration::from_millis(number(
+                &get,
+                "GATEWAY_IDLE_TIMEOUT_MS",
+                defaults.idle_timeout.as_millis() as u64,
+            )?),
+        };
+        if limits.max_request_bytes < MAX_BATCH_BYTES + 1024 {
+            return Err(ConfigError::Invalid {
+                var: "GATEWAY_MAX_REQUEST_BYTES",
+                value: limits.max_request_bytes.to_string(),
+                what: "must leave room for one maximal batch (1,048,588 bytes) plus the request around it",
+            });
+        }
+        if limits.max_inflight_bytes_per_connection < limits.max_request_bytes
+            || limits.max_inflight_bytes < limits.max_inflight_bytes_per_connection
+        {
+            return Err(ConfigError::Invalid {
+                var: "GATEWAY_MAX_INFLIGHT_BYTES_PER_CONNECTION",
+                value: limits.max_inflight_bytes_per_connection.to_string(),
+                what: "must be at least GATEWAY_MAX_REQUEST_BYTES and at most GATEWAY_MAX_INFLIGHT_BYTES",
+            });
+        }
+        let partitions: i32 = number(&get, "GATEWAY_PARTITIONS", 8)?;
+        if !(1..=1024).contains(&partitions) {
+            return Err(ConfigError::Invalid {
+                var: "GATEWAY_PARTITIONS",
+                value: partitions.to_string(),
+                what: "must be between 1 and 1024",
+            });
+        }
+        Ok(Config {
+            listen,
+            advertised,
+            tls,
+            proxy_protocol: flag(&get, "GATEWAY_PROXY_PROTOCOL")?,
+            metrics_listen,
+            backing: BackingConfig {
+                bootstrap: required(
+                    "BACKING_BOOTSTRAP",
+                    "the backing Kafka cluster's bootstrap servers",
+                )?,
+                security_protocol: get("BACKING_SECURITY_PROTOCOL"),
+                sasl_mechanism: get("BACKING_SASL_MECHANISM"),
+                sasl_username: get("BACKING_SASL_USERNAME"),
+                sasl_password: get("BACKING_SASL_PASSWORD"),
+                ssl_ca_location: get("BACKING_SSL_CA_LOCATION").map(PathBuf::from),
+                linger_ms: number(&get, "BACKING_LINGER_MS", 1)?,
+            },
+            inbound_topic: var_or(&get, "INBOUND_TOPIC", "keen-inbound"),
+            partitions,
+            keys_table: required(
+                "KEYS_TABLE",
+                "the Keys table name (keenctl provision prints it)",
+            )?,
+            node_id: number(&get, "GATEWAY_NODE_ID", 1)?,
+            limits,
+            project_quota_bytes_per_sec: number(&get, "GATEWAY_PROJECT_QUOTA_BYTES_PER_SEC", 0)?,
+            session_lifetime: Duration::from_millis(number(
+                &get,
+                "GATEWAY_SESSION_LIFETIME_MS",
+                25_000,
+            )?),
+            shutdown_grace: Duration::from_millis(number(
+                &get,
+                "GATEWAY_SHUTDOWN_GRACE_MS",
+                30_000,
+            )?),
+        })
+    }
+}
+
+fn var_or(
+    get: &impl Fn(&'static str) -> Option<String>,
+    var: &'static str,
+    default: &str,
+) -> String {
+    get(var).unwrap_or_else(|| default.to_owned())
+}
+
+fn parse<T: std::str::FromStr>(
+    value: String,
+    var: &'static str,
+    what: &'static str,
+) -> Result<T, ConfigError> {
+    value
+        .trim()
+        .parse()
+        .map_err(|_| ConfigError::Invalid { var, value, what })
+}
+
+fn number<T: std::str::FromStr>(
+    get: &impl Fn(&'static str) -> Option<String>,
+    var: &'static str,
+    default: T,
+) -> Result<T, ConfigError> {
+    match get(var) {
+        Some(value) => parse(value.replace('_', ""), var, "a whole number"),
+        None => Ok(default),
+    }
+}
+
+fn flag(
+    get: &impl Fn(&'static str) -> Option<String>,
+    var: &'static str,
+) -> Result<bool, ConfigError> {
+    match get(var).as_deref() {
+        None | Some("0" | "false" | "no" | "off") => Ok(false),
+        Some("1" | "true" | "yes" | "on") => Ok(true),
+        Some(other) => Err(ConfigError::Invalid {
+            var,
+            value: other.to_owned(),
+            what: "true or false",
+        }),
+    }
+}
+
+fn parse_advertised(value: &str) -> Result<Advertised, ConfigError> {
+    let invalid = || ConfigError::Invalid {
+        var: "GATEWAY_ADVERTISED",
+        value: value.to_owned(),
+        what: "host:port, the address clients should connect to",
+    };
+    let (host, port) = value.rsplit_once(':').ok_or_else(invalid)?;
+    let port: u16 = port.parse().map_err(|_| invalid())?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || port == 0 {
+        return Err(invalid());
+    }
+    Ok(Advertised {
+        host: host.to_owned(),
+        port: i32::from(port),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    const REQUIRED: [(&str, &str); 2] =
+        [("BACKING_BOOTSTRAP", "127.0.0.1:1"), ("KEYS_TABLE", "keys")];
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let config = config(&REQUIRED).expect("valid");
+        assert_eq!(config.listen.to_string(), "127.0.0.1:9092");
+        assert_eq!(config.advertised.host, "127.0.0.1");
+        assert_eq!(config.advertised.port, 9092);
+        assert_eq!(config.inbound_topic, "keen-inbound");
+        assert_eq!(config.partitions, 8);
+        assert_eq!(config.limits, Limits::default());
+        assert!(!config.proxy_protocol);
+        assert!(config.tls.is_none());
+    }
+
+    #[test]
+    fn missing_and_invalid_values_name_the_variable() {
+        let error = config(&[("KEYS_TABLE", "k")]).expect_err("no bootstrap");
+        assert!(error.to_string().contains("BACKING_BOOTSTRAP"), "{error}");
+        let mut vars = REQUIRED.to_vec();
+        vars.push(("GATEWAY_ADVERTISED", "no-port"));
+        let error = config(&vars).expect_err("bad advertised");
+        assert!(error.to_string().contains("GATEWAY_ADVERTISED"), "{error}");
+        let mut vars = REQUIRED.to_vec();
+        vars.push(("GATEWAY_TLS_CERT", "/c.pem"));
+        let error = config(&vars).expect_err("cert without key");
+        assert!(error.to_string().contains("GATEWAY_TLS_KEY"), "{error}");
+        let mut vars = REQUIRED.to_vec();
+        vars.push(("GATEWAY_MAX_REQUEST_BYTES", "1000"));
+        let error = config(&vars).expect_err("too small");
+        assert!(
+            error.to_string().contains("GATEWAY_MAX_REQUEST_BYTES"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn advertised_address_is_parsed() {
+        let mut vars = REQUIRED.to_vec();
+        vars.push(("GATEWAY_ADVERTISED", "kafka.example.com:9094"));
+        vars.push(("GATEWAY_PROXY_PROTOCOL", "true"));
+        let config = config(&vars).expect("valid");
+        assert_eq!(
+            config.advertised,
+            Advertised {
+                host: "kafka.example.com".into(),
+                port: 9094
+            }
+        );
+        assert!(config.proxy_protocol);
+    }
+}

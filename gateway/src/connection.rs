@@ -1,0 +1,628 @@
+//! One client connection: read frames, authenticate, dispatch by API key, answer in order.
+//!
+//! The reader handles requests one after another, but a Produce is handed to its own task, so a
+//! client may pipeline; the writer sends the answers strictly in request order by awaiting each
+//! request's answer slot in turn. Request bytes count against the connection's and the
+//! instance's in-flight budgets from the moment their length is read until their answer is
+//! ready: a slow backing cluster slows the acknowledgements and then the reading, never grows
+//! memory.
+
+use crate::Gateway;
+use crate::api::{BodyPolicy, advertised, allowed_before_authentication, body_policy};
+use crate::auth::{self, AuthError, Mechanism, PendingScram, Principal, Step};
+use crate::handlers::{self, Broker};
+use crate::metrics::Metrics;
+use crate::wire::{self, RequestPrefix, WireError};
+use bytes::{BufMut, Bytes, BytesMut};
+use kafka_protocol::ResponseError;
+use kafka_protocol::messages::{
+    ApiKey, RequestKind, ResponseHeader, ResponseKind, SaslAuthenticateResponse,
+    SaslHandshakeResponse,
+};
+use kafka_protocol::protocol::{Encodable, StrBytes};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+
+/// What the writer does for one request, in order.
+enum Reply {
+    Frame(Bytes),
+    /// Write the frame, then close (failed authentication, refused mechanism).
+    FrameThenClose(Bytes),
+    /// acks=0: nothing is written.
+    Nothing,
+    /// Close without answering (acks=0 with an error, as Kafka does).
+    Close,
+}
+
+/// An authenticated session.
+#[derive(Debug, Clone)]
+struct Session {
+    principal: Principal,
+    /// KIP-368 clients (SaslAuthenticate v1+) are told a lifetime and must re-authenticate by then.
+    expires_at: Option<Instant>,
+}
+
+/// Where the SASL exchange stands.
+enum Sasl {
+    Idle,
+    Handshaken(Mechanism),
+    Scram(Mechanism, PendingScram),
+}
+
+/// Why the reader stopped: logged once per connection.
+#[derive(Debug, thiserror::Error)]
+enum Stop {
+    #[error("client closed the connection")]
+    Eof,
+    #[error(transparent)]
+    Wire(#[from] WireError),
+    #[error("{0}")]
+    Protocol(String),
+    #[error("read failed: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("timed out waiting for a request")]
+    Timeout,
+    #[error("authentication failed")]
+    AuthFailed,
+    #[error("shutting down")]
+    Shutdown,
+    #[error("answer queue closed")]
+    WriterGone,
+}
+
+/// Serves one connection until it ends.
+pub async fn serve<S>(gateway: Arc<Gateway>, stream: S, peer: SocketAddr)
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let (reader, writer) = tokio::io::split(stream);
+    // Bounded: a client pipelining more requests than this waits for answers first.
+    let (queue, answers) = mpsc::channel::<oneshot::Receiver<Reply>>(256);
+    let writer_task = tokio::spawn(write_answers(writer, answers));
+    let mut connection = Connection {
+        per_connection: Arc::new(Semaphore::new(
+            gateway.config.limits.max_inflight_bytes_per_connection,
+        )),
+        gateway,
+        peer,
+        session: None,
+        sasl: Sasl::Idle,
+        queue,
+    };
+    let stop = connection.read_requests(reader).await;
+    match &stop {
+        Stop::Eof | Stop::Shutdown | Stop::WriterGone => {
+            tracing::debug!(%peer, reason = %stop, "connection ended")
+        }
+        Stop::Wire(_) | Stop::Protocol(_) => {
+            connection.gateway.metrics.malformed_frames.inc();
+            tracing::warn!(%peer, reason = %stop, "connection closed");
+        }
+        _ => tracing::info!(%peer, reason = %stop, "connection closed"),
+    }
+    // Dropping the queue lets the writer finish every answer already promised, then close.
+    drop(connection);
+    let _ = writer_task.await;
+}
+
+async fn write_answers<W: AsyncWrite + Unpin>(
+    writer: W,
+    mut answers: mpsc::Receiver<oneshot::Receiver<Reply>>,
+) {
+    let mut writer = tokio::io::BufWriter::new(writer);
+    while let Some(slot) = answers.recv().await {
+        let reply = slot.await.unwrap_or(Reply::Close);
+        let (frame, close) = match reply {
+            Reply::Frame(frame) => (Some(frame), false),
+            Reply::FrameThenClose(frame) => (Some(frame), true),
+            Reply::Nothing => (None, false),
+            Reply::Close => (None, true),
+        };
+        if let Some(frame) = frame
+            && writer.write_all(&frame).await.is_err()
+        {
+            break;
+        }
+        if close {
+            break;
+        }
+        // Flush when no further answer is ready, so pipelined answers share a write.
+        if answers.is_empty() && writer.flush().await.is_err() {
+            break;
+        }
+    }
+    let _ = writer.flush().await;
+    let _ = writer.shutdown().await;
+}
+
+struct Connection {
+    gateway: Arc<Gateway>,
+    peer: SocketAddr,
+    session: Option<Session>,
+    sasl: Sasl,
+    queue: mpsc::Sender<oneshot::Receiver<Reply>>,
+    per_connection: Arc<Semaphore>,
+}
+
+/// The in-flight budget a request holds until it is answered.
+struct Permits(
+    #[allow(dead_code)] OwnedSemaphorePermit,
+    #[allow(dead_code)] OwnedSemaphorePermit,
+    Arc<Metrics>,
+    usize,
+);
+
+impl Drop for Permits {
+    fn drop(&mut self) {
+        self.2.inflight_bytes.dec_by(self.3 as i64);
+    }
+}
+
+impl Connection {
+    async fn read_requests<R: AsyncRead + Unpin>(&mut self, mut reader: R) -> Stop {
+        let mut shutdown = self.gateway.shutdown.subscribe();
+        loop {
+            let limits = &self.gateway.config.limits;
+            let (limit, wait) = match self.session {
+                None => (
+                    limits.max_unauthenticated_request_bytes,
+                    limits.sasl_timeout,
+                ),
+                Some(_) => (limits.max_request_bytes, limits.idle_timeout),
+            };
+            let size = tokio::select! {
+                _ = shutdown.changed() => return Stop::Shutdown,
+                read = tokio::time::timeout(wait, reader.read_i32()) => match read {
+                    Err(_) => return Stop::Timeout,
+                    Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Stop::Eof,
+                    Ok(Err(e)) => return Stop::Io(e),
+                    Ok(Ok(size)) => size,
+                },
+            };
+            let size = match wire::check_frame_size(size, limit) {
+                Ok(size) => size,
+                Err(e) => return Stop::Wire(e),
+            };
+            let permits = match self.reserve(size).await {
+                Some(permits) => permits,
+                None => return Stop::Shutdown,
+            };
+            let mut frame = BytesMut::zeroed(size);
+            match tokio::time::timeout(wait, reader.read_exact(&mut frame)).await {
+                Err(_) => return Stop::Timeout,
+                Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    return Stop::Protocol(format!("truncated frame: {size} bytes announced"));
+                }
+                Ok(Err(e)) => return Stop::Io(e),
+                Ok(Ok(_)) => {}
+            }
+            match self.handle(frame.freeze(), permits).await {
+                Ok(None) => {}
+                Ok(Some(mute)) => {
+                    // Quota: read nothing more from this client until its throttle time passed.
+                    tokio::select! {
+                        _ = shutdown.changed() => return Stop::Shutdown,
+                        _ = tokio::time::sleep(mute) => {}
+                    }
+                }
+                Err(stop) => return stop,
+            }
+        }
+    }
+
+    async fn reserve(&self, size: usize) -> Option<Permits> {
+        let n = u32::try_from(size).ok()?;
+        let own = self
+            .per_connection
+            .clone()
+            .acquire_many_owned(n)
+            .await
+            .ok()?;
+        let all = self
+            .gateway
+            .inflight
+            .clone()
+            .acquire_many_owned(n)
+            .await
+            .ok()?;
+        self.gateway.metrics.inflight_bytes.inc_by(size as i64);
+        Some(Permits(own, all, self.gateway.metrics.clone(), size))
+    }
+
+    /// Handles one frame; `Ok(Some(d))` asks the reader to pause for `d` (quota).
+    async fn handle(&mut self, frame: Bytes, permits: Permits) -> Result<Option<Duration>, Stop> {
+        let prefix = RequestPrefix::read(&frame).ok_or(Stop::Protocol("short frame".into()))?;
+        let api = ApiKey::try_from(prefix.api_key)
+            .map_err(|_| WireError::UnknownApiKey(prefix.api_key))?;
+        let version = prefix.api_version;
+        let Some((min, max)) = advertised(api) else {
+            return Err(Stop::Protocol(format!(
+                "{api:?} is not offered by this gateway"
+            )));
+        };
+        if !(min..=max).contains(&version) {
+            if api == ApiKey::ApiVersions {
+                // KIP-511: answer in v0 with UNSUPPORTED_VERSION and our table; the client retries.
+                let body = ResponseKind::ApiVersions(handlers::api_versions(
+                    ResponseError::UnsupportedVersion.code(),
+                ));
+                return self
+                    .answer(api, 0, prefix.correlation_id, &body)
+                    .await
+                    .map(|_| None);
+            }
+            return Err(Stop::Protocol(format!(
+                "{api:?} v{version} is not supported (v{min} to v{max} are)"
+            )));
+        }
+        let authenticated = self
+            .session
+            .as_ref()
+            .is_some_and(|s| s.expires_at.is_none_or(|at| Instant::now() < at));
+        if !authenticated && !allowed_before_authentication(api) {
+            let why = if self.session.is_some() {
+                "session expired without re-authentication"
+            } else {
+                "request before authentication"
+            };
+            return Err(Stop::Protocol(format!("{api:?}: {why}")));
+        }
+        let mut body = frame;
+        let _header = wire::decode_header(api, version, &mut body)?;
+        let request = match body_policy(api, version) {
+            BodyPolicy::Decode(shape) => {
+                wire::check_shape(&body, &shape).map_err(|reason| WireError::Malformed {
+                    api,
+                    version,
+                    reason,
+                })?;
+                Some(RequestKind::decode(api, &mut body, version).map_err(|e| {
+                    WireError::Malformed {
+                        api,
+                        version,
+                        reason: e.to_string(),
+                    }
+                })?)
+            }
+            BodyPolicy::HeaderOnly => None,
+        };
+        let correlation_id = prefix.correlation_id;
+        match request {
+            Some(RequestKind::ApiVersions(_)) => {
+                let body = ResponseKind::ApiVersions(handlers::api_versions(0));
+                self.answer(api, version, correlation_id, &body).await?;
+            }
+            Some(RequestKind::SaslHandshake(request)) => {
+                self.sasl_handshake(version, correlation_id, request.mechanism.as_str())
+                    .await?
+            }
+            Some(RequestKind::SaslAuthenticate(request)) => {
+                self.sasl_authenticate(version, correlation_id, &request.auth_bytes)
+                    .await?
+            }
+            Some(RequestKind::Metadata(request)) => {
+                let broker = Broker {
+                    node_id: self.gateway.config.node_id,
+                    host: self.gateway.config.advertised.host.clone(),
+                    port: self.gateway.config.advertised.port,
+                    partitions: self.gateway.config.partitions,
+                };
+                let body = ResponseKind::Metadata(handlers::metadata(&broker, &request, version));
+                self.answer(api, version, correlation_id, &body).await?;
+            }
+            Some(RequestKind::InitProducerId(request)) => {
+                let response = handlers::init_producer_id(&request);
+                if response.error_code != 0 {
+                    self.count_refusal(api);
+                }
+                self.answer(
+                    api,
+                    version,
+                    correlation_id,
+                    &ResponseKind::InitProducerId(response),
+                )
+                .await?;
+            }
+            Some(RequestKind::Produce(request)) => {
+                return self
+                    .produce(request, version, correlation_id, permits)
+                    .await;
+            }
+            other => {
+                let Some(body) = handlers::refusal(api, other) else {
+                    return Err(Stop::Protocol(format!("{api:?} has no handler")));
+                };
+                self.count_refusal(api);
+                self.answer(api, version, correlation_id, &body).await?;
+            }
+        }
+        Ok(None)
+    }
+
+    fn count_refusal(&self, api: ApiKey) {
+        self.gateway
+            .metrics
+            .refused_requests
+            .get_or_create(&Metrics::label("api", format!("{api:?}")))
+            .inc();
+    }
+
+    async fn produce(
+        &mut self,
+        request: kafka_protocol::messages::ProduceRequest,
+        version: i16,
+        correlation_id: i32,
+        permits: Permits,
+    ) -> Result<Option<Duration>, Stop> {
+        let Some(session) = self.session.clone() else {
+            return Err(Stop::Protocol("produce before authentication".into()));
+        };
+        let principal = session.principal;
+        // A key revoked after this connection authenticated stops here within the cache's 30 s,
+        // also for clients that never re-authenticate (no KIP-368).
+        match self
+            .gateway
+            .credentials
+            .still_writes(&principal.project_id, &principal.key_id)
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::info!(peer = %self.peer, project_id = %principal.project_id, key_id = %principal.key_id, "key no longer writes: closing the connection");
+                return Err(Stop::AuthFailed);
+            }
+            // The Keys table being unreachable does not stop produce: ingest checks every record.
+            Err(error) => tracing::warn!(%error, "could not re-check the key; accepting"),
+        }
+        let acks = request.acks;
+        let size = permits.3;
+        let throttle = self.gateway.quota.charge(&principal.project_id, size);
+        if !throttle.is_zero() {
+            self.gateway
+                .metrics
+                .throttle_seconds
+                .get_or_create(&Metrics::label("project_id", principal.project_id.clone()))
+                .inc_by(throttle.as_secs_f64());
+        }
+        let throttle_ms = i32::try_from(throttle.as_millis()).unwrap_or(i32::MAX);
+        let (slot, answer) = oneshot::channel();
+        self.queue
+            .send(answer)
+            .await
+            .map_err(|_| Stop::WriterGone)?;
+        let gateway = self.gateway.clone();
+        tokio::spawn(async move {
+            let (response, failed) =
+                crate::produce::handle(&gateway, &principal, request, version, throttle_ms).await;
+            let reply = if acks == 0 {
+                if failed { Reply::Close } else { Reply::Nothing }
+            } else {
+                match encode(
+                    ApiKey::Produce,
+                    version,
+                    correlation_id,
+                    &ResponseKind::Produce(response),
+                ) {
+                    Ok(frame) => Reply::Frame(frame),
+                    Err(error) => {
+                        tracing::error!(%error, "could not encode a produce response");
+                        Reply::Close
+                    }
+                }
+            };
+            drop(permits);
+            let _ = slot.send(reply);
+        });
+        Ok((!throttle.is_zero()).then_some(throttle))
+    }
+
+    async fn sasl_handshake(
+        &mut self,
+        version: i16,
+        correlation_id: i32,
+        mechanism: &str,
+    ) -> Result<(), Stop> {
+        let mechanisms = auth::MECHANISMS
+            .iter()
+            .map(|m| StrBytes::from_static_str(m))
+            .collect();
+        let mut response = SaslHandshakeResponse::default().with_mechanisms(mechanisms);
+        match Mechanism::from_name(mechanism) {
+            Some(mechanism) => {
+                self.sasl = Sasl::Handshaken(mechanism);
+                self.answer(
+                    ApiKey::SaslHandshake,
+                    version,
+                    correlation_id,
+                    &ResponseKind::SaslHandshake(response),
+                )
+                .await
+            }
+            None => {
+                response.error_code = ResponseError::UnsupportedSaslMechanism.code();
+                let frame = encode(
+                    ApiKey::SaslHandshake,
+                    version,
+                    correlation_id,
+                    &ResponseKind::SaslHandshake(response),
+                )
+                .map_err(Stop::Protocol)?;
+                self.push(Reply::FrameThenClose(frame)).await?;
+                Err(Stop::Protocol(format!(
+                    "unsupported SASL mechanism {mechanism:?}"
+                )))
+            }
+        }
+    }
+
+    async fn sasl_authenticate(
+        &mut self,
+        version: i16,
+        correlation_id: i32,
+        auth_bytes: &[u8],
+    ) -> Result<(), Stop> {
+        let attempted = match &self.sasl {
+            Sasl::Handshaken(mechanism) | Sasl::Scram(mechanism, _) => mechanism.name(),
+            Sasl::Idle => "none",
+        };
+        let step = match std::mem::replace(&mut self.sasl, Sasl::Idle) {
+            Sasl::Idle => {
+                let response = SaslAuthenticateResponse::default()
+                    .with_error_code(ResponseError::IllegalSaslState.code())
+                    .with_error_message(Some(StrBytes::from_static_str(
+                        "SaslAuthenticate before SaslHandshake",
+                    )));
+                let frame = encode(
+                    ApiKey::SaslAuthenticate,
+                    version,
+                    correlation_id,
+                    &ResponseKind::SaslAuthenticate(response),
+                )
+                .map_err(Stop::Protocol)?;
+                self.push(Reply::FrameThenClose(frame)).await?;
+                return Err(Stop::Protocol(
+                    "SaslAuthenticate before SaslHandshake".into(),
+                ));
+            }
+            Sasl::Handshaken(Mechanism::Plain) => {
+                auth::authenticate_plain(&self.gateway.credentials, auth_bytes)
+                    .await
+                    .map(|principal| (Mechanism::Plain, Step::Done(principal, Vec::new())))
+            }
+            Sasl::Handshaken(mechanism @ Mechanism::Scram(scram)) => {
+                auth::scram_first(&self.gateway.credentials, scram, auth_bytes)
+                    .await
+                    .map(|step| (mechanism, step))
+            }
+            Sasl::Scram(mechanism, pending) => {
+                auth::scram_final(pending, auth_bytes).map(|step| (mechanism, step))
+            }
+        };
+        let step = step.and_then(|(mechanism, step)| match (&self.session, &step) {
+            // Re-authentication (KIP-368) must keep the project the connection started with.
+            (Some(session), Step::Done(principal, _))
+                if session.principal.project_id != principal.project_id =>
+            {
+                Err(AuthError::Malformed(
+                    "re-authentication must use the same project".into(),
+                ))
+            }
+            _ => Ok((mechanism, step)),
+        });
+        match step {
+            Ok((mechanism, Step::Continue(bytes, pending))) => {
+                self.sasl = Sasl::Scram(mechanism, pending);
+                let response =
+                    SaslAuthenticateResponse::default().with_auth_bytes(Bytes::from(bytes));
+                self.answer(
+                    ApiKey::SaslAuthenticate,
+                    version,
+                    correlation_id,
+                    &ResponseKind::SaslAuthenticate(response),
+                )
+                .await
+            }
+            Ok((mechanism, Step::Done(principal, bytes))) => {
+                self.count_authentication(mechanism, "success");
+                let lifetime = self.gateway.config.session_lifetime;
+                let mut response =
+                    SaslAuthenticateResponse::default().with_auth_bytes(Bytes::from(bytes));
+                // v0 cannot carry a lifetime: such clients are re-checked on every produce instead.
+                let expires_at = (version >= 1 && !lifetime.is_zero()).then(|| {
+                    response.session_lifetime_ms =
+                        i64::try_from(lifetime.as_millis()).unwrap_or(i64::MAX);
+                    Instant::now() + lifetime
+                });
+                tracing::debug!(peer = %self.peer, project_id = %principal.project_id, key_id = %principal.key_id, mechanism = mechanism.name(), "authenticated");
+                self.session = Some(Session {
+                    principal,
+                    expires_at,
+                });
+                self.answer(
+                    ApiKey::SaslAuthenticate,
+                    version,
+                    correlation_id,
+                    &ResponseKind::SaslAuthenticate(response),
+                )
+                .await
+            }
+            Err(error) => {
+                self.gateway
+                    .metrics
+                    .authentications
+                    .get_or_create(&vec![
+                        ("mechanism", attempted.to_owned()),
+                        ("outcome", error.outcome().to_owned()),
+                    ])
+                    .inc();
+                tracing::info!(peer = %self.peer, reason = %error, "authentication failed");
+                let delay = self.gateway.failures.failed(self.peer.ip());
+                let response = SaslAuthenticateResponse::default()
+                    .with_error_code(ResponseError::SaslAuthenticationFailed.code())
+                    .with_error_message(Some(StrBytes::from_static_str(error.client_message())));
+                let frame = encode(
+                    ApiKey::SaslAuthenticate,
+                    version,
+                    correlation_id,
+                    &ResponseKind::SaslAuthenticate(response),
+                )
+                .map_err(Stop::Protocol)?;
+                // Repeated failures from one source wait before they learn the outcome.
+                tokio::time::sleep(delay).await;
+                self.push(Reply::FrameThenClose(frame)).await?;
+                Err(Stop::AuthFailed)
+            }
+        }
+    }
+
+    fn count_authentication(&self, mechanism: Mechanism, outcome: &str) {
+        self.gateway
+            .metrics
+            .authentications
+            .get_or_create(&vec![
+                ("mechanism", mechanism.name().to_owned()),
+                ("outcome", outcome.to_owned()),
+            ])
+            .inc();
+    }
+
+    async fn answer(
+        &self,
+        api: ApiKey,
+        version: i16,
+        correlation_id: i32,
+        body: &ResponseKind,
+    ) -> Result<(), Stop> {
+        let frame = encode(api, version, correlation_id, body).map_err(Stop::Protocol)?;
+        self.push(Reply::Frame(frame)).await
+    }
+
+    async fn push(&self, reply: Reply) -> Result<(), Stop> {
+        let (slot, answer) = oneshot::channel();
+        let _ = slot.send(reply);
+        self.queue.send(answer).await.map_err(|_| Stop::WriterGone)
+    }
+}
+
+/// A response frame: length prefix, header at the API's response header version, body.
+pub fn encode(
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &ResponseKind,
+) -> Result<Bytes, String> {
+    let mut frame = BytesMut::with_capacity(64);
+    frame.put_i32(0);
+    ResponseHeader::default()
+        .with_correlation_id(correlation_id)
+        .encode(&mut frame, api.response_header_version(version))
+        .map_err(|e| format!("{api:?} v{version} header: {e}"))?;
+    body.encode(&mut frame, version)
+        .map_err(|e| format!("{api:?} v{version} body: {e}"))?;
+    let length = i32::try_from(frame.len() - 4).map_err(|_| "response too large".to_owned())?;
+    frame[..4].copy_from_slice(&length.to_be_bytes());
+    Ok(frame.freeze())
+}
