@@ -1,4 +1,5 @@
-//! Test support: a real moto server per test, and clients and tables on it.
+//! Test support: a real moto server per test, and clients and tables on it; a real tansu Kafka
+//! broker per test and a fault-injecting Kafka proxy ([`kafka`]).
 //!
 //! Contract:
 //! - [`MotoServer::start`] runs `<repo>/.venv/bin/moto_server` (or `$KEEN_MOTO_SERVER`) on a free
@@ -9,6 +10,12 @@
 //!   developer's shell settings.
 //! - [`MotoServer::provisioned`] creates the tables and queue of `template.yaml` through the same
 //!   code the local stack uses ([`keen_shared::adapters::provision`]).
+
+pub mod kafka;
+
+pub use kafka::{
+    BackingRecord, Fault, FaultProxy, Isolation, TansuBroker, read_topic, read_topic_blocking,
+};
 
 use aws_sdk_dynamodb::config::{Credentials, Region, SharedCredentialsProvider};
 use keen_shared::adapters::provision::{DeploymentSpec, ProvisionedNames, provision};
