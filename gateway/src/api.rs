@@ -6,7 +6,7 @@
 //! - advertised only to be refused with the codes of product.md §1, because clients check the
 //!   advertised versions first and would otherwise fail locally with "not supported by broker"
 //!   (librdkafka also infers features from them: message format v2 needs Fetch ≥ 4, LZ4 needs
-//!   FindCoordinator);
+//!   FindCoordinator, SASL needs SaslHandshake v0 in the range);
 //! - everything else is not advertised, and a request for it closes the connection, as Kafka
 //!   does for an API it does not know.
 
@@ -20,7 +20,7 @@ pub const ADVERTISED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::ListOffsets, 1, 7),
     (ApiKey::Metadata, 0, 12),
     (ApiKey::OffsetCommit, 2, 8),
-    (ApiKey::OffsetFetch, 2, 7),
+    (ApiKey::OffsetFetch, 1, 7),
     (ApiKey::FindCoordinator, 0, 3),
     (ApiKey::JoinGroup, 0, 7),
     (ApiKey::Heartbeat, 0, 4),
@@ -28,8 +28,8 @@ pub const ADVERTISED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::SyncGroup, 0, 5),
     (ApiKey::DescribeGroups, 0, 5),
     (ApiKey::ListGroups, 0, 4),
-    // v1 only: v0 switches the connection to raw SASL frames, which no current client needs.
-    (ApiKey::SaslHandshake, 1, 1),
+    // v0 is answered too: librdkafka 2.0.2 requires it in the range to enable SASL at all.
+    (ApiKey::SaslHandshake, 0, 1),
     (ApiKey::ApiVersions, 0, 4),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),

@@ -52,6 +52,17 @@ enum Sasl {
     Scram(Mechanism, PendingScram),
 }
 
+/// The result of one SASL step.
+enum SaslOutcome {
+    /// Send these bytes and expect another step.
+    Continue(Vec<u8>),
+    /// Authenticated: send these bytes; the session lifetime in ms (0 = none announced).
+    Done(Vec<u8>, i64),
+    /// A step without a handshake first.
+    IllegalState,
+    Failed(AuthError),
+}
+
 /// Why the reader stopped: logged once per connection.
 #[derive(Debug, thiserror::Error)]
 enum Stop {
@@ -90,6 +101,7 @@ where
         peer,
         session: None,
         sasl: Sasl::Idle,
+        raw_sasl: false,
         queue,
     };
     let stop = connection.read_requests(reader).await;
@@ -143,6 +155,8 @@ struct Connection {
     peer: SocketAddr,
     session: Option<Session>,
     sasl: Sasl,
+    /// Set by SaslHandshake v0: the next frames are bare SASL tokens.
+    raw_sasl: bool,
     queue: mpsc::Sender<oneshot::Receiver<Reply>>,
     per_connection: Arc<Semaphore>,
 }
@@ -234,6 +248,10 @@ impl Connection {
 
     /// Handles one frame; `Ok(Some(d))` asks the reader to pause for `d` (quota).
     async fn handle(&mut self, frame: Bytes, permits: Permits) -> Result<Option<Duration>, Stop> {
+        if self.raw_sasl {
+            drop(permits);
+            return self.raw_sasl(&frame).await.map(|_| None);
+        }
         let prefix = RequestPrefix::read(&frame).ok_or(Stop::Protocol("short frame".into()))?;
         let api = ApiKey::try_from(prefix.api_key)
             .map_err(|_| WireError::UnknownApiKey(prefix.api_key))?;
@@ -433,6 +451,7 @@ impl Connection {
         match Mechanism::from_name(mechanism) {
             Some(mechanism) => {
                 self.sasl = Sasl::Handshaken(mechanism);
+                self.raw_sasl = version == 0;
                 self.answer(
                     ApiKey::SaslHandshake,
                     version,
@@ -458,35 +477,15 @@ impl Connection {
         }
     }
 
-    async fn sasl_authenticate(
-        &mut self,
-        version: i16,
-        correlation_id: i32,
-        auth_bytes: &[u8],
-    ) -> Result<(), Stop> {
+    /// Runs one SASL step, whatever carries it (SaslAuthenticate, or a raw frame after a v0
+    /// handshake). `lifetime` is announced to KIP-368 clients.
+    async fn sasl_step(&mut self, auth_bytes: &[u8], kip368: bool) -> SaslOutcome {
         let attempted = match &self.sasl {
             Sasl::Handshaken(mechanism) | Sasl::Scram(mechanism, _) => mechanism.name(),
-            Sasl::Idle => "none",
+            Sasl::Idle => return SaslOutcome::IllegalState,
         };
         let step = match std::mem::replace(&mut self.sasl, Sasl::Idle) {
-            Sasl::Idle => {
-                let response = SaslAuthenticateResponse::default()
-                    .with_error_code(ResponseError::IllegalSaslState.code())
-                    .with_error_message(Some(StrBytes::from_static_str(
-                        "SaslAuthenticate before SaslHandshake",
-                    )));
-                let frame = encode(
-                    ApiKey::SaslAuthenticate,
-                    version,
-                    correlation_id,
-                    &ResponseKind::SaslAuthenticate(response),
-                )
-                .map_err(Stop::Protocol)?;
-                self.push(Reply::FrameThenClose(frame)).await?;
-                return Err(Stop::Protocol(
-                    "SaslAuthenticate before SaslHandshake".into(),
-                ));
-            }
+            Sasl::Idle => return SaslOutcome::IllegalState,
             Sasl::Handshaken(Mechanism::Plain) => {
                 auth::authenticate_plain(&self.gateway.credentials, auth_bytes)
                     .await
@@ -515,75 +514,112 @@ impl Connection {
         match step {
             Ok((mechanism, Step::Continue(bytes, pending))) => {
                 self.sasl = Sasl::Scram(mechanism, pending);
-                let response =
-                    SaslAuthenticateResponse::default().with_auth_bytes(Bytes::from(bytes));
-                self.answer(
-                    ApiKey::SaslAuthenticate,
-                    version,
-                    correlation_id,
-                    &ResponseKind::SaslAuthenticate(response),
-                )
-                .await
+                SaslOutcome::Continue(bytes)
             }
             Ok((mechanism, Step::Done(principal, bytes))) => {
-                self.count_authentication(mechanism, "success");
+                self.count_authentication(mechanism.name(), "success");
                 let lifetime = self.gateway.config.session_lifetime;
-                let mut response =
-                    SaslAuthenticateResponse::default().with_auth_bytes(Bytes::from(bytes));
-                // v0 cannot carry a lifetime: such clients are re-checked on every produce instead.
-                let expires_at = (version >= 1 && !lifetime.is_zero()).then(|| {
-                    response.session_lifetime_ms =
-                        i64::try_from(lifetime.as_millis()).unwrap_or(i64::MAX);
-                    Instant::now() + lifetime
-                });
+                // Clients without KIP-368 cannot be told a lifetime: they are re-checked on
+                // every produce instead.
+                let expires_at = (kip368 && !lifetime.is_zero()).then(|| Instant::now() + lifetime);
                 tracing::debug!(peer = %self.peer, project_id = %principal.project_id, key_id = %principal.key_id, mechanism = mechanism.name(), "authenticated");
                 self.session = Some(Session {
                     principal,
                     expires_at,
                 });
-                self.answer(
-                    ApiKey::SaslAuthenticate,
-                    version,
-                    correlation_id,
-                    &ResponseKind::SaslAuthenticate(response),
-                )
-                .await
+                let lifetime_ms = expires_at.map_or(0, |_| {
+                    i64::try_from(lifetime.as_millis()).unwrap_or(i64::MAX)
+                });
+                SaslOutcome::Done(bytes, lifetime_ms)
             }
             Err(error) => {
-                self.gateway
-                    .metrics
-                    .authentications
-                    .get_or_create(&vec![
-                        ("mechanism", attempted.to_owned()),
-                        ("outcome", error.outcome().to_owned()),
-                    ])
-                    .inc();
+                self.count_authentication(attempted, error.outcome());
                 tracing::info!(peer = %self.peer, reason = %error, "authentication failed");
-                let delay = self.gateway.failures.failed(self.peer.ip());
-                let response = SaslAuthenticateResponse::default()
-                    .with_error_code(ResponseError::SaslAuthenticationFailed.code())
-                    .with_error_message(Some(StrBytes::from_static_str(error.client_message())));
-                let frame = encode(
-                    ApiKey::SaslAuthenticate,
-                    version,
-                    correlation_id,
-                    &ResponseKind::SaslAuthenticate(response),
-                )
-                .map_err(Stop::Protocol)?;
                 // Repeated failures from one source wait before they learn the outcome.
+                let delay = self.gateway.failures.failed(self.peer.ip());
                 tokio::time::sleep(delay).await;
-                self.push(Reply::FrameThenClose(frame)).await?;
-                Err(Stop::AuthFailed)
+                SaslOutcome::Failed(error)
             }
         }
     }
 
-    fn count_authentication(&self, mechanism: Mechanism, outcome: &str) {
+    async fn sasl_authenticate(
+        &mut self,
+        version: i16,
+        correlation_id: i32,
+        auth_bytes: &[u8],
+    ) -> Result<(), Stop> {
+        let (response, stop) = match self.sasl_step(auth_bytes, version >= 1).await {
+            SaslOutcome::Continue(bytes) => (
+                SaslAuthenticateResponse::default().with_auth_bytes(Bytes::from(bytes)),
+                None,
+            ),
+            SaslOutcome::Done(bytes, lifetime_ms) => (
+                SaslAuthenticateResponse::default()
+                    .with_auth_bytes(Bytes::from(bytes))
+                    .with_session_lifetime_ms(lifetime_ms),
+                None,
+            ),
+            SaslOutcome::IllegalState => (
+                SaslAuthenticateResponse::default()
+                    .with_error_code(ResponseError::IllegalSaslState.code())
+                    .with_error_message(Some(StrBytes::from_static_str(
+                        "SaslAuthenticate before SaslHandshake",
+                    ))),
+                Some(Stop::Protocol(
+                    "SaslAuthenticate before SaslHandshake".into(),
+                )),
+            ),
+            SaslOutcome::Failed(error) => (
+                SaslAuthenticateResponse::default()
+                    .with_error_code(ResponseError::SaslAuthenticationFailed.code())
+                    .with_error_message(Some(StrBytes::from_static_str(error.client_message()))),
+                Some(Stop::AuthFailed),
+            ),
+        };
+        let frame = encode(
+            ApiKey::SaslAuthenticate,
+            version,
+            correlation_id,
+            &ResponseKind::SaslAuthenticate(response),
+        )
+        .map_err(Stop::Protocol)?;
+        match stop {
+            None => self.push(Reply::Frame(frame)).await,
+            Some(stop) => {
+                // Failed authentication is answered, then the connection is closed.
+                self.push(Reply::FrameThenClose(frame)).await?;
+                Err(stop)
+            }
+        }
+    }
+
+    /// After SaslHandshake v0 the SASL tokens travel as bare length-prefixed frames (KIP-43);
+    /// a failure closes the connection without an answer, as Kafka does.
+    async fn raw_sasl(&mut self, token: &[u8]) -> Result<(), Stop> {
+        let bytes = match self.sasl_step(token, false).await {
+            SaslOutcome::Continue(bytes) => bytes,
+            SaslOutcome::Done(bytes, _) => {
+                self.raw_sasl = false;
+                bytes
+            }
+            SaslOutcome::IllegalState => {
+                return Err(Stop::Protocol("raw SASL token out of order".into()));
+            }
+            SaslOutcome::Failed(_) => return Err(Stop::AuthFailed),
+        };
+        let mut frame = BytesMut::with_capacity(4 + bytes.len());
+        frame.put_u32(u32::try_from(bytes.len()).unwrap_or(u32::MAX));
+        frame.extend_from_slice(&bytes);
+        self.push(Reply::Frame(frame.freeze())).await
+    }
+
+    fn count_authentication(&self, mechanism: &str, outcome: &str) {
         self.gateway
             .metrics
             .authentications
             .get_or_create(&vec![
-                ("mechanism", mechanism.name().to_owned()),
+                ("mechanism", mechanism.to_owned()),
                 ("outcome", outcome.to_owned()),
             ])
             .inc();

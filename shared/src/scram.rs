@@ -463,7 +463,14 @@ impl ServerExchange {
                 message: CLIENT_FINAL,
                 attribute: 'r',
             })?;
-        if nonce != self.nonce {
+        // librdkafka before 2.6.1 (Debian's kcat among them) repeats its own nonce in front of
+        // the whole nonce (librdkafka#4895). That exact form still proves the client saw this
+        // exchange's server nonce, so it is accepted as Kafka 3.x brokers accept it.
+        let legacy_librdkafka = nonce.len()
+            == self.client_first.client_nonce.len() + self.nonce.len()
+            && nonce.starts_with(self.client_first.client_nonce.as_str())
+            && nonce.ends_with(self.nonce.as_str());
+        if nonce != self.nonce && !legacy_librdkafka {
             return Err(ScramError::NonceMismatch);
         }
         check_extensions(attributes, CLIENT_FINAL)?;
@@ -660,6 +667,19 @@ mod tests {
         client_first: &str,
         server_first: &str,
     ) -> (String, String) {
+        client_final_echoing(mechanism, password, client_first, server_first, &|n| {
+            n.to_owned()
+        })
+    }
+
+    /// [`client_final`] with the nonce the client repeats made by `echo` from the server's.
+    fn client_final_echoing(
+        mechanism: ScramMechanism,
+        password: &str,
+        client_first: &str,
+        server_first: &str,
+        echo: &dyn Fn(&str) -> String,
+    ) -> (String, String) {
         let (gs2_header_flag, rest) = client_first.split_once(',').expect("flag");
         let (authzid, bare) = rest.split_once(',').expect("authzid");
         let gs2_header = format!("{gs2_header_flag},{authzid},");
@@ -675,7 +695,7 @@ mod tests {
                 _ => {}
             }
         }
-        let without_proof = format!("c={},r={nonce}", BASE64.encode(gs2_header));
+        let without_proof = format!("c={},r={}", BASE64.encode(gs2_header), echo(nonce));
         let auth_message = format!("{bare},{server_first},{without_proof}");
         let salted = mechanism.salted_password(password.as_bytes(), &salt, iterations);
         let client_key = mechanism.hmac(&salted, b"Client Key");
@@ -769,6 +789,39 @@ mod tests {
                     "{mechanism}"
                 );
             }
+        }
+    }
+
+    /// librdkafka < 2.6.1 sends its own nonce again in front of the whole nonce; exactly that
+    /// form is accepted, nothing looser.
+    #[test]
+    fn the_legacy_librdkafka_nonce_is_accepted_and_nothing_looser() {
+        let salt = b"sixteen byte salt";
+        let client_first = "n,,n=4f1c9a3be6d2a1b07c3e5f11,r=5dQMDWJrroPmV92kX7vXgvLbBh[|=s`m";
+        let verifier = ScramVerifier::derive(ScramMechanism::Sha512, "pencil", salt, 4096);
+        let attempt = |echo: &dyn Fn(&str) -> String| {
+            let (exchange, server_first) = start(ScramMechanism::Sha512, client_first, salt);
+            let (message, expected) = client_final_echoing(
+                ScramMechanism::Sha512,
+                "pencil",
+                client_first,
+                &server_first,
+                echo,
+            );
+            exchange
+                .finish(&message, std::slice::from_ref(&verifier))
+                .map(|found| (found, expected))
+        };
+        let legacy = attempt(&|nonce| format!("5dQMDWJrroPmV92kX7vXgvLbBh[|=s`m{nonce}"))
+            .expect("legacy form");
+        assert_eq!(legacy.0, (0, legacy.1));
+        for echo in [
+            &(|nonce: &str| format!("X{nonce}")) as &dyn Fn(&str) -> String,
+            &|nonce: &str| format!("5dQMDWJrroPmV92kX7vXgvLbBh[|=s`n{nonce}"),
+            &|nonce: &str| format!("{nonce}{nonce}"),
+            &|_: &str| "5dQMDWJrroPmV92kX7vXgvLbBh[|=s`m".to_owned(),
+        ] {
+            assert_eq!(attempt(echo).map(|_| ()), Err(ScramError::NonceMismatch));
         }
     }
 
