@@ -14,6 +14,7 @@ use std::time::Duration;
 #[tokio::main]
 async fn main() -> ExitCode {
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .json()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -1,0 +1,317 @@
+//! The gateway's integration harness: a moto server with the tables of template.yaml, a tansu
+//! broker with the inbound topic, projects with keys made through the authorizer, and gateway
+//! processes (the real binary) on free ports.
+#![allow(dead_code)]
+
+use keen_authorizer::Authorizer;
+use keen_shared::adapters::keys_table::KeysTable;
+use keen_shared::adapters::secrets::Pepper;
+use keen_testkit::kafka::TansuBroker;
+use keen_testkit::{MotoServer, Provisioned, unique_prefix};
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+pub const INBOUND_TOPIC: &str = "keen-inbound";
+pub const INBOUND_PARTITIONS: i32 = 8;
+pub const PEPPER: &str = "test-pepper-0123456789abcdef0123456789";
+
+/// Everything a gateway needs around it.
+pub struct Stack {
+    pub moto: MotoServer,
+    pub provisioned: Provisioned,
+    pub tansu: TansuBroker,
+    pub authorizer: Authorizer,
+}
+
+/// A project and its keys (plaintext: tests are the client).
+#[derive(Debug, Clone)]
+pub struct Project {
+    pub id: String,
+    pub write_key: String,
+    pub write_key_id: String,
+    pub read_key: String,
+    pub read_key_id: String,
+}
+
+impl Stack {
+    pub async fn start() -> Stack {
+        Stack::start_with(TansuBroker::start()).await
+    }
+
+    /// With a broker the caller started (for example one advertising a proxy).
+    pub async fn start_with(tansu: TansuBroker) -> Stack {
+        let moto = MotoServer::start();
+        let provisioned = moto.provisioned(&unique_prefix("gw")).await;
+        tansu.create_topic(INBOUND_TOPIC, INBOUND_PARTITIONS as u32);
+        let keys = KeysTable::new(provisioned.dynamodb.clone(), provisioned.name("KEYS_TABLE"));
+        let authorizer = Authorizer::new(keys, Pepper::new(PEPPER.as_bytes()).expect("pepper"));
+        Stack {
+            moto,
+            provisioned,
+            tansu,
+            authorizer,
+        }
+    }
+
+    async fn call(&self, request: Value) -> Value {
+        let answer = self
+            .authorizer
+            .handle(request.clone())
+            .await
+            .expect("authorizer answers");
+        assert!(answer.get("error").is_none(), "{request} → {answer}");
+        answer
+    }
+
+    /// A project with a write key and a read key.
+    pub async fn project(&self, id: &str) -> Project {
+        self.call(json!({"action": "put_project", "project_id": id}))
+            .await;
+        let write_key = format!("write-{id}-0123456789abcdef0123456789");
+        let read_key = format!("read-{id}-0123456789abcdef01234567890");
+        let write = self
+            .call(json!({"action": "import_key", "project_id": id, "name": "writer", "kind": "write", "key": write_key}))
+            .await;
+        let read = self
+            .call(json!({"action": "import_key", "project_id": id, "name": "reader", "kind": "read", "key": read_key}))
+            .await;
+        Project {
+            id: id.to_owned(),
+            write_key,
+            write_key_id: write["key_id"].as_str().expect("key_id").to_owned(),
+            read_key,
+            read_key_id: read["key_id"].as_str().expect("key_id").to_owned(),
+        }
+    }
+
+    pub async fn revoke(&self, project: &Project, key_id: &str) {
+        self.call(json!({"action": "revoke_key", "project_id": project.id, "key_id": key_id}))
+            .await;
+    }
+
+    /// The environment a gateway needs for this stack, on `listen`.
+    pub fn gateway_env(&self, listen: SocketAddr, metrics: SocketAddr) -> Vec<(String, String)> {
+        [
+            ("GATEWAY_LISTEN", listen.to_string()),
+            ("GATEWAY_METRICS_LISTEN", metrics.to_string()),
+            ("BACKING_BOOTSTRAP", self.tansu.bootstrap()),
+            ("INBOUND_TOPIC", INBOUND_TOPIC.to_owned()),
+            ("KEYS_TABLE", self.provisioned.name("KEYS_TABLE").to_owned()),
+            ("KEY_PEPPER", PEPPER.to_owned()),
+            ("AWS_ENDPOINT_URL", self.moto.endpoint().to_owned()),
+            ("AWS_ACCESS_KEY_ID", "test".to_owned()),
+            ("AWS_SECRET_ACCESS_KEY", "test".to_owned()),
+            ("AWS_REGION", "us-east-1".to_owned()),
+            ("RUST_LOG", "info".to_owned()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect()
+    }
+
+    /// Starts a gateway with the default configuration plus `extra` variables.
+    pub fn gateway(&self, extra: &[(&str, &str)]) -> Gateway {
+        let listen = free_addr();
+        let metrics = free_addr();
+        let mut env = self.gateway_env(listen, metrics);
+        for (k, v) in extra {
+            env.retain(|(name, _)| name != k);
+            env.push(((*k).to_owned(), (*v).to_owned()));
+        }
+        Gateway::spawn(env, listen, metrics)
+    }
+}
+
+/// A free 127.0.0.1 address (the port is released for the process that binds it next).
+pub fn free_addr() -> SocketAddr {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).expect("bind");
+    listener.local_addr().expect("addr")
+}
+
+/// A running `keen-gateway` process; killed on drop.
+pub struct Gateway {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub metrics: SocketAddr,
+    pub log: PathBuf,
+}
+
+impl Gateway {
+    fn spawn(env: Vec<(String, String)>, addr: SocketAddr, metrics: SocketAddr) -> Gateway {
+        let log = std::env::temp_dir().join(format!(
+            "keen-gateway-{}-{}.log",
+            std::process::id(),
+            addr.port()
+        ));
+        let log_file = std::fs::File::create(&log).expect("log file");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_keen-gateway"))
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .envs(env)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn keen-gateway");
+        // The binary prints one line to stdout once it listens.
+        let stdout = child.stdout.take().expect("stdout");
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(line)) = lines.next() {
+                let _ = ready_tx.send(line);
+            }
+            for _ in lines {}
+        });
+        let gateway = Gateway {
+            child: Some(child),
+            addr,
+            metrics,
+            log,
+        };
+        match ready_rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) if line.contains("listening") => gateway,
+            other => panic!(
+                "gateway did not start ({other:?}); log:\n{}",
+                gateway.log_text()
+            ),
+        }
+    }
+
+    pub fn bootstrap(&self) -> String {
+        self.addr.to_string()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Peak resident memory (VmHWM) in KiB.
+    pub fn peak_rss_kib(&self) -> u64 {
+        proc_status_kib(self.pid(), "VmHWM:")
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+    }
+
+    /// Sends SIGTERM and waits for the process to exit.
+    pub fn terminate(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "gateway ignored SIGTERM; log:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Sends SIGTERM without waiting.
+    pub fn signal_term(&self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.pid().to_string()])
+            .status();
+    }
+
+    /// The Prometheus text of the metrics port.
+    pub fn metrics_text(&self) -> String {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(self.metrics).expect("metrics port");
+        stream
+            .write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
+            .expect("write");
+        let mut text = String::new();
+        stream.read_to_string(&mut text).expect("read");
+        text
+    }
+
+    /// The value of one metric line (`name{labels}`), 0 when absent.
+    pub fn metric(&self, series: &str) -> f64 {
+        self.metrics_text()
+            .lines()
+            .find_map(|line| {
+                line.strip_prefix(series)
+                    .and_then(|rest| rest.trim().parse().ok())
+            })
+            .unwrap_or(0.0)
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "--- gateway log ({}):\n{}",
+                self.log.display(),
+                self.log_text()
+            );
+        }
+    }
+}
+
+pub fn proc_status_kib(pid: u32, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(field)
+                .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The repository's Python venv.
+pub fn python() -> PathBuf {
+    keen_testkit::venv_python()
+}
+
+/// Runs a client script from gateway/tests/clients/ with a JSON argument and returns its JSON
+/// answer (the last line of stdout).
+pub fn run_client(program: &str, script: &str, argument: &Value) -> Value {
+    let path = keen_testkit::repo_root()
+        .join("gateway/tests/clients")
+        .join(script);
+    let output = Command::new(program)
+        .arg(&path)
+        .arg(argument.to_string())
+        .current_dir(keen_testkit::repo_root().join("tests/node"))
+        .output()
+        .expect("run client");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let last = stdout
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    serde_json::from_str(last).unwrap_or_else(|e| {
+        panic!(
+            "{script} printed no JSON ({e}); status {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+            output.status
+        )
+    })
+}
