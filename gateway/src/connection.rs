@@ -121,10 +121,11 @@ where
 }
 
 async fn write_answers<W: AsyncWrite + Unpin>(
-    writer: W,
+    mut writer: W,
     mut answers: mpsc::Receiver<oneshot::Receiver<Reply>>,
 ) {
-    let mut writer = tokio::io::BufWriter::new(writer);
+    // Each answer is one frame in one buffer: written and flushed as soon as it is its turn, so
+    // an answer never waits behind a later request that is still in flight.
     while let Some(slot) = answers.recv().await {
         let reply = slot.await.unwrap_or(Reply::Close);
         let (frame, close) = match reply {
@@ -134,19 +135,14 @@ async fn write_answers<W: AsyncWrite + Unpin>(
             Reply::Close => (None, true),
         };
         if let Some(frame) = frame
-            && writer.write_all(&frame).await.is_err()
+            && (writer.write_all(&frame).await.is_err() || writer.flush().await.is_err())
         {
             break;
         }
         if close {
             break;
         }
-        // Flush when no further answer is ready, so pipelined answers share a write.
-        if answers.is_empty() && writer.flush().await.is_err() {
-            break;
-        }
     }
-    let _ = writer.flush().await;
     let _ = writer.shutdown().await;
 }
 
@@ -179,6 +175,9 @@ impl Connection {
     async fn read_requests<R: AsyncRead + Unpin>(&mut self, mut reader: R) -> Stop {
         let mut shutdown = self.gateway.shutdown.subscribe();
         loop {
+            if *shutdown.borrow_and_update() {
+                return Stop::Shutdown;
+            }
             let limits = &self.gateway.config.limits;
             let (limit, wait) = match self.session {
                 None => (

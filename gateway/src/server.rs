@@ -71,6 +71,9 @@ pub async fn run(gateway: Arc<Gateway>, listener: TcpListener, tls: Option<TlsAc
     let mut shutdown = gateway.shutdown.subscribe();
     let mut tasks = tokio::task::JoinSet::new();
     loop {
+        if *shutdown.borrow_and_update() {
+            break;
+        }
         let accepted = tokio::select! {
             _ = shutdown.changed() => break,
             accepted = listener.accept() => accepted,
