@@ -175,8 +175,9 @@ pub fn decode_batch(
     let mut out = Vec::with_capacity(set.records.len());
     for record in set.records {
         let timestamp_ms = match record.timestamp_type {
+            // abs_diff: a timestamp near i64::MIN must not overflow the subtraction.
             TimestampType::Creation
-                if (record.timestamp - now_ms).abs() <= MAX_TIMESTAMP_SKEW_MS =>
+                if record.timestamp.abs_diff(now_ms) <= MAX_TIMESTAMP_SKEW_MS.unsigned_abs() =>
             {
                 record.timestamp
             }
@@ -571,6 +572,14 @@ mod tests {
         let decoded = decode_batch(&batch, &mut (1 << 20), &tenant(), NOW).expect("decodes");
         assert_eq!(decoded.records[0].timestamp_ms, NOW);
         assert_eq!(decoded.records[1].timestamp_ms, NOW + MAX_TIMESTAMP_SKEW_MS);
+
+        // Found by the request_decode fuzz target: the skew check overflowed (a panic with
+        // overflow checks, a wrong answer without) for timestamps near i64::MIN.
+        for timestamp in [i64::MIN, i64::MIN + 1, i64::MAX] {
+            let batch = encode(&[record(b"{}", &[], timestamp, 0)], Compression::None);
+            let decoded = decode_batch(&batch, &mut (1 << 20), &tenant(), NOW).expect("decodes");
+            assert_eq!(decoded.records[0].timestamp_ms, NOW, "{timestamp}");
+        }
     }
 
     #[test]
