@@ -4,12 +4,15 @@
 
 use crate::config::{BackingConfig, MAX_BATCH_BYTES};
 use crate::records::OutboundRecord;
-use rdkafka::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::{ClientConfig, ClientContext};
 use sha2::{Digest, Sha256};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+use tokio::sync::oneshot;
 
 /// Room for the tenant headers and record framing on top of a maximal customer batch. The
 /// backing topic's `max.message.bytes` must be at least [`BACKING_MAX_MESSAGE_BYTES`].
@@ -28,9 +31,62 @@ pub enum BackingError {
     Canceled,
 }
 
+/// The acknowledgement of one batch: every record's delivery report counts down on it, and the
+/// last one wakes the waiting request. One shared object per batch, instead of a future per
+/// record, keeps the per-record cost of the hot path to a reference count.
+struct BatchAck {
+    pending: AtomicUsize,
+    /// Offset of the batch's first record (its reports may arrive in any order).
+    first_offset: AtomicI64,
+    first_index_seen: AtomicUsize,
+    failure: Mutex<Option<KafkaError>>,
+    done: Mutex<Option<oneshot::Sender<()>>>,
+}
+
+/// Where delivery reports go.
+pub struct Deliveries;
+
+impl ClientContext for Deliveries {}
+
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = Arc<(BatchAckHandle, usize)>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, opaque: Self::DeliveryOpaque) {
+        let (handle, index) = (&opaque.0, opaque.1);
+        let ack = &handle.0;
+        match result {
+            Ok(message) => {
+                // Keep the offset of the lowest record index seen so far: the batch's first.
+                if index <= ack.first_index_seen.load(Ordering::Acquire) {
+                    ack.first_index_seen.store(index, Ordering::Release);
+                    ack.first_offset.store(message.offset(), Ordering::Release);
+                }
+            }
+            Err((error, _)) => {
+                ack.failure
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .get_or_insert_with(|| error.clone());
+            }
+        }
+        if ack.pending.fetch_sub(1, Ordering::AcqRel) == 1
+            && let Some(done) = ack
+                .done
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take()
+        {
+            let _ = done.send(());
+        }
+    }
+}
+
+/// A batch's acknowledgement, shared with librdkafka's delivery reports.
+pub struct BatchAckHandle(Arc<BatchAck>);
+
 /// The producer of the inbound topic.
 pub struct Backing {
-    producer: FutureProducer,
+    producer: ThreadedProducer<Deliveries>,
     topic: String,
     partitions: i32,
 }
@@ -65,7 +121,7 @@ impl Backing {
         if let Some(ca) = &config.ssl_ca_location {
             client.set("ssl.ca.location", ca.display().to_string());
         }
-        let producer: FutureProducer = client.create()?;
+        let producer: ThreadedProducer<Deliveries> = client.create_with_context(Deliveries)?;
         let metadata = producer
             .client()
             .fetch_metadata(Some(topic), Duration::from_secs(10))?;
@@ -105,8 +161,18 @@ impl Backing {
         partition: i32,
         records: &[OutboundRecord],
     ) -> Result<i64, BackingError> {
-        let mut deliveries = Vec::with_capacity(records.len());
-        for record in records {
+        if records.is_empty() {
+            return Ok(-1);
+        }
+        let (done, acknowledged) = oneshot::channel();
+        let ack = Arc::new(BatchAck {
+            pending: AtomicUsize::new(records.len()),
+            first_offset: AtomicI64::new(-1),
+            first_index_seen: AtomicUsize::new(usize::MAX),
+            failure: Mutex::new(None),
+            done: Mutex::new(Some(done)),
+        });
+        for (index, record) in records.iter().enumerate() {
             let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
             for (name, value) in &record.headers {
                 headers = headers.insert(Header {
@@ -114,51 +180,51 @@ impl Backing {
                     value: Some(value.as_ref()),
                 });
             }
-            let mut future_record: FutureRecord<'_, [u8], [u8]> = FutureRecord::to(&self.topic)
-                .partition(partition)
-                .timestamp(record.timestamp_ms)
-                .headers(headers);
+            let opaque = Arc::new((BatchAckHandle(ack.clone()), index));
+            let mut base: BaseRecord<'_, [u8], [u8], _> =
+                BaseRecord::with_opaque_to(&self.topic, opaque)
+                    .partition(partition)
+                    .timestamp(record.timestamp_ms)
+                    .headers(headers);
             if let Some(key) = &record.key {
-                future_record = future_record.key(key.as_ref());
+                base = base.key(key.as_ref());
             }
             if let Some(value) = &record.value {
-                future_record = future_record.payload(value.as_ref());
+                base = base.payload(value.as_ref());
             }
             loop {
-                match self.producer.send_result(future_record) {
-                    Ok(delivery) => {
-                        deliveries.push(delivery);
-                        break;
-                    }
+                match self.producer.send(base) {
+                    Ok(()) => break,
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                         // librdkafka's queue drains as the cluster acknowledges; wait a little.
-                        future_record = back;
+                        base = back;
                         tokio::time::sleep(Duration::from_millis(1)).await;
                     }
-                    Err((error, _)) => return Err(error.into()),
+                    Err((error, _)) => {
+                        // Records already queued still report; the batch fails as a whole, and
+                        // the ones not queued will never report: settle their share now.
+                        let unsent = records.len() - index;
+                        if ack.pending.fetch_sub(unsent, Ordering::AcqRel) == unsent {
+                            return Err(error.into());
+                        }
+                        let _ = acknowledged.await;
+                        return Err(error.into());
+                    }
                 }
             }
         }
-        let mut first_offset = None;
-        let mut failure = None;
-        // Every delivery is awaited, even after a failure, so none is left in flight unobserved.
-        for delivery in deliveries {
-            match delivery.await {
-                Ok(Ok(delivered)) => {
-                    first_offset.get_or_insert(delivered.offset);
-                }
-                Ok(Err((error, _))) => {
-                    failure.get_or_insert(BackingError::Kafka(error));
-                }
-                Err(_) => {
-                    failure.get_or_insert(BackingError::Canceled);
-                }
-            }
+        if acknowledged.await.is_err() {
+            return Err(BackingError::Canceled);
         }
-        match failure {
-            Some(error) => Err(error),
-            None => Ok(first_offset.unwrap_or(-1)),
+        if let Some(error) = ack
+            .failure
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .take()
+        {
+            return Err(BackingError::Kafka(error));
         }
+        Ok(ack.first_offset.load(Ordering::Acquire))
     }
 
     /// Waits until everything sent is acknowledged, or `timeout` (blocking: use spawn_blocking).

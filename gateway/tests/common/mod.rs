@@ -114,9 +114,16 @@ impl Stack {
     }
 
     /// Starts a gateway with the default configuration plus `extra` variables.
+    /// `GATEWAY_LISTEN` and `GATEWAY_METRICS_LISTEN` in `extra` choose the addresses.
     pub fn gateway(&self, extra: &[(&str, &str)]) -> Gateway {
-        let listen = free_addr();
-        let metrics = free_addr();
+        let given = |name: &str| {
+            extra
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.parse().expect("socket address"))
+        };
+        let listen = given("GATEWAY_LISTEN").unwrap_or_else(free_addr);
+        let metrics = given("GATEWAY_METRICS_LISTEN").unwrap_or_else(free_addr);
         let mut env = self.gateway_env(listen, metrics);
         for (k, v) in extra {
             env.retain(|(name, _)| name != k);
@@ -223,6 +230,26 @@ impl Gateway {
                 self.log_text()
             );
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits up to `timeout` for the process to exit on its own (after [`Gateway::signal_term`]);
+    /// `None` if it is still running then.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if let Some(status) = status {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 
