@@ -58,11 +58,17 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     ));
     if let Some(listen) = gateway.config.metrics_listen {
         let metrics = gateway.metrics.clone();
-        tokio::spawn(async move {
-            if let Err(error) = metrics::serve(listen, metrics).await {
-                tracing::error!(%error, "metrics listener failed");
+        // Bound before the readiness line below: whoever waits for it can scrape at once.
+        match tokio::net::TcpListener::bind(listen).await {
+            Ok(listener) => {
+                tokio::spawn(async move {
+                    if let Err(error) = metrics::serve_on(listener, metrics).await {
+                        tracing::error!(%error, "metrics listener failed");
+                    }
+                });
             }
-        });
+            Err(error) => tracing::error!(%error, %listen, "metrics listener failed"),
+        }
     }
     tracing::info!(listen = %gateway.config.listen, tls = gateway.config.tls.is_some(), "listening");
     // Printed for scripts that wait for readiness.

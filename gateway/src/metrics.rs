@@ -142,8 +142,15 @@ impl Metrics {
 
 /// Serves `GET /metrics` (any path, in fact) on `listen` until the task is dropped.
 pub async fn serve(listen: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> {
-    let listener = TcpListener::bind(listen).await?;
-    tracing::info!(%listen, "metrics listening");
+    serve_on(TcpListener::bind(listen).await?, metrics).await
+}
+
+/// [`serve`] on a listener bound already, so that the gateway announces readiness only once its
+/// metrics can be scraped.
+pub async fn serve_on(listener: TcpListener, metrics: Arc<Metrics>) -> std::io::Result<()> {
+    if let Ok(listen) = listener.local_addr() {
+        tracing::info!(%listen, "metrics listening");
+    }
     loop {
         let (mut stream, _) = listener.accept().await?;
         let metrics = metrics.clone();
