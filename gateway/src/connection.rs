@@ -89,7 +89,7 @@ pub async fn serve<S>(gateway: Arc<Gateway>, stream: S, peer: SocketAddr)
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let (reader, writer) = tokio::io::split(stream);
+    let (mut reader, writer) = tokio::io::split(stream);
     // Bounded: a client pipelining more requests than this waits for answers first.
     let (queue, answers) = mpsc::channel::<oneshot::Receiver<Reply>>(256);
     let writer_task = tokio::spawn(write_answers(writer, answers));
@@ -104,7 +104,7 @@ where
         raw_sasl: false,
         queue,
     };
-    let stop = connection.read_requests(reader).await;
+    let stop = connection.read_requests(&mut reader).await;
     match &stop {
         Stop::Eof | Stop::Shutdown | Stop::WriterGone => {
             tracing::debug!(%peer, reason = %stop, "connection ended")
@@ -117,13 +117,28 @@ where
     }
     // Dropping the queue lets the writer finish every answer already promised, then close.
     drop(connection);
-    let _ = writer_task.await;
+    if let Ok(Some(mut writer)) = writer_task.await {
+        // A refusal that ends the connection (failed authentication) is left for the client to
+        // read before the gateway hangs up: a client that reads the answer and the end of the
+        // stream in one go may drop the answer (kafka-python then reports a lost connection
+        // instead of the authentication failure). Closed when the client hangs up, or after
+        // CLOSE_LINGER.
+        let mut sink = [0u8; 512];
+        let drain = async { while matches!(reader.read(&mut sink).await, Ok(n) if n > 0) {} };
+        let _ = tokio::time::timeout(CLOSE_LINGER, drain).await;
+        let _ = writer.shutdown().await;
+    }
 }
 
+/// How long a connection ended by a refusal waits for the client to hang up first.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
+/// Writes the answers in order. Returns the writer, still open, when the last answer was a
+/// refusal that closes the connection (the caller closes it after the client read it).
 async fn write_answers<W: AsyncWrite + Unpin>(
     mut writer: W,
     mut answers: mpsc::Receiver<oneshot::Receiver<Reply>>,
-) {
+) -> Option<W> {
     // Each answer is one frame in one buffer: written and flushed as soon as it is its turn, so
     // an answer never waits behind a later request that is still in flight.
     while let Some(slot) = answers.recv().await {
@@ -134,16 +149,20 @@ async fn write_answers<W: AsyncWrite + Unpin>(
             Reply::Nothing => (None, false),
             Reply::Close => (None, true),
         };
-        if let Some(frame) = frame
-            && (writer.write_all(&frame).await.is_err() || writer.flush().await.is_err())
+        if let Some(frame) = &frame
+            && (writer.write_all(frame).await.is_err() || writer.flush().await.is_err())
         {
             break;
         }
         if close {
+            if frame.is_some() {
+                return Some(writer);
+            }
             break;
         }
     }
     let _ = writer.shutdown().await;
+    None
 }
 
 struct Connection {
