@@ -10,6 +10,7 @@ pub mod auth;
 pub mod backing;
 pub mod config;
 pub mod connection;
+pub mod decode;
 pub mod handlers;
 pub mod idempotence;
 pub mod metrics;
