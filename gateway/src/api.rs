@@ -105,6 +105,21 @@ pub fn body_policy(api: ApiKey, version: i16) -> BodyPolicy {
             };
             decode(9, vec![structs(topic)])
         }
+        ApiKey::Fetch => {
+            // Its topics and partitions are echoed in the refusal, where clients look for it.
+            let mut fields = vec![I32, I32, I32, I32, I8];
+            fields.extend(since(7, I32));
+            fields.extend(since(7, I32));
+            let mut partition = vec![I32];
+            partition.extend(since(9, I32));
+            partition.push(I64);
+            partition.extend(since(12, I32));
+            partition.extend(since(5, I64));
+            partition.push(I32);
+            fields.push(structs(vec![Str, structs(partition)]));
+            fields.extend(since(7, structs(vec![Str, prims(I32)])));
+            decode(12, fields)
+        }
         ApiKey::ListOffsets => {
             let mut partition = vec![I32];
             partition.extend(since(4, I32));
@@ -224,6 +239,31 @@ mod tests {
             ]));
             check(
                 ApiKey::Metadata,
+                version,
+                encode(&|b| request.encode(b, version).map_err(|e| e.to_string())),
+            );
+        }
+        for version in 4..=12 {
+            let mut request = FetchRequest::default().with_topics(vec![
+                fetch_request::FetchTopic::default()
+                    .with_topic(topic("a"))
+                    .with_partitions(vec![
+                        fetch_request::FetchPartition::default().with_partition(3),
+                        fetch_request::FetchPartition::default().with_partition(4),
+                    ]),
+            ]);
+            if version >= 7 {
+                request.forgotten_topics_data = vec![
+                    fetch_request::ForgottenTopic::default()
+                        .with_topic(topic("b"))
+                        .with_partitions(vec![1, 2]),
+                ];
+            }
+            if version >= 11 {
+                request.rack_id = StrBytes::from_static_str("rack");
+            }
+            check(
+                ApiKey::Fetch,
                 version,
                 encode(&|b| request.encode(b, version).map_err(|e| e.to_string())),
             );

@@ -136,7 +136,45 @@ pub fn refusal(api: ApiKey, request: Option<RequestKind>) -> Option<ResponseKind
     const CONSUME: &str = "this cluster is produce-only: events are read through the query API";
     const ADMIN: &str = "topics need no creation or deletion: a valid topic name is a collection";
     Some(match (api, request) {
-        (ApiKey::Fetch, _) => ResponseKind::Fetch(FetchResponse::default().with_error_code(topic_denied)),
+        // Per partition, as Kafka refuses an unauthorized topic: clients report partition
+        // errors, while a top-level error alone is retried at once, forever (librdkafka and
+        // kafka-python both spin on it).
+        (ApiKey::Fetch, Some(RequestKind::Fetch(r))) => {
+            let topics: Vec<_> = r
+                .topics
+                .into_iter()
+                .map(|t| {
+                    fetch_response::FetchableTopicResponse::default()
+                        .with_topic(t.topic)
+                        .with_topic_id(t.topic_id)
+                        .with_partitions(
+                            t.partitions
+                                .into_iter()
+                                .map(|p| {
+                                    fetch_response::PartitionData::default()
+                                        .with_partition_index(p.partition)
+                                        .with_error_code(topic_denied)
+                                        .with_high_watermark(-1)
+                                        .with_last_stable_offset(-1)
+                                        .with_log_start_offset(-1)
+                                        .with_records(Some(bytes::Bytes::new()))
+                                })
+                                .collect(),
+                        )
+                })
+                .collect();
+            // A request naming no partition has nothing to refuse one by one.
+            let code = if topics.iter().all(|t| t.partitions.is_empty()) {
+                topic_denied
+            } else {
+                0
+            };
+            ResponseKind::Fetch(
+                FetchResponse::default()
+                    .with_error_code(code)
+                    .with_responses(topics),
+            )
+        }
         (ApiKey::ListOffsets, Some(RequestKind::ListOffsets(r))) => ResponseKind::ListOffsets(
             ListOffsetsResponse::default().with_topics(
                 r.topics
@@ -399,6 +437,41 @@ mod tests {
     }
 
     #[test]
+    fn fetch_is_refused_for_each_requested_partition() {
+        let request = FetchRequest::default().with_topics(vec![
+            fetch_request::FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_static_str("purchases")))
+                .with_partitions(vec![
+                    fetch_request::FetchPartition::default().with_partition(0),
+                    fetch_request::FetchPartition::default().with_partition(5),
+                ]),
+        ]);
+        let Some(ResponseKind::Fetch(response)) =
+            refusal(ApiKey::Fetch, Some(RequestKind::Fetch(request)))
+        else {
+            panic!("a Fetch answer");
+        };
+        assert_eq!(response.error_code, 0);
+        assert_eq!(response.responses.len(), 1);
+        assert_eq!(response.responses[0].topic.0.as_str(), "purchases");
+        let partitions = &response.responses[0].partitions;
+        assert_eq!(
+            partitions
+                .iter()
+                .map(|p| (p.partition_index, p.error_code))
+                .collect::<Vec<_>>(),
+            vec![(0, 29), (5, 29)]
+        );
+        let Some(ResponseKind::Fetch(empty)) = refusal(
+            ApiKey::Fetch,
+            Some(RequestKind::Fetch(FetchRequest::default())),
+        ) else {
+            panic!("a Fetch answer");
+        };
+        assert_eq!(empty.error_code, 29);
+    }
+
+    #[test]
     fn every_advertised_refused_api_has_a_refusal() {
         use crate::api::{BodyPolicy, body_policy};
         for &(api, _, max) in ADVERTISED {
@@ -423,6 +496,7 @@ mod tests {
 
     fn default_request(api: ApiKey) -> RequestKind {
         match api {
+            ApiKey::Fetch => RequestKind::Fetch(Default::default()),
             ApiKey::ListOffsets => RequestKind::ListOffsets(Default::default()),
             ApiKey::OffsetCommit => RequestKind::OffsetCommit(Default::default()),
             ApiKey::FindCoordinator => RequestKind::FindCoordinator(Default::default()),
