@@ -134,9 +134,9 @@ mod tests {
             decode_request(Bytes::from_static(&[0, 32, 0, 0, 0, 0, 0, 1, 255, 255])),
             Err(DecodeError::NotOffered(ApiKey::DescribeConfigs))
         ));
-        // Fetch is refused from its header alone.
-        let fetch = decode_request(Bytes::from_static(&[0, 1, 0, 4, 0, 0, 0, 1, 255, 255]))
+        // Heartbeat is refused from its header alone.
+        let heartbeat = decode_request(Bytes::from_static(&[0, 12, 0, 0, 0, 0, 0, 1, 255, 255]))
             .expect("header only");
-        assert!(fetch.body.is_none());
+        assert!(heartbeat.body.is_none());
     }
 }
