@@ -504,23 +504,30 @@ pub fn corpus() -> Corpus {
         .enumerate()
         .map(|(i, (api, version, body))| encode_frame(*api, *version, i as i32, body))
         .collect();
-    // APIs refused from the header alone, with a body the gateway never reads.
-    for (api, version) in [
-        (1i16, 12i16),
-        (9, 7),
-        (11, 7),
-        (12, 4),
-        (13, 4),
-        (14, 5),
-        (16, 4),
-    ] {
-        let mut frame = Vec::new();
-        frame.extend_from_slice(&api.to_be_bytes());
-        frame.extend_from_slice(&version.to_be_bytes());
-        frame.extend_from_slice(&1i32.to_be_bytes());
-        frame.extend_from_slice(&(-1i16).to_be_bytes());
-        frame.extend_from_slice(&[0, 0xff, 0xff, 0xff, 0xff, 0x0f]);
-        frames.push(frame);
+    // The other refused APIs, with default bodies (Fetch with a partition, since its refusal
+    // echoes them), at every advertised version.
+    for &(api, min, max) in keen_gateway::api::ADVERTISED {
+        for version in min..=max {
+            let body = match api {
+                ApiKey::Fetch => RequestKind::Fetch(FetchRequest::default().with_topics(vec![
+                    fetch_request::FetchTopic::default()
+                        .with_topic(topic("purchases"))
+                        .with_partitions(vec![fetch_request::FetchPartition::default()]),
+                ])),
+                ApiKey::OffsetFetch => RequestKind::OffsetFetch(OffsetFetchRequest::default()),
+                ApiKey::JoinGroup => RequestKind::JoinGroup(JoinGroupRequest::default()),
+                ApiKey::Heartbeat => RequestKind::Heartbeat(HeartbeatRequest::default()),
+                ApiKey::LeaveGroup => RequestKind::LeaveGroup(LeaveGroupRequest::default()),
+                ApiKey::SyncGroup => RequestKind::SyncGroup(SyncGroupRequest::default()),
+                ApiKey::ListGroups => RequestKind::ListGroups(ListGroupsRequest::default()),
+                ApiKey::AddOffsetsToTxn => {
+                    RequestKind::AddOffsetsToTxn(AddOffsetsToTxnRequest::default())
+                }
+                ApiKey::EndTxn => RequestKind::EndTxn(EndTxnRequest::default()),
+                _ => continue,
+            };
+            frames.push(encode_frame(api, version, frames.len() as i32, &body));
+        }
     }
     let plain_records = sets
         .iter()
