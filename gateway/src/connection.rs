@@ -8,8 +8,9 @@
 //! memory.
 
 use crate::Gateway;
-use crate::api::{BodyPolicy, advertised, allowed_before_authentication, body_policy};
+use crate::api::allowed_before_authentication;
 use crate::auth::{self, AuthError, Mechanism, PendingScram, Principal, Step};
+use crate::decode::{DecodeError, decode_request};
 use crate::handlers::{self, Broker};
 use crate::metrics::Metrics;
 use crate::wire::{self, RequestPrefix, WireError};
@@ -270,17 +271,29 @@ impl Connection {
             drop(permits);
             return self.raw_sasl(&frame).await.map(|_| None);
         }
-        let prefix = RequestPrefix::read(&frame).ok_or(Stop::Protocol("short frame".into()))?;
-        let api = ApiKey::try_from(prefix.api_key)
-            .map_err(|_| WireError::UnknownApiKey(prefix.api_key))?;
-        let version = prefix.api_version;
-        let Some((min, max)) = advertised(api) else {
-            return Err(Stop::Protocol(format!(
-                "{api:?} is not offered by this gateway"
-            )));
-        };
-        if !(min..=max).contains(&version) {
-            if api == ApiKey::ApiVersions {
+        // Who may call what is decided on the prefix alone, before anything else is decoded.
+        if let Some(prefix) = RequestPrefix::read(&frame)
+            && let Ok(api) = ApiKey::try_from(prefix.api_key)
+        {
+            let authenticated = self
+                .session
+                .as_ref()
+                .is_some_and(|s| s.expires_at.is_none_or(|at| Instant::now() < at));
+            if !authenticated && !allowed_before_authentication(api) {
+                let why = if self.session.is_some() {
+                    "session expired without re-authentication"
+                } else {
+                    "request before authentication"
+                };
+                return Err(Stop::Protocol(format!("{api:?}: {why}")));
+            }
+        }
+        // The one decoding path, the same the fuzz target drives.
+        let (prefix, api, request) = match decode_request(frame) {
+            Ok(decoded) => (decoded.prefix, decoded.api, decoded.body),
+            Err(DecodeError::UnsupportedVersion { prefix, api, .. })
+                if api == ApiKey::ApiVersions =>
+            {
                 // KIP-511: answer in v0 with UNSUPPORTED_VERSION and our table; the client retries.
                 let body = ResponseKind::ApiVersions(handlers::api_versions(
                     ResponseError::UnsupportedVersion.code(),
@@ -290,41 +303,10 @@ impl Connection {
                     .await
                     .map(|_| None);
             }
-            return Err(Stop::Protocol(format!(
-                "{api:?} v{version} is not supported (v{min} to v{max} are)"
-            )));
-        }
-        let authenticated = self
-            .session
-            .as_ref()
-            .is_some_and(|s| s.expires_at.is_none_or(|at| Instant::now() < at));
-        if !authenticated && !allowed_before_authentication(api) {
-            let why = if self.session.is_some() {
-                "session expired without re-authentication"
-            } else {
-                "request before authentication"
-            };
-            return Err(Stop::Protocol(format!("{api:?}: {why}")));
-        }
-        let mut body = frame;
-        let _header = wire::decode_header(api, version, &mut body)?;
-        let request = match body_policy(api, version) {
-            BodyPolicy::Decode(shape) => {
-                wire::check_shape(&body, &shape).map_err(|reason| WireError::Malformed {
-                    api,
-                    version,
-                    reason,
-                })?;
-                Some(RequestKind::decode(api, &mut body, version).map_err(|e| {
-                    WireError::Malformed {
-                        api,
-                        version,
-                        reason: e.to_string(),
-                    }
-                })?)
-            }
-            BodyPolicy::HeaderOnly => None,
+            Err(DecodeError::Wire(error)) => return Err(Stop::Wire(error)),
+            Err(error) => return Err(Stop::Protocol(error.to_string())),
         };
+        let version = prefix.api_version;
         let correlation_id = prefix.correlation_id;
         match request {
             Some(RequestKind::ApiVersions(_)) => {
