@@ -60,7 +60,7 @@ def produce():
     # An authentication failure is reported through error_cb long before the message times out.
     while time.monotonic() < deadline and not delivered and not delivery_errors:
         producer.poll(0.2)
-        if any(name == "_AUTHENTICATION" for name, _ in client_errors):
+        if any(error[0] == "_AUTHENTICATION" for error in client_errors):
             break
     return {"delivered": len(delivered), "delivery_errors": delivery_errors,
             "client_errors": client_errors, "undelivered": len(producer)}
