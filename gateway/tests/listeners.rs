@@ -210,6 +210,13 @@ async fn connections_over_the_limit_are_closed() {
         gateway.metric("keen_gateway_connections_refused_total{reason=\"connection_limit\"}"),
         1.0
     );
+    // The gauge is raised by each connection's task, which may not have run yet under load.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while gateway.metric("keen_gateway_connections_open") != 2.0
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_eq!(gateway.metric("keen_gateway_connections_open"), 2.0);
     drop((first, second));
 }
