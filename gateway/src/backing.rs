@@ -105,7 +105,9 @@ impl Backing {
             // Bounded by the gateway's in-flight limits long before this one.
             .set("queue.buffering.max.kbytes", (1024 * 1024).to_string())
             .set("message.timeout.ms", "30000")
-            .set("client.id", "keen-gateway");
+            .set("client.id", "keen-gateway")
+            // Batching is linger.ms's job; Nagle would only hold small batches back.
+            .set("socket.nagle.disable", "true");
         if let Some(protocol) = &config.security_protocol {
             client.set("security.protocol", protocol);
         }
