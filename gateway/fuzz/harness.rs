@@ -19,9 +19,7 @@ use bytes::{Bytes, BytesMut};
 use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::{Compression, Record, TimestampType};
 use keen_gateway::config::Limits;
 use keen_gateway::decode::decode_request;
 use keen_gateway::records::{TenantStamp, decode_batch};
@@ -189,35 +187,7 @@ fn record(
 
 /// Compresses as Kafka clients do (snappy: raw blocks, or the Java client's xerial framing).
 pub fn compress(plain: &[u8], compression: Compression, xerial: bool) -> Vec<u8> {
-    use std::io::Write;
-    match compression {
-        Compression::None => plain.to_vec(),
-        Compression::Gzip => {
-            let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-            e.write_all(plain).expect("gzip");
-            e.finish().expect("gzip")
-        }
-        Compression::Lz4 => {
-            let mut e = lz4_flex::frame::FrameEncoder::new(Vec::new());
-            e.write_all(plain).expect("lz4");
-            e.finish().expect("lz4")
-        }
-        Compression::Zstd => zstd::bulk::compress(plain, 1).expect("zstd"),
-        Compression::Snappy => {
-            let block = snap::raw::Encoder::new()
-                .compress_vec(plain)
-                .expect("snappy");
-            if !xerial {
-                return block;
-            }
-            let mut out = b"\x82SNAPPY\x00".to_vec();
-            out.extend_from_slice(&1i32.to_be_bytes());
-            out.extend_from_slice(&1i32.to_be_bytes());
-            out.extend_from_slice(&(block.len() as u32).to_be_bytes());
-            out.extend_from_slice(&block);
-            out
-        }
-    }
+    keen_gateway::records::compress(plain, compression, xerial).expect("compresses")
 }
 
 const CODECS: [Compression; 5] = [
@@ -229,21 +199,7 @@ const CODECS: [Compression; 5] = [
 ];
 
 fn encode_batch(records: &[Record], compression: Compression) -> Bytes {
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode_with_custom_compression(
-        &mut buf,
-        records.iter(),
-        &RecordEncodeOptions {
-            version: 2,
-            compression,
-        },
-        Some(|plain: &mut BytesMut, out: &mut BytesMut, c: Compression| {
-            out.extend_from_slice(&compress(plain, c, false));
-            Ok(())
-        }),
-    )
-    .expect("batch encodes");
-    buf.freeze()
+    keen_gateway::records::encode_batch(records, compression).expect("the batch encodes")
 }
 
 fn record_sets() -> Vec<Vec<Record>> {

@@ -422,13 +422,72 @@ fn varint(buf: &mut &[u8]) -> anyhow::Result<i64> {
     anyhow::bail!("varint longer than 10 bytes")
 }
 
+/// Compresses `plain` as Kafka producers do: the inverse of [`decompress_bounded`]. For snappy,
+/// `xerial` chooses the Java client's framing over librdkafka's raw block. The gateway itself
+/// never compresses; this serves tools, tests and the fuzz harness that build batches.
+pub fn compress(plain: &[u8], compression: Compression, xerial: bool) -> std::io::Result<Vec<u8>> {
+    use std::io::Write;
+    Ok(match compression {
+        Compression::None => plain.to_vec(),
+        Compression::Gzip => {
+            let mut encoder =
+                flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+            encoder.write_all(plain)?;
+            encoder.finish()?
+        }
+        Compression::Lz4 => {
+            let mut encoder = lz4_flex::frame::FrameEncoder::new(Vec::new());
+            encoder.write_all(plain)?;
+            encoder.finish().map_err(std::io::Error::other)?
+        }
+        Compression::Zstd => zstd::bulk::compress(plain, 1)?,
+        Compression::Snappy => {
+            let block = snap::raw::Encoder::new()
+                .compress_vec(plain)
+                .map_err(std::io::Error::other)?;
+            if !xerial {
+                return Ok(block);
+            }
+            let mut out = b"\x82SNAPPY\x00".to_vec();
+            out.extend_from_slice(&1i32.to_be_bytes());
+            out.extend_from_slice(&1i32.to_be_bytes());
+            let len = u32::try_from(block.len()).map_err(std::io::Error::other)?;
+            out.extend_from_slice(&len.to_be_bytes());
+            out.extend_from_slice(&block);
+            out
+        }
+    })
+}
+
+/// One v2 record batch of `records`, encoded by `kafka-protocol` and compressed with [`compress`].
+pub fn encode_batch(
+    records: &[kafka_protocol::records::Record],
+    compression: Compression,
+) -> anyhow::Result<Bytes> {
+    let mut buf = bytes::BytesMut::new();
+    kafka_protocol::records::RecordBatchEncoder::encode_with_custom_compression(
+        &mut buf,
+        records.iter(),
+        &kafka_protocol::records::RecordEncodeOptions {
+            version: 2,
+            compression,
+        },
+        Some(
+            |plain: &mut bytes::BytesMut, out: &mut bytes::BytesMut, c: Compression| {
+                out.extend_from_slice(&compress(plain, c, false)?);
+                Ok(())
+            },
+        ),
+    )?;
+    Ok(buf.freeze())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use bytes::BytesMut;
     use kafka_protocol::indexmap::IndexMap;
     use kafka_protocol::protocol::StrBytes;
-    use kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions};
+    use kafka_protocol::records::Record;
 
     const NOW: i64 = 1_764_600_000_000;
 
@@ -467,44 +526,7 @@ mod tests {
     }
 
     fn encode(records: &[Record], compression: Compression) -> Bytes {
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode_with_custom_compression(
-            &mut buf,
-            records.iter(),
-            &RecordEncodeOptions {
-                version: 2,
-                compression,
-            },
-            Some(|plain: &mut BytesMut, out: &mut BytesMut, c: Compression| {
-                compress(plain, out, c);
-                Ok(())
-            }),
-        )
-        .expect("encodes");
-        buf.freeze()
-    }
-
-    /// Test-side compressors, written with the codec crates directly.
-    fn compress(plain: &[u8], out: &mut BytesMut, compression: Compression) {
-        use std::io::Write;
-        let compressed: Vec<u8> = match compression {
-            Compression::None => plain.to_vec(),
-            Compression::Gzip => {
-                let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-                e.write_all(plain).expect("gzip");
-                e.finish().expect("gzip")
-            }
-            Compression::Lz4 => {
-                let mut e = lz4_flex::frame::FrameEncoder::new(Vec::new());
-                e.write_all(plain).expect("lz4");
-                e.finish().expect("lz4")
-            }
-            Compression::Zstd => zstd::bulk::compress(plain, 3).expect("zstd"),
-            Compression::Snappy => snap::raw::Encoder::new()
-                .compress_vec(plain)
-                .expect("snappy"),
-        };
-        out.extend_from_slice(&compressed);
+        encode_batch(records, compression).expect("encodes")
     }
 
     #[test]

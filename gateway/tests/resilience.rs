@@ -15,9 +15,7 @@ use kafka_protocol::messages::{
     SaslHandshakeRequest, SaslHandshakeResponse, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::{Compression, Record, TimestampType};
 use keen_testkit::{BackingRecord, Fault, FaultProxy, read_topic};
 use serde_json::{Value, json};
 use std::collections::HashMap;
@@ -365,34 +363,14 @@ fn record(value: Bytes, offset: i64) -> Record {
 }
 
 /// One v2 record batch of `values` encoded by `kafka-protocol`, compressed with `compression`
-/// (none or zstd, through the zstd crate).
+/// ([`keen_gateway::records::encode_batch`]).
 fn batch(values: &[Bytes], compression: Compression) -> Bytes {
     let records: Vec<Record> = values
         .iter()
         .enumerate()
         .map(|(i, v)| record(v.clone(), i as i64))
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode_with_custom_compression(
-        &mut buf,
-        records.iter(),
-        &RecordEncodeOptions {
-            version: 2,
-            compression,
-        },
-        Some(
-            |plain: &mut BytesMut, out: &mut BytesMut, compression: Compression| {
-                match compression {
-                    Compression::None => out.extend_from_slice(plain),
-                    Compression::Zstd => out.extend_from_slice(&zstd::bulk::compress(plain, 3)?),
-                    other => anyhow::bail!("{other:?} is not used here"),
-                }
-                Ok(())
-            },
-        ),
-    )
-    .expect("the batch encodes");
-    buf.freeze()
+    keen_gateway::records::encode_batch(&records, compression).expect("the batch encodes")
 }
 
 /// The size arithmetic agrees with `kafka-protocol`'s encoder around the limit.
