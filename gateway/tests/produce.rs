@@ -100,3 +100,32 @@ async fn two_projects_share_a_topic_name_and_keep_their_own_headers() {
         5
     );
 }
+
+/// A KIP-368 client (librdkafka ≥ 2.2) told a session lifetime of 2 s re-authenticates on the same
+/// connection and keeps producing for 7 s; every record is acknowledged and stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_kip368_client_reauthenticates_and_keeps_producing() {
+    let stack = Stack::start().await;
+    let project = stack.project("abababababababababababab").await;
+    let gateway = stack.gateway(&[("GATEWAY_SESSION_LIFETIME_MS", "2000")]);
+    let records: Vec<_> = (0..7).map(|i| json!({"value": format!("{{\"n\":{i}}}"), "partition": 0})).collect();
+    let answer = run_client(
+        python().to_str().expect("utf-8 path"),
+        "confluent_produce.py",
+        &json!({
+            "bootstrap": gateway.bootstrap(), "mechanism": "SCRAM-SHA-512",
+            "username": project.id, "password": project.write_key,
+            "topic": "sessions", "records": records, "interval": 1.0,
+        }),
+    );
+    assert_eq!(answer["delivered"], 7, "{answer}");
+    let stored = read_topic(&stack.tansu.bootstrap(), INBOUND_TOPIC, INBOUND_PARTITIONS, 7, Duration::from_secs(20)).await;
+    assert_eq!(stored.len(), 7);
+    let successes = gateway.metric("keen_gateway_authentications_total{mechanism=\"SCRAM-SHA-512\",outcome=\"success\"}");
+    let connections = gateway.metric("keen_gateway_connections_total");
+    eprintln!("{successes} SCRAM authentications over {connections} connections");
+    assert!(
+        successes > connections,
+        "{successes} authentications over {connections} connections: the client re-authenticated in place"
+    );
+}

@@ -3,9 +3,11 @@ JSON line: {"delivered": n, "errors": [...], "offsets": [[partition, offset], ..
 
 Argument: a JSON object with bootstrap, mechanism, username, password, topic, records
 ([{"value": str, "key": str|null, "headers": {name: value}, "partition": int|null}]), and
-optional "config" (extra librdkafka properties)."""
+optional "config" (extra librdkafka properties) and "interval" (seconds between records, waiting
+for each acknowledgement: a slow producer that outlives a SASL session)."""
 import json
 import sys
+import time
 
 from confluent_kafka import Producer
 
@@ -45,6 +47,9 @@ for record in args["records"]:
         on_delivery=delivered,
         **kwargs,
     )
+    if args.get("interval"):
+        producer.flush(30)
+        time.sleep(args["interval"])
 left = producer.flush(30)
 print(json.dumps({"delivered": len(offsets), "errors": errors, "client_errors": sorted(set(auth_errors)),
                   "undelivered": left, "offsets": offsets}))
