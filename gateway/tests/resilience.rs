@@ -1009,3 +1009,43 @@ async fn sigterm_during_a_large_produce_loses_no_acknowledged_record() {
         "the signal came in the middle of the produce"
     );
 }
+
+/// acks=0 gets no answer at all, yet its records are written, and the next answer on the
+/// connection is the next request's; an acks=0 batch that fails closes the connection instead
+/// of answering, as Kafka does.
+#[tokio::test(flavor = "multi_thread")]
+async fn acks_zero_is_never_answered_and_its_failure_closes_the_connection() {
+    let stack = Stack::start().await;
+    let project = stack.project("acacacacacacacacacacacac").await;
+    let gateway = stack.gateway(&[]);
+    let mut client = RawClient::connect(gateway.addr);
+    client.authenticate(&project);
+    let records = batch(&[Bytes::from_static(b"{\"acks\":0}")], Compression::None);
+    client.send(
+        ApiKey::Produce,
+        PRODUCE_VERSION,
+        &produce_request(0, records.clone()).with_acks(0),
+    );
+    // `receive` checks the correlation id: an answer to the produce would come first and fail.
+    assert_eq!(client.api_versions().error_code, 0);
+    let stored = read_topic(
+        &stack.tansu.bootstrap(),
+        INBOUND_TOPIC,
+        INBOUND_PARTITIONS,
+        1,
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].value.as_deref(), Some(&b"{\"acks\":0}"[..]));
+    // Partition 99 does not exist: the failure cannot be answered, so the connection closes.
+    client.send(
+        ApiKey::Produce,
+        PRODUCE_VERSION,
+        &produce_request(99, records).with_acks(0),
+    );
+    assert_eq!(
+        client.ending(false, Duration::from_secs(10)),
+        Ending::Closed
+    );
+}
