@@ -32,13 +32,13 @@ pub enum BackingError {
 }
 
 /// The acknowledgement of one batch: every record's delivery report counts down on it, and the
-/// last one wakes the waiting request. One shared object per batch, instead of a future per
-/// record, keeps the per-record cost of the hot path to a reference count.
-struct BatchAck {
+/// last one wakes the waiting request. One shared object per batch, handed to librdkafka as each
+/// record's opaque, keeps the per-record cost of the hot path to a reference count.
+pub struct BatchAck {
     pending: AtomicUsize,
-    /// Offset of the batch's first record (its reports may arrive in any order).
+    /// The lowest offset acknowledged: the batch's first record, since one partition's records
+    /// are written in order.
     first_offset: AtomicI64,
-    first_index_seen: AtomicUsize,
     failure: Mutex<Option<KafkaError>>,
     done: Mutex<Option<oneshot::Sender<()>>>,
 }
@@ -49,18 +49,13 @@ pub struct Deliveries;
 impl ClientContext for Deliveries {}
 
 impl ProducerContext for Deliveries {
-    type DeliveryOpaque = Arc<(BatchAckHandle, usize)>;
+    type DeliveryOpaque = Arc<BatchAck>;
 
-    fn delivery(&self, result: &DeliveryResult<'_>, opaque: Self::DeliveryOpaque) {
-        let (handle, index) = (&opaque.0, opaque.1);
-        let ack = &handle.0;
+    fn delivery(&self, result: &DeliveryResult<'_>, ack: Self::DeliveryOpaque) {
         match result {
             Ok(message) => {
-                // Keep the offset of the lowest record index seen so far: the batch's first.
-                if index <= ack.first_index_seen.load(Ordering::Acquire) {
-                    ack.first_index_seen.store(index, Ordering::Release);
-                    ack.first_offset.store(message.offset(), Ordering::Release);
-                }
+                ack.first_offset
+                    .fetch_min(message.offset(), Ordering::AcqRel);
             }
             Err((error, _)) => {
                 ack.failure
@@ -80,9 +75,6 @@ impl ProducerContext for Deliveries {
         }
     }
 }
-
-/// A batch's acknowledgement, shared with librdkafka's delivery reports.
-pub struct BatchAckHandle(Arc<BatchAck>);
 
 /// The producer of the inbound topic.
 pub struct Backing {
@@ -169,22 +161,20 @@ impl Backing {
         let (done, acknowledged) = oneshot::channel();
         let ack = Arc::new(BatchAck {
             pending: AtomicUsize::new(records.len()),
-            first_offset: AtomicI64::new(-1),
-            first_index_seen: AtomicUsize::new(usize::MAX),
+            first_offset: AtomicI64::new(i64::MAX),
             failure: Mutex::new(None),
             done: Mutex::new(Some(done)),
         });
-        for (index, record) in records.iter().enumerate() {
+        for (sent, record) in records.iter().enumerate() {
             let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
             for (name, value) in &record.headers {
                 headers = headers.insert(Header {
-                    key: name,
+                    key: name.as_str(),
                     value: Some(value.as_ref()),
                 });
             }
-            let opaque = Arc::new((BatchAckHandle(ack.clone()), index));
             let mut base: BaseRecord<'_, [u8], [u8], _> =
-                BaseRecord::with_opaque_to(&self.topic, opaque)
+                BaseRecord::with_opaque_to(&self.topic, ack.clone())
                     .partition(partition)
                     .timestamp(record.timestamp_ms)
                     .headers(headers);
@@ -205,7 +195,7 @@ impl Backing {
                     Err((error, _)) => {
                         // Records already queued still report; the batch fails as a whole, and
                         // the ones not queued will never report: settle their share now.
-                        let unsent = records.len() - index;
+                        let unsent = records.len() - sent;
                         if ack.pending.fetch_sub(unsent, Ordering::AcqRel) == unsent {
                             return Err(error.into());
                         }
@@ -257,6 +247,7 @@ pub fn inbound_partition(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use kafka_protocol::protocol::StrBytes;
     use std::collections::HashSet;
 
     #[test]
@@ -289,11 +280,20 @@ mod tests {
             key: None,
             value: Some(bytes::Bytes::from(vec![b'x'; MAX_BATCH_BYTES])),
             headers: vec![
-                ("keen-project-id".into(), bytes::Bytes::from(vec![b'p'; 64])),
-                ("keen-collection".into(), bytes::Bytes::from(vec![b'c'; 64])),
-                ("keen-key-id".into(), bytes::Bytes::from(vec![b'k'; 16])),
                 (
-                    "keen-producer".into(),
+                    StrBytes::from_static_str("keen-project-id"),
+                    bytes::Bytes::from(vec![b'p'; 64]),
+                ),
+                (
+                    StrBytes::from_static_str("keen-collection"),
+                    bytes::Bytes::from(vec![b'c'; 64]),
+                ),
+                (
+                    StrBytes::from_static_str("keen-key-id"),
+                    bytes::Bytes::from(vec![b'k'; 16]),
+                ),
+                (
+                    StrBytes::from_static_str("keen-producer"),
                     bytes::Bytes::from("9223372036854775807:32767:2147483647:2147483647"),
                 ),
             ],

@@ -8,6 +8,7 @@
 //! [`crate::wire`]).
 
 use bytes::{Buf, Bytes};
+use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{Compression, RecordBatchDecoder, TimestampType};
 use keen_shared::record::{
     HEADER_COLLECTION, HEADER_KEY_ID, HEADER_PRODUCER, HEADER_PROJECT_ID, ProducerIdentity,
@@ -78,7 +79,8 @@ pub struct TenantStamp<'a> {
 pub struct OutboundRecord {
     pub key: Option<Bytes>,
     pub value: Option<Bytes>,
-    pub headers: Vec<(String, Bytes)>,
+    /// Names share the decoded request's buffer (or are static): no copy per record.
+    pub headers: Vec<(StrBytes, Bytes)>,
     pub timestamp_ms: i64,
 }
 
@@ -172,6 +174,10 @@ pub fn decode_batch(
     let (producer_id, producer_epoch) = (first.producer_id, first.producer_epoch);
     let base_sequence = first.sequence;
 
+    // The tenant's values are shared by every record of the batch.
+    let project_id = Bytes::copy_from_slice(tenant.project_id.as_bytes());
+    let collection = Bytes::copy_from_slice(tenant.collection.as_bytes());
+    let key_id = Bytes::copy_from_slice(tenant.key_id.as_bytes());
     let mut out = Vec::with_capacity(set.records.len());
     for record in set.records {
         let timestamp_ms = match record.timestamp_type {
@@ -183,24 +189,23 @@ pub fn decode_batch(
             }
             _ => now_ms,
         };
-        let mut headers: Vec<(String, Bytes)> = record
-            .headers
-            .into_iter()
-            .filter(|(name, _)| !is_reserved(name.as_str()))
-            .map(|(name, value)| (name.as_str().to_owned(), value.unwrap_or_default()))
-            .collect();
+        let mut headers: Vec<(StrBytes, Bytes)> = Vec::with_capacity(record.headers.len() + 4);
+        headers.extend(
+            record
+                .headers
+                .into_iter()
+                .filter(|(name, _)| !is_reserved(name.as_str()))
+                .map(|(name, value)| (name, value.unwrap_or_default())),
+        );
         headers.push((
-            HEADER_PROJECT_ID.to_owned(),
-            Bytes::copy_from_slice(tenant.project_id.as_bytes()),
+            StrBytes::from_static_str(HEADER_PROJECT_ID),
+            project_id.clone(),
         ));
         headers.push((
-            HEADER_COLLECTION.to_owned(),
-            Bytes::copy_from_slice(tenant.collection.as_bytes()),
+            StrBytes::from_static_str(HEADER_COLLECTION),
+            collection.clone(),
         ));
-        headers.push((
-            HEADER_KEY_ID.to_owned(),
-            Bytes::copy_from_slice(tenant.key_id.as_bytes()),
-        ));
+        headers.push((StrBytes::from_static_str(HEADER_KEY_ID), key_id.clone()));
         if producer_id >= 0 {
             let identity = ProducerIdentity {
                 producer_id,
@@ -209,7 +214,7 @@ pub fn decode_batch(
                 sequence: record.sequence,
             };
             headers.push((
-                HEADER_PRODUCER.to_owned(),
+                StrBytes::from_static_str(HEADER_PRODUCER),
                 Bytes::from(identity.to_header_value()),
             ));
         }
@@ -572,7 +577,12 @@ mod tests {
             assert_eq!(&first.headers[1].1[..], b"4f1c9a3be6d2a1b07c3e5f11");
             assert_eq!(&first.headers[4].1[..], b"8412301:0:2:57");
             let second = &decoded.records[1];
-            assert!(second.headers.iter().all(|(n, _)| n != "KEEN-COLLECTION"));
+            assert!(
+                second
+                    .headers
+                    .iter()
+                    .all(|(n, _)| n.as_str() != "KEEN-COLLECTION")
+            );
             assert_eq!(
                 &second.headers.last().expect("producer").1[..],
                 b"8412301:0:2:58"

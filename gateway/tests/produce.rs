@@ -108,7 +108,9 @@ async fn a_kip368_client_reauthenticates_and_keeps_producing() {
     let stack = Stack::start().await;
     let project = stack.project("abababababababababababab").await;
     let gateway = stack.gateway(&[("GATEWAY_SESSION_LIFETIME_MS", "2000")]);
-    let records: Vec<_> = (0..7).map(|i| json!({"value": format!("{{\"n\":{i}}}"), "partition": 0})).collect();
+    let records: Vec<_> = (0..7)
+        .map(|i| json!({"value": format!("{{\"n\":{i}}}"), "partition": 0}))
+        .collect();
     let answer = run_client(
         python().to_str().expect("utf-8 path"),
         "confluent_produce.py",
@@ -119,9 +121,18 @@ async fn a_kip368_client_reauthenticates_and_keeps_producing() {
         }),
     );
     assert_eq!(answer["delivered"], 7, "{answer}");
-    let stored = read_topic(&stack.tansu.bootstrap(), INBOUND_TOPIC, INBOUND_PARTITIONS, 7, Duration::from_secs(20)).await;
+    let stored = read_topic(
+        &stack.tansu.bootstrap(),
+        INBOUND_TOPIC,
+        INBOUND_PARTITIONS,
+        7,
+        Duration::from_secs(20),
+    )
+    .await;
     assert_eq!(stored.len(), 7);
-    let successes = gateway.metric("keen_gateway_authentications_total{mechanism=\"SCRAM-SHA-512\",outcome=\"success\"}");
+    let successes = gateway.metric(
+        "keen_gateway_authentications_total{mechanism=\"SCRAM-SHA-512\",outcome=\"success\"}",
+    );
     let connections = gateway.metric("keen_gateway_connections_total");
     eprintln!("{successes} SCRAM authentications over {connections} connections");
     assert!(
