@@ -92,7 +92,7 @@ impl Backing {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", config.linger_ms.to_string())
-            .set("compression.type", "lz4")
+            .set("compression.type", &config.compression)
             .set("message.max.bytes", BACKING_MAX_MESSAGE_BYTES.to_string())
             // Bounded by the gateway's in-flight limits long before this one.
             .set("queue.buffering.max.kbytes", (1024 * 1024).to_string())

@@ -50,6 +50,8 @@ pub struct BackingConfig {
     pub ssl_ca_location: Option<PathBuf>,
     /// librdkafka `linger.ms`: the latency the backing producer may add to batch records.
     pub linger_ms: u32,
+    /// librdkafka `compression.type` towards the backing cluster (`lz4`, `zstd`, `none`…).
+    pub compression: String,
 }
 
 /// The limits that keep one connection, or one tenant, from exhausting the instance.
@@ -265,6 +267,7 @@ impl Config {
                 sasl_password: get("BACKING_SASL_PASSWORD"),
                 ssl_ca_location: get("BACKING_SSL_CA_LOCATION").map(PathBuf::from),
                 linger_ms: number(&get, "BACKING_LINGER_MS", 1)?,
+                compression: var_or(&get, "BACKING_COMPRESSION", "lz4"),
             },
             inbound_topic: var_or(&get, "INBOUND_TOPIC", "keen-inbound"),
             partitions,
