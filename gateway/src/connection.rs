@@ -79,6 +79,9 @@ enum Stop {
     Timeout,
     #[error("authentication failed")]
     AuthFailed,
+    /// A request that needs a session, on a connection without a valid one.
+    #[error("{0}")]
+    Unauthenticated(String),
     #[error("shutting down")]
     Shutdown,
     #[error("answer queue closed")]
@@ -285,7 +288,7 @@ impl Connection {
                 } else {
                     "request before authentication"
                 };
-                return Err(Stop::Protocol(format!("{api:?}: {why}")));
+                return Err(Stop::Unauthenticated(format!("{api:?}: {why}")));
             }
         }
         // The one decoding path, the same the fuzz target drives.
