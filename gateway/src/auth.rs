@@ -318,15 +318,10 @@ impl FailureTracker {
     /// Records a failure from `source` and returns how long to wait before answering it.
     pub fn failed(&self, source: IpAddr) -> Duration {
         let now = Instant::now();
-        let count = match self.recent.get(&source) {
-            Some((since, count)) if now.duration_since(since) < Self::WINDOW => count + 1,
-            _ => 1,
+        let (since, count) = match self.recent.get(&source) {
+            Some((since, count)) if now.duration_since(since) < Self::WINDOW => (since, count + 1),
+            _ => (now, 1),
         };
-        let since = self
-            .recent
-            .get(&source)
-            .filter(|(since, _)| now.duration_since(*since) < Self::WINDOW)
-            .map_or(now, |(since, _)| since);
         self.recent.insert(source, (since, count));
         Self::delay_for(count)
     }

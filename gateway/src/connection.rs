@@ -181,16 +181,17 @@ struct Connection {
 }
 
 /// The in-flight budget a request holds until it is answered.
-struct Permits(
-    #[allow(dead_code)] OwnedSemaphorePermit,
-    #[allow(dead_code)] OwnedSemaphorePermit,
-    Arc<Metrics>,
-    usize,
-);
+/// Both permits are released when it drops.
+struct Permits {
+    _connection: OwnedSemaphorePermit,
+    _instance: OwnedSemaphorePermit,
+    metrics: Arc<Metrics>,
+    bytes: usize,
+}
 
 impl Drop for Permits {
     fn drop(&mut self) {
-        self.2.inflight_bytes.dec_by(self.3 as i64);
+        self.metrics.inflight_bytes.dec_by(self.bytes as i64);
     }
 }
 
@@ -265,7 +266,12 @@ impl Connection {
             .await
             .ok()?;
         self.gateway.metrics.inflight_bytes.inc_by(size as i64);
-        Some(Permits(own, all, self.gateway.metrics.clone(), size))
+        Some(Permits {
+            _connection: own,
+            _instance: all,
+            metrics: self.gateway.metrics.clone(),
+            bytes: size,
+        })
     }
 
     /// Handles one frame; `Ok(Some(d))` asks the reader to pause for `d` (quota).
@@ -399,7 +405,7 @@ impl Connection {
             Err(error) => tracing::warn!(%error, "could not re-check the key; accepting"),
         }
         let acks = request.acks;
-        let size = permits.3;
+        let size = permits.bytes;
         let throttle = self.gateway.quota.charge(&principal.project_id, size);
         if !throttle.is_zero() {
             self.gateway

@@ -53,56 +53,64 @@ pub async fn handle(
     let acks_valid = matches!(request.acks, -1..=1);
     let now_ms = crate::clock_ms();
     let mut budget = gateway.config.limits.max_decompressed_bytes;
-    let mut topics = Vec::with_capacity(request.topic_data.len());
-    let mut failed = false;
-    for topic in request.topic_data {
-        let name = topic.name.0.clone();
-        let topic_error = if transactional {
-            Some((
-                ResponseError::TransactionalIdAuthorizationFailed.code(),
-                "transactions are not supported: produce without a transactional.id".to_owned(),
-            ))
-        } else if !acks_valid {
-            Some((
-                ResponseError::InvalidRequiredAcks.code(),
-                format!("acks={} is not valid; use all (-1), 1 or 0", request.acks),
-            ))
-        } else {
-            check_name(name.as_str())
-                .err()
-                .map(|e| (ResponseError::InvalidTopicException.code(), e.to_string()))
-        };
-        let partitions: Vec<_> = match topic_error {
-            Some((code, message)) => topic
+    // Decode every partition of every topic first (in order: the decompressed budget is per
+    // request), then write them all at once, so a request spanning several topics waits for
+    // its slowest partition, not for the sum of them.
+    let decoded: Vec<(StrBytes, Vec<Decoded>)> = request
+        .topic_data
+        .into_iter()
+        .map(|topic| {
+            let name = topic.name.0;
+            let topic_error = if transactional {
+                Some((
+                    ResponseError::TransactionalIdAuthorizationFailed.code(),
+                    "transactions are not supported: produce without a transactional.id".to_owned(),
+                ))
+            } else if !acks_valid {
+                Some((
+                    ResponseError::InvalidRequiredAcks.code(),
+                    format!("acks={} is not valid; use all (-1), 1 or 0", request.acks),
+                ))
+            } else {
+                check_name(name.as_str())
+                    .err()
+                    .map(|e| (ResponseError::InvalidTopicException.code(), e.to_string()))
+            };
+            let partitions = topic
                 .partition_data
-                .iter()
-                .map(|p| PartitionOutcome::error(p.index, code, message.clone()))
-                .collect(),
-            None => {
-                // Decode every partition first (sequentially: the budget is per request), then
-                // write them all concurrently.
-                let decoded: Vec<_> = topic
-                    .partition_data
-                    .into_iter()
-                    .map(|partition| {
-                        decode_partition(
-                            gateway,
-                            principal,
-                            name.as_str(),
-                            partition,
-                            &mut budget,
-                            now_ms,
-                        )
-                    })
-                    .collect();
-                join_all(
-                    decoded
-                        .into_iter()
-                        .map(|d| write_partition(gateway, principal, name.as_str(), d)),
-                )
-                .await
-            }
-        };
+                .into_iter()
+                .map(|partition| match &topic_error {
+                    Some((code, message)) => Decoded::Answered(PartitionOutcome::error(
+                        partition.index,
+                        *code,
+                        message.clone(),
+                    )),
+                    None => decode_partition(
+                        gateway,
+                        principal,
+                        name.as_str(),
+                        partition,
+                        &mut budget,
+                        now_ms,
+                    ),
+                })
+                .collect();
+            (name, partitions)
+        })
+        .collect();
+    let written = join_all(decoded.into_iter().map(|(name, partitions)| async move {
+        let outcomes = join_all(
+            partitions
+                .into_iter()
+                .map(|d| write_partition(gateway, principal, name.as_str(), d)),
+        )
+        .await;
+        (name, outcomes)
+    }))
+    .await;
+    let mut failed = false;
+    let mut topics = Vec::with_capacity(written.len());
+    for (name, partitions) in written {
         for outcome in &partitions {
             if outcome.error_code != 0 {
                 failed = true;
