@@ -1,0 +1,2 @@
+//! The query function (work in progress).
+fn main() {}

@@ -1,0 +1,1 @@
+//! The local stack's event source mapping (work in progress).
