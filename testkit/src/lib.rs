@@ -263,7 +263,7 @@ pub fn sdk_config_for(endpoint: &str) -> aws_config::SdkConfig {
 }
 
 /// A port that was free a moment ago (bind port 0, read it, let it go).
-fn free_port() -> std::io::Result<u16> {
+pub fn free_port() -> std::io::Result<u16> {
     let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
     Ok(listener.local_addr()?.port())
 }

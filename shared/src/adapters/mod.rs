@@ -5,5 +5,6 @@ pub mod batch;
 pub mod dlq;
 pub mod keys_table;
 pub mod provision;
+pub mod reads;
 pub mod secrets;
 pub mod store;
