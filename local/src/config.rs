@@ -1,0 +1,225 @@
+//! The mapping's own settings, read from the environment. The ingest function's settings (tables,
+//! queue, GeoIP) are `keen_ingest::Config::from_env`'s business and are read there.
+//!
+//! The backing-cluster variables are the gateway's (`BACKING_BOOTSTRAP`, `BACKING_SECURITY_PROTOCOL`,
+//! `BACKING_SASL_*`, `BACKING_SSL_CA_LOCATION`), so one environment file drives both.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Lambda's largest Kafka batch size.
+pub const MAX_BATCH_SIZE: usize = 10_000;
+/// Lambda's largest batching window (5 minutes).
+pub const MAX_BATCH_WINDOW: Duration = Duration::from_secs(300);
+/// Lambda's synchronous invocation payload limit: 6 MB of event JSON.
+pub const MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
+
+/// How to reach the backing cluster; the same settings the gateway's producer takes.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BackingSettings {
+    /// `BACKING_BOOTSTRAP`.
+    pub bootstrap: String,
+    /// `BACKING_SECURITY_PROTOCOL`: `PLAINTEXT`, `SSL`, `SASL_PLAINTEXT` or `SASL_SSL`.
+    pub security_protocol: Option<String>,
+    /// `BACKING_SASL_MECHANISM`: `SCRAM-SHA-512` (MSK) or `SCRAM-SHA-256`.
+    pub sasl_mechanism: Option<String>,
+    /// `BACKING_SASL_USERNAME`.
+    pub sasl_username: Option<String>,
+    /// `BACKING_SASL_PASSWORD`; never logged (`Debug` redacts it).
+    pub sasl_password: Option<String>,
+    /// `BACKING_SSL_CA_LOCATION`: a CA bundle for the cluster's certificates.
+    pub ssl_ca_location: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for BackingSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackingSettings")
+            .field("bootstrap", &self.bootstrap)
+            .field("security_protocol", &self.security_protocol)
+            .field("sasl_mechanism", &self.sasl_mechanism)
+            .field("sasl_username", &self.sasl_username)
+            .field(
+                "sasl_password",
+                &self.sasl_password.as_ref().map(|_| "<redacted>"),
+            )
+            .field("ssl_ca_location", &self.ssl_ca_location)
+            .finish()
+    }
+}
+
+impl BackingSettings {
+    /// Applies the connection settings to an rdkafka client configuration.
+    pub fn apply(&self, client: &mut rdkafka::ClientConfig) {
+        client.set("bootstrap.servers", &self.bootstrap);
+        let optional = [
+            ("security.protocol", &self.security_protocol),
+            ("sasl.mechanism", &self.sasl_mechanism),
+            ("sasl.username", &self.sasl_username),
+            ("sasl.password", &self.sasl_password),
+        ];
+        for (key, value) in optional {
+            if let Some(value) = value {
+                client.set(key, value);
+            }
+        }
+        if let Some(ca) = &self.ssl_ca_location {
+            client.set("ssl.ca.location", ca.display().to_string());
+        }
+    }
+}
+
+/// Everything the mapping reads from its environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EsmConfig {
+    pub backing: BackingSettings,
+    /// `INBOUND_TOPIC` (default `keen-inbound`).
+    pub topic: String,
+    /// `ESM_GROUP_ID` (default `keen-local-esm`): the consumer group whose committed offsets
+    /// survive restarts.
+    pub group_id: String,
+    /// `ESM_BATCH_SIZE` (default 100, 1 to 10,000).
+    pub batch_size: usize,
+    /// `ESM_BATCH_WINDOW_MS` (default 100, at most 300,000).
+    pub batch_window: Duration,
+    /// The invocation payload bound (6 MB, as Lambda's; not configurable there either).
+    pub max_payload_bytes: usize,
+}
+
+/// A setting that is missing or out of range, named after its variable.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("environment variable {var} is not set; set it to {what}")]
+    Missing {
+        var: &'static str,
+        what: &'static str,
+    },
+    #[error("environment variable {var}={value:?} is invalid: it {what}")]
+    Invalid {
+        var: &'static str,
+        value: String,
+        what: &'static str,
+    },
+}
+
+impl EsmConfig {
+    /// Reads the process environment; an empty variable counts as unset.
+    pub fn from_env() -> Result<EsmConfig, ConfigError> {
+        Self::from_lookup(|var| std::env::var(var).ok().filter(|v| !v.is_empty()))
+    }
+
+    /// Reads the settings through `get` (the environment, or a table in tests).
+    pub fn from_lookup(get: impl Fn(&'static str) -> Option<String>) -> Result<Self, ConfigError> {
+        let bootstrap = get("BACKING_BOOTSTRAP").ok_or(ConfigError::Missing {
+            var: "BACKING_BOOTSTRAP",
+            what: "the backing Kafka cluster's bootstrap servers (host:port,…)",
+        })?;
+        let batch_size: usize = number(&get, "ESM_BATCH_SIZE", 100)?;
+        if !(1..=MAX_BATCH_SIZE).contains(&batch_size) {
+            return Err(ConfigError::Invalid {
+                var: "ESM_BATCH_SIZE",
+                value: batch_size.to_string(),
+                what: "must be between 1 and 10000, as Lambda's BatchSize for Kafka",
+            });
+        }
+        let window = Duration::from_millis(number(&get, "ESM_BATCH_WINDOW_MS", 100)?);
+        if window > MAX_BATCH_WINDOW {
+            return Err(ConfigError::Invalid {
+                var: "ESM_BATCH_WINDOW_MS",
+                value: window.as_millis().to_string(),
+                what: "must be at most 300000 (5 minutes), as Lambda's batching window",
+            });
+        }
+        Ok(EsmConfig {
+            backing: BackingSettings {
+                bootstrap,
+                security_protocol: get("BACKING_SECURITY_PROTOCOL"),
+                sasl_mechanism: get("BACKING_SASL_MECHANISM"),
+                sasl_username: get("BACKING_SASL_USERNAME"),
+                sasl_password: get("BACKING_SASL_PASSWORD"),
+                ssl_ca_location: get("BACKING_SSL_CA_LOCATION").map(PathBuf::from),
+            },
+            topic: get("INBOUND_TOPIC").unwrap_or_else(|| "keen-inbound".to_owned()),
+            group_id: get("ESM_GROUP_ID").unwrap_or_else(|| "keen-local-esm".to_owned()),
+            batch_size,
+            batch_window: window,
+            max_payload_bytes: MAX_PAYLOAD_BYTES,
+        })
+    }
+}
+
+fn number<T: std::str::FromStr>(
+    get: &impl Fn(&'static str) -> Option<String>,
+    var: &'static str,
+    default: T,
+) -> Result<T, ConfigError> {
+    match get(var) {
+        None => Ok(default),
+        Some(text) => text.trim().parse().map_err(|_| ConfigError::Invalid {
+            var,
+            value: text,
+            what: "is not a whole number",
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn read(vars: &[(&'static str, &str)]) -> Result<EsmConfig, ConfigError> {
+        let vars: HashMap<&'static str, String> =
+            vars.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
+        EsmConfig::from_lookup(|var| vars.get(var).cloned())
+    }
+
+    #[test]
+    fn defaults_match_the_documented_ones() {
+        let config = read(&[("BACKING_BOOTSTRAP", "127.0.0.1:9093")]).expect("config");
+        assert_eq!(config.topic, "keen-inbound");
+        assert_eq!(config.group_id, "keen-local-esm");
+        assert_eq!(config.batch_size, 100);
+        assert_eq!(config.batch_window, Duration::from_millis(100));
+        assert_eq!(config.max_payload_bytes, 6 * 1024 * 1024);
+        assert_eq!(config.backing.security_protocol, None);
+    }
+
+    #[test]
+    fn bootstrap_is_required_and_limits_are_lambdas() {
+        assert!(matches!(
+            read(&[]),
+            Err(ConfigError::Missing {
+                var: "BACKING_BOOTSTRAP",
+                ..
+            })
+        ));
+        for size in ["0", "10001", "many"] {
+            let error =
+                read(&[("BACKING_BOOTSTRAP", "b:1"), ("ESM_BATCH_SIZE", size)]).expect_err(size);
+            assert!(error.to_string().contains("ESM_BATCH_SIZE"), "{error}");
+        }
+        assert_eq!(
+            read(&[("BACKING_BOOTSTRAP", "b:1"), ("ESM_BATCH_SIZE", "10000")])
+                .expect("max")
+                .batch_size,
+            10_000
+        );
+        assert!(
+            read(&[
+                ("BACKING_BOOTSTRAP", "b:1"),
+                ("ESM_BATCH_WINDOW_MS", "300001")
+            ])
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn the_password_never_reaches_debug_output() {
+        let config = read(&[
+            ("BACKING_BOOTSTRAP", "b:1"),
+            ("BACKING_SASL_PASSWORD", "hunter2-secret"),
+        ])
+        .expect("config");
+        assert!(!format!("{config:?}").contains("hunter2"));
+    }
+}
