@@ -13,6 +13,7 @@ pub mod keen;
 pub mod key;
 pub mod pipeline;
 pub mod placeholder;
+pub mod query;
 pub mod record;
 pub mod reject;
 pub mod scram;
