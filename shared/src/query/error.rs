@@ -3,62 +3,59 @@
 
 use serde_json::{Value, json};
 
-/// Why a query is not answered. The text is the message the customer reads: it names what was
-/// wrong and how to fix it.
+/// Why a query is not answered. Each variant is an error code of the analytics API without its
+/// `Error` suffix ([`QueryError::error_code`] spells it in full); the text is the message the
+/// customer reads: it names what was wrong and how to fix it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[allow(
-    clippy::enum_variant_names,
-    reason = "the variants are the API's error codes, which all end in Error"
-)]
 pub enum QueryError {
     /// A required parameter (`event_collection`) is absent. 400.
     #[error("{0}")]
-    MissingRequiredPropertyError(String),
+    MissingRequiredProperty(String),
     /// `event_collection` breaks the naming rules of product.md §2. 400.
     #[error("{0}")]
-    InvalidCollectionNameError(String),
+    InvalidCollectionName(String),
     /// `timeframe` is not a relative or absolute timeframe. 400.
     #[error("{0}")]
-    TimeframeDefinitionError(String),
+    TimeframeDefinition(String),
     /// A filter (the request's or the key's) is malformed. 400.
     #[error("{0}")]
-    FilterError(String),
+    Filter(String),
     /// Any other bad parameter: `timezone`, `latest`, `property_names`, a repeated or
     /// unsupported parameter. 400.
     #[error("{0}")]
-    InvalidParameterError(String),
+    InvalidParameter(String),
     /// The query would read more than the configured bound. 400, so that the customer narrows
     /// it instead of waiting for a timeout.
     #[error("{0}")]
-    QueryTooLargeError(String),
+    QueryTooLarge(String),
     /// No key, an unknown or inactive key, or one that does not permit `queries`. 401.
     #[error("{0}")]
-    InvalidApiKeyError(String),
+    InvalidApiKey(String),
     /// Unknown project or route. 404.
     #[error("{0}")]
-    ResourceNotFoundError(String),
+    ResourceNotFound(String),
 }
 
 impl QueryError {
     /// The error code as the API spells it.
     pub const fn error_code(&self) -> &'static str {
         match self {
-            QueryError::MissingRequiredPropertyError(_) => "MissingRequiredPropertyError",
-            QueryError::InvalidCollectionNameError(_) => "InvalidCollectionNameError",
-            QueryError::TimeframeDefinitionError(_) => "TimeframeDefinitionError",
-            QueryError::FilterError(_) => "FilterError",
-            QueryError::InvalidParameterError(_) => "InvalidParameterError",
-            QueryError::QueryTooLargeError(_) => "QueryTooLargeError",
-            QueryError::InvalidApiKeyError(_) => "InvalidApiKeyError",
-            QueryError::ResourceNotFoundError(_) => "ResourceNotFoundError",
+            QueryError::MissingRequiredProperty(_) => "MissingRequiredPropertyError",
+            QueryError::InvalidCollectionName(_) => "InvalidCollectionNameError",
+            QueryError::TimeframeDefinition(_) => "TimeframeDefinitionError",
+            QueryError::Filter(_) => "FilterError",
+            QueryError::InvalidParameter(_) => "InvalidParameterError",
+            QueryError::QueryTooLarge(_) => "QueryTooLargeError",
+            QueryError::InvalidApiKey(_) => "InvalidApiKeyError",
+            QueryError::ResourceNotFound(_) => "ResourceNotFoundError",
         }
     }
 
     /// The HTTP status the error is answered with.
     pub const fn status(&self) -> u16 {
         match self {
-            QueryError::InvalidApiKeyError(_) => 401,
-            QueryError::ResourceNotFoundError(_) => 404,
+            QueryError::InvalidApiKey(_) => 401,
+            QueryError::ResourceNotFound(_) => 404,
             _ => 400,
         }
     }
@@ -66,14 +63,14 @@ impl QueryError {
     /// The customer-facing message.
     pub fn message(&self) -> &str {
         match self {
-            QueryError::MissingRequiredPropertyError(m)
-            | QueryError::InvalidCollectionNameError(m)
-            | QueryError::TimeframeDefinitionError(m)
-            | QueryError::FilterError(m)
-            | QueryError::InvalidParameterError(m)
-            | QueryError::QueryTooLargeError(m)
-            | QueryError::InvalidApiKeyError(m)
-            | QueryError::ResourceNotFoundError(m) => m,
+            QueryError::MissingRequiredProperty(m)
+            | QueryError::InvalidCollectionName(m)
+            | QueryError::TimeframeDefinition(m)
+            | QueryError::Filter(m)
+            | QueryError::InvalidParameter(m)
+            | QueryError::QueryTooLarge(m)
+            | QueryError::InvalidApiKey(m)
+            | QueryError::ResourceNotFound(m) => m,
         }
     }
 
@@ -92,33 +89,25 @@ mod tests {
         type Variant = fn(String) -> QueryError;
         let cases: [(Variant, &str, u16); 8] = [
             (
-                QueryError::MissingRequiredPropertyError,
+                QueryError::MissingRequiredProperty,
                 "MissingRequiredPropertyError",
                 400,
             ),
             (
-                QueryError::InvalidCollectionNameError,
+                QueryError::InvalidCollectionName,
                 "InvalidCollectionNameError",
                 400,
             ),
             (
-                QueryError::TimeframeDefinitionError,
+                QueryError::TimeframeDefinition,
                 "TimeframeDefinitionError",
                 400,
             ),
-            (QueryError::FilterError, "FilterError", 400),
-            (
-                QueryError::InvalidParameterError,
-                "InvalidParameterError",
-                400,
-            ),
-            (QueryError::QueryTooLargeError, "QueryTooLargeError", 400),
-            (QueryError::InvalidApiKeyError, "InvalidApiKeyError", 401),
-            (
-                QueryError::ResourceNotFoundError,
-                "ResourceNotFoundError",
-                404,
-            ),
+            (QueryError::Filter, "FilterError", 400),
+            (QueryError::InvalidParameter, "InvalidParameterError", 400),
+            (QueryError::QueryTooLarge, "QueryTooLargeError", 400),
+            (QueryError::InvalidApiKey, "InvalidApiKeyError", 401),
+            (QueryError::ResourceNotFound, "ResourceNotFoundError", 404),
         ];
         for (variant, code, status) in cases {
             let error = variant("m".into());

@@ -87,7 +87,7 @@ pub struct Filter {
 impl Filter {
     /// Validates one filter object. `at` names it in errors, e.g. `filters[2]`.
     pub fn from_value(value: &Value, at: &str) -> Result<Filter, QueryError> {
-        let bad = |what: String| QueryError::FilterError(format!("{at} {what}"));
+        let bad = |what: String| QueryError::Filter(format!("{at} {what}"));
         let Value::Object(object) = value else {
             return Err(bad(
                 "is not an object; each filter is {\"property_name\": ..., \"operator\": ..., \
@@ -195,12 +195,12 @@ impl Filters {
     pub fn parse(text: &str) -> Result<Filters, QueryError> {
         match serde_json::from_str::<Value>(text) {
             Ok(Value::Array(items)) => Filters::from_values(&items, "filters"),
-            Ok(_) => Err(QueryError::FilterError(
+            Ok(_) => Err(QueryError::Filter(
                 "filters is not a JSON array; give [{\"property_name\": ..., \"operator\": ..., \
                  \"property_value\": ...}, ...]"
                     .into(),
             )),
-            Err(e) => Err(QueryError::FilterError(format!(
+            Err(e) => Err(QueryError::Filter(format!(
                 "filters is not valid JSON ({e}); give a JSON array of filter objects"
             ))),
         }
@@ -210,7 +210,7 @@ impl Filters {
     /// names the list in errors (`filters[3] …`).
     pub fn from_values(items: &[Value], origin: &str) -> Result<Filters, QueryError> {
         if items.len() > MAX_FILTERS {
-            return Err(QueryError::FilterError(format!(
+            return Err(QueryError::Filter(format!(
                 "{origin} holds {} filters; at most {MAX_FILTERS} are accepted",
                 items.len()
             )));
@@ -595,7 +595,7 @@ mod tests {
         ];
         for (text, expected) in cases {
             match Filters::parse(text) {
-                Err(QueryError::FilterError(message)) => {
+                Err(QueryError::Filter(message)) => {
                     assert!(message.contains(expected), "{text}: {message}");
                 }
                 other => panic!("{text} gave {other:?}"),

@@ -21,7 +21,7 @@ pub use error::QueryError;
 pub use filter::{Filter, Filters, MAX_FILTERS, Operator, lookup};
 pub use plan::{CounterSplit, plan_reads, split_for_counters};
 pub use projection::{MAX_PROPERTY_NAMES, parse_property_names, project};
-pub use request::{MAX_LATEST, QueryKind, QueryRequest, parse_latest};
+pub use request::{MAX_LATEST, QueryKind, QueryRequest, parse_latest, window_param};
 pub use timeframe::{
     END_TIMESTAMP_MS, MIN_TIMESTAMP_MS, Relative, Timeframe, Timezone, Unit, Window,
 };

@@ -36,7 +36,7 @@ pub fn plan_reads(
     let partitions = days.len().saturating_mul(usize::from(shards));
     if partitions > bound {
         let max_days = bound / usize::from(shards);
-        return Err(QueryError::QueryTooLargeError(format!(
+        return Err(QueryError::QueryTooLarge(format!(
             "this query would read {partitions} partitions ({} days holding data × {shards} \
              shards), more than the limit of {bound}; use a shorter timeframe, covering at most \
              {max_days} days with data",
@@ -71,6 +71,13 @@ impl CounterSplit {
                 storage::hour_of(hours.end_ms - HOUR_MS),
             )
         })
+    }
+
+    /// Whether a counter hour key (`yyyy-mm-ddThh`) lies in `full_hours`: the fixed-width keys
+    /// sort as the hours do.
+    pub fn covers_hour(&self, hour: &str) -> bool {
+        self.hour_key_range()
+            .is_some_and(|(first, last)| first.as_str() <= hour && hour <= last.as_str())
     }
 
     /// Every counter hour key in `full_hours`, oldest first (lazily: there may be many).
@@ -201,6 +208,14 @@ mod tests {
             split.hour_key_range(),
             Some(("2024-03-09T10".to_owned(), "2024-03-09T12".to_owned()))
         );
+        for (hour, covered) in [
+            ("2024-03-09T09", false),
+            ("2024-03-09T10", true),
+            ("2024-03-09T12", true),
+            ("2024-03-09T13", false),
+        ] {
+            assert_eq!(split.covers_hour(hour), covered, "{hour}");
+        }
         let all = split_for_counters(Window::ALL_TIME);
         assert_eq!(all.full_hours, Some(Window::ALL_TIME));
         assert_eq!(
@@ -245,6 +260,7 @@ mod tests {
             assert_eq!(split.edges, [w]);
             assert_eq!(split.hour_key_range(), None);
             assert_eq!(split.hour_keys().count(), 0);
+            assert!(!split.covers_hour("2024-03-09T10"));
         }
         // Before 1970 the hours still align.
         let split = split_for_counters(window("1969-12-31T22:30:00Z", "1970-01-01T00:30:00Z"));

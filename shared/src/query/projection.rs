@@ -11,7 +11,7 @@ pub const MAX_PROPERTY_NAMES: usize = 1_000;
 /// (`["keen.timestamp", "user.address.city"]`), duplicates kept once.
 pub fn parse_property_names(text: &str) -> Result<Vec<String>, QueryError> {
     let bad = |what: String| {
-        QueryError::InvalidParameterError(format!(
+        QueryError::InvalidParameter(format!(
             "property_names {what}; give a JSON array of dotted property paths, e.g. \
              [\"keen.timestamp\", \"user.address.city\"]"
         ))
@@ -147,7 +147,7 @@ mod tests {
         ];
         for (text, expected) in cases {
             match parse_property_names(text) {
-                Err(QueryError::InvalidParameterError(message)) => {
+                Err(QueryError::InvalidParameter(message)) => {
                     assert!(message.contains(expected), "{text}: {message}");
                 }
                 other => panic!("{text} gave {other:?}"),

@@ -11,11 +11,11 @@
 //!   parameter (a cache buster, `api_key`) is ignored.
 
 use super::{Filters, QueryError, Timeframe, Timezone, Window, parse_property_names};
-use crate::collection::Collection;
-use crate::key::QueriesOptions;
+use crate::collection;
+use crate::key::{KeyModel, QueriesOptions};
 
 /// The largest `latest` accepted.
-pub const MAX_LATEST: u32 = 100_000;
+pub const MAX_LATEST: usize = 100_000;
 
 /// Parameters of the analytics API that change a query's answer and that this service does not
 /// implement.
@@ -61,7 +61,8 @@ impl QueryKind {
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueryRequest {
     pub kind: QueryKind,
-    pub event_collection: Collection,
+    /// Valid per product.md §2.
+    pub event_collection: String,
     /// `None`: all time.
     pub timeframe: Option<Timeframe>,
     /// Aligns relative timeframes; UTC by default.
@@ -70,7 +71,7 @@ pub struct QueryRequest {
     pub filters: Filters,
     /// Extraction only: the newest N events. `None`: every event in the window (still bounded
     /// by the read plan).
-    pub latest: Option<u32>,
+    pub latest: Option<usize>,
     /// Extraction only: the dotted paths to keep of each event. `None`: whole events.
     pub property_names: Option<Vec<String>>,
 }
@@ -96,7 +97,7 @@ impl QueryRequest {
                 "latest" => &mut latest,
                 "property_names" => &mut property_names,
                 other if UNSUPPORTED.contains(&other) => {
-                    return Err(QueryError::InvalidParameterError(format!(
+                    return Err(QueryError::InvalidParameter(format!(
                         "{other} is not supported by this service; only event_collection, \
                          timeframe, timezone, filters, and for extractions latest and \
                          property_names are"
@@ -105,7 +106,7 @@ impl QueryRequest {
                 _ => continue,
             };
             if slot.is_some() {
-                return Err(QueryError::InvalidParameterError(format!(
+                return Err(QueryError::InvalidParameter(format!(
                     "{name} is given more than once; give it once"
                 )));
             }
@@ -115,7 +116,7 @@ impl QueryRequest {
         if kind == QueryKind::Count {
             for (name, value) in [("latest", latest), ("property_names", property_names)] {
                 if given(value).is_some() {
-                    return Err(QueryError::InvalidParameterError(format!(
+                    return Err(QueryError::InvalidParameter(format!(
                         "{name} applies to extractions only; remove it from the count query"
                     )));
                 }
@@ -123,18 +124,18 @@ impl QueryRequest {
         }
 
         let Some(name) = given(event_collection) else {
-            return Err(QueryError::MissingRequiredPropertyError(
+            return Err(QueryError::MissingRequiredProperty(
                 "event_collection is required: name the collection to query, e.g. \
                  event_collection=purchases"
                     .into(),
             ));
         };
-        let event_collection = Collection::parse(name).map_err(|e| {
-            QueryError::InvalidCollectionNameError(format!("event_collection {name:?}: {e}"))
+        collection::check_name(name).map_err(|e| {
+            QueryError::InvalidCollectionName(format!("event_collection {name:?}: {e}"))
         })?;
         Ok(QueryRequest {
             kind,
-            event_collection,
+            event_collection: name.to_owned(),
             timeframe: given(timeframe).map(Timeframe::parse).transpose()?,
             timezone: given(timezone)
                 .map(Timezone::parse)
@@ -158,9 +159,17 @@ impl QueryRequest {
     }
 
     /// ANDs the key's `options.queries.filters` onto the request's (product.md §5), so a key
-    /// scoped to one tenant never sees another's events. A malformed key filter is a
+    /// scoped to one tenant never sees another's events.
+    pub fn and_key_filters(&mut self, key: &KeyModel) -> Result<(), QueryError> {
+        self.and_query_options(key.options.queries.as_ref())
+    }
+
+    /// As [`QueryRequest::and_key_filters`], from the options alone. A malformed key filter is a
     /// `FilterError` naming it as the key's, since the request itself is fine.
-    pub fn and_key_filters(&mut self, options: Option<&QueriesOptions>) -> Result<(), QueryError> {
+    pub fn and_query_options(
+        &mut self,
+        options: Option<&QueriesOptions>,
+    ) -> Result<(), QueryError> {
         let Some(options) = options else {
             return Ok(());
         };
@@ -177,19 +186,35 @@ impl QueryRequest {
     }
 }
 
+/// The window of a `timeframe` and `timezone` pair given apart from a count or extraction (the
+/// dead letters listing): `None` without a timeframe (all time). Blank values count as absent.
+pub fn window_param(
+    timeframe: Option<&str>,
+    timezone: Option<&str>,
+    now_ms: i64,
+) -> Result<Option<Window>, QueryError> {
+    let timezone = given(timezone)
+        .map(Timezone::parse)
+        .transpose()?
+        .unwrap_or_default();
+    given(timeframe)
+        .map(|text| Timeframe::parse(text).map(|t| t.resolve(now_ms, &timezone)))
+        .transpose()
+}
+
 /// The value of a parameter given with a non-blank value.
 fn given(value: Option<&str>) -> Option<&str> {
     value.filter(|v| !v.trim().is_empty())
 }
 
 /// Parses `latest`: an integer from 1 to [`MAX_LATEST`].
-pub fn parse_latest(text: &str) -> Result<u32, QueryError> {
+pub fn parse_latest(text: &str) -> Result<usize, QueryError> {
     text.trim()
-        .parse::<u32>()
+        .parse::<usize>()
         .ok()
         .filter(|n| (1..=MAX_LATEST).contains(n))
         .ok_or_else(|| {
-            QueryError::InvalidParameterError(format!(
+            QueryError::InvalidParameter(format!(
                 "latest {text:?} is not a whole number from 1 to {MAX_LATEST}; ask for at most \
                  {MAX_LATEST} events, or narrow the timeframe"
             ))
@@ -233,7 +258,7 @@ mod tests {
             ]),
         )
         .expect("valid");
-        assert_eq!(request.event_collection.as_str(), "purchases");
+        assert_eq!(request.event_collection, "purchases");
         assert_eq!(
             request.timeframe,
             Some(Timeframe::Relative {
@@ -405,15 +430,17 @@ mod tests {
             &params(&[("event_collection", "purchases")]),
         )
         .expect("valid");
-        request.and_key_filters(None).expect("no key filters");
+        request.and_query_options(None).expect("no key filters");
         assert!(request.counts_from_counters());
-        let options: QueriesOptions = serde_json::from_value(json!({"filters": [
-            {"property_name": "tenant.id", "operator": "eq", "property_value": 7}
-        ]}))
-        .expect("options");
-        request
-            .and_key_filters(Some(&options))
-            .expect("valid key filters");
+        let key: KeyModel = serde_json::from_value(json!({
+            "key_id": "0123456789abcdef", "project_id": "p", "kind": "access", "is_active": true,
+            "permitted": ["queries"],
+            "options": {"queries": {"filters": [
+                {"property_name": "tenant.id", "operator": "eq", "property_value": 7}
+            ]}}
+        }))
+        .expect("key");
+        request.and_key_filters(&key).expect("valid key filters");
         assert_eq!(request.filters.len(), 1);
         assert!(!request.counts_from_counters());
         assert!(request.filters.matches(&json!({"tenant": {"id": 7}})));
@@ -421,13 +448,38 @@ mod tests {
 
         let broken: QueriesOptions =
             serde_json::from_value(json!({"filters": [{"property_name": "a"}]})).expect("options");
-        let error = request.and_key_filters(Some(&broken)).expect_err("refused");
+        let error = request
+            .and_query_options(Some(&broken))
+            .expect_err("refused");
         assert_eq!(error.error_code(), "FilterError");
         assert!(
             error
                 .message()
                 .starts_with("the key's options.queries.filters[0] has no operator"),
             "{error}"
+        );
+    }
+
+    #[test]
+    fn a_window_from_parameters_alone() {
+        let now = 1_710_000_000_123; // 2024-03-09T16:00:00.123Z
+        assert_eq!(window_param(None, Some("Europe/Berlin"), now), Ok(None));
+        assert_eq!(window_param(Some(" "), None, now), Ok(None));
+        assert_eq!(
+            window_param(Some("today"), Some("3600"), now),
+            Ok(Some(Window::new(1_709_938_800_000, 1_710_025_200_000)))
+        );
+        assert_eq!(
+            window_param(Some("today"), None, now),
+            Ok(Some(Window::new(1_709_942_400_000, 1_710_028_800_000)))
+        );
+        assert_eq!(
+            window_param(Some("soon"), None, now).map_err(|e| e.error_code()),
+            Err("TimeframeDefinitionError")
+        );
+        assert_eq!(
+            window_param(Some("today"), Some("Nowhere"), now).map_err(|e| e.error_code()),
+            Err("InvalidParameterError")
         );
     }
 }

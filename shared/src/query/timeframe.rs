@@ -114,14 +114,14 @@ impl Timezone {
                 .and_then(FixedOffset::east_opt)
                 .map(Timezone::Offset)
                 .ok_or_else(|| {
-                    QueryError::InvalidParameterError(format!(
+                    QueryError::InvalidParameter(format!(
                         "timezone {text} is an offset of more than 18 hours; give the offset in \
                          seconds east of UTC, between -64800 and 64800 (e.g. -28800 for UTC-8)"
                     ))
                 });
         }
         text.parse::<Tz>().map(Timezone::Named).map_err(|_| {
-            QueryError::InvalidParameterError(format!(
+            QueryError::InvalidParameter(format!(
                 "timezone {text:?} is neither an offset in seconds (e.g. -28800) nor an IANA \
                  zone name (e.g. Europe/Berlin, America/New_York, UTC; names are case-sensitive)"
             ))
@@ -314,7 +314,7 @@ impl Timeframe {
 }
 
 fn not_a_timeframe(text: &str) -> QueryError {
-    QueryError::TimeframeDefinitionError(format!(
+    QueryError::TimeframeDefinition(format!(
         "timeframe {text:?} is not a timeframe; use a relative one (this_N_units or \
          previous_N_units with units minutes, hours, days, weeks, months or years, e.g. \
          this_7_days, previous_hour, today, yesterday) or an absolute one \
@@ -362,7 +362,7 @@ fn parse_relative(text: &str) -> Option<Result<Timeframe, QueryError>> {
             count,
             unit,
         }),
-        None => Err(QueryError::TimeframeDefinitionError(format!(
+        None => Err(QueryError::TimeframeDefinition(format!(
             "timeframe {text:?} has a count of {digits} {unit}; the count must be at least 1 and \
              span at most {MAX_SPAN_YEARS} years (at most {} {unit})",
             unit.max_count().min(u64::from(u32::MAX)),
@@ -373,7 +373,7 @@ fn parse_relative(text: &str) -> Option<Result<Timeframe, QueryError>> {
 
 fn parse_absolute(text: &str) -> Result<Timeframe, QueryError> {
     let bad = |what: String| {
-        QueryError::TimeframeDefinitionError(format!(
+        QueryError::TimeframeDefinition(format!(
             "absolute timeframe {text}: {what}; give {{\"start\": ..., \"end\": ...}} as ISO-8601 \
              date-times, start inclusive and end exclusive"
         ))
@@ -525,7 +525,7 @@ mod tests {
         ];
         for text in cases {
             match Timeframe::parse(text) {
-                Err(QueryError::TimeframeDefinitionError(message)) => {
+                Err(QueryError::TimeframeDefinition(message)) => {
                     assert!(!message.is_empty());
                 }
                 other => panic!("{text:?} gave {other:?}"),
@@ -878,7 +878,7 @@ mod tests {
             "+01:00",
         ] {
             match Timezone::parse(bad) {
-                Err(QueryError::InvalidParameterError(message)) => {
+                Err(QueryError::InvalidParameter(message)) => {
                     assert!(message.contains("timezone"), "{message}");
                 }
                 other => panic!("{bad:?} gave {other:?}"),
