@@ -257,6 +257,7 @@ impl Timeframe {
     /// `yesterday` (singular and plural units alike), or an absolute `{"start", "end"}` object
     /// of ISO-8601 date-times (the forms `keen.timestamp` accepts). The whole parameter may also
     /// be a JSON string (`"this_7_days"` in quotes), as some clients JSON-encode every value.
+    /// Absolute instants are truncated to the millisecond, as stored timestamps are.
     pub fn parse(text: &str) -> Result<Timeframe, QueryError> {
         let text = text.trim();
         if text.starts_with('{') {
