@@ -2,6 +2,7 @@
 //! turn domain values into items and messages and back, and talk to the services.
 
 pub mod batch;
+pub mod dead_letters;
 pub mod dlq;
 pub mod keys_table;
 pub mod provision;

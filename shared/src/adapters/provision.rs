@@ -890,8 +890,19 @@ mod tests {
                     .all(|a| a.attribute_type == "S"),
                 "{id}"
             );
-            assert!(table.global_secondary_indexes.is_empty(), "{id}");
+            if id != "DeadLettersTable" {
+                assert!(table.global_secondary_indexes.is_empty(), "{id}");
+            }
         }
+        // A whole project's dead letters are listed through an index keyed like the table.
+        let by_project = &spec
+            .table("DeadLettersTable")
+            .expect("declared")
+            .global_secondary_indexes;
+        assert_eq!(by_project.len(), 1);
+        assert_eq!(by_project[0].index_name, "by_project");
+        assert_eq!(by_project[0].key_schema[0].attribute_name, "project_id");
+        assert_eq!(by_project[0].key_schema[1].attribute_name, "sk");
         let dedupe = spec.table("DedupeTable").expect("declared");
         assert_eq!(dedupe.key_schema, pk_sk[..1]);
         assert_eq!(dedupe.ttl_attribute.as_deref(), Some("expires_at"));

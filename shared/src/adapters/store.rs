@@ -312,6 +312,33 @@ pub async fn existing_sources(
     table: &str,
     keys: &[(String, String)],
 ) -> Result<HashMap<(String, String), String>, StoreError> {
+    let heads = existing_heads(client, table, keys).await?;
+    Ok(heads
+        .into_iter()
+        .map(|(key, head)| (key, head.source))
+        .collect())
+}
+
+/// What a replay needs to know of an event head that already exists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExistingHead {
+    /// `{topic}:{partition}:{offset}` of the record that wrote it.
+    pub source: String,
+    /// Whether a replay wrote it (attribute [`REPLAYED_AT`]): only then may a replay count it.
+    pub replayed: bool,
+}
+
+/// The head attribute a replay sets (ms): it tells an event a replay stored, and may count, from
+/// one the ingest stored and counted itself.
+pub const REPLAYED_AT: &str = "replayed_at";
+
+/// Existing head items by (pk, sk), read consistently in batches of 100. The keys must be
+/// distinct: BatchGetItem refuses a request that names one twice.
+pub async fn existing_heads(
+    client: &Client,
+    table: &str,
+    keys: &[(String, String)],
+) -> Result<HashMap<(String, String), ExistingHead>, StoreError> {
     let mut found = HashMap::new();
     for chunk in keys.chunks(100) {
         let mut pending: Vec<Item> = chunk
@@ -329,7 +356,8 @@ pub async fn existing_sources(
             let request = aws_sdk_dynamodb::types::KeysAndAttributes::builder()
                 .set_keys(Some(std::mem::take(&mut pending)))
                 .consistent_read(true)
-                .projection_expression("pk, sk, src")
+                .projection_expression("pk, sk, src, #r")
+                .expression_attribute_names("#r", REPLAYED_AT)
                 .build()
                 .map_err(|e| StoreError::new("BatchGetItem", e))?;
             let output = client
@@ -354,7 +382,13 @@ pub async fn existing_sources(
                     string_attr(&item, "sk"),
                     string_attr(&item, "src"),
                 ) {
-                    found.insert((pk.to_owned(), sk.to_owned()), src.to_owned());
+                    found.insert(
+                        (pk.to_owned(), sk.to_owned()),
+                        ExistingHead {
+                            source: src.to_owned(),
+                            replayed: item.contains_key(REPLAYED_AT),
+                        },
+                    );
                 }
             }
             if let Some(rest) = output.unprocessed_keys.and_then(|mut u| u.remove(table)) {
@@ -465,6 +499,66 @@ pub struct CounterKey {
     pub hour: String,
     /// `{topic}#{partition}` of the inbound topic.
     pub source_partition: String,
+}
+
+/// Counts one replayed record in its hourly counter, once: the record's `{source
+/// partition}#{offset}` joins the counter's set of replayed records (attribute `replayed`) in the
+/// same conditional write as the count, so a replay that is retried or repeated adds nothing.
+/// The partition's high-water mark cannot serve here: a replayed record sits at an old offset,
+/// below the mark, and would never be counted. Returns whether this call counted it.
+///
+/// The set grows by about 40 bytes per replayed record of the hour, within the 400 KB item
+/// limit for some 9,000 replays of one collection's hour.
+pub async fn count_replayed(
+    client: &Client,
+    table: &str,
+    counter: &CounterKey,
+    offset: i64,
+) -> Result<bool, StoreError> {
+    let pk = storage::counters_partition_key(&counter.project_id, &counter.collection);
+    let member = format!("{}#{offset}", counter.source_partition);
+    let result = client
+        .update_item()
+        .table_name(table)
+        .key("pk", s(pk))
+        .key("sk", s(counter.hour.clone()))
+        .update_expression("ADD #c :one, #r :member_set")
+        .condition_expression("attribute_not_exists(#r) OR NOT contains(#r, :member)")
+        .expression_attribute_names("#c", "count")
+        .expression_attribute_names("#r", "replayed")
+        .expression_attribute_values(":one", n(1))
+        .expression_attribute_values(":member_set", AttributeValue::Ss(vec![member.clone()]))
+        .expression_attribute_values(":member", s(member))
+        .send()
+        .await;
+    conditional_update(result, "UpdateItem replay counter")
+}
+
+/// An UpdateItem's answer when its condition may fail: whether it was applied.
+pub(crate) fn conditional_update<R: std::fmt::Debug>(
+    result: Result<
+        aws_sdk_dynamodb::operation::update_item::UpdateItemOutput,
+        aws_sdk_dynamodb::error::SdkError<
+            aws_sdk_dynamodb::operation::update_item::UpdateItemError,
+            R,
+        >,
+    >,
+    operation: &'static str,
+) -> Result<bool, StoreError> {
+    match result {
+        Ok(_) => Ok(true),
+        Err(error)
+            if error
+                .as_service_error()
+                .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+        {
+            Ok(false)
+        }
+        Err(error) => Err(StoreError::new(
+            operation,
+            aws_sdk_dynamodb::error::DisplayErrorContext(error),
+        )),
+    }
 }
 
 /// Reads the hourly counts of a collection: `(hour, count)` in order.
@@ -641,17 +735,35 @@ pub async fn update_collection(
 pub fn dead_letter_items(letter: &DeadLetter, now_s: i64) -> (Vec<Item>, Item) {
     let keys = table_keys(letter);
     let value = letter.value_bytes().unwrap_or_default();
-    let mut envelope = letter.clone();
-    envelope.payload = None;
-    envelope.payload_b64 = None;
-    envelope.payload_zstd_b64 = None;
     let expires = [("expires_at", n(now_s + storage::DEAD_LETTER_TTL_SECONDS))];
     let body = Body::of_bytes(&value, storage::MAX_BODY_CHUNK);
     let (parts, mut head) = split_items(&keys.pk, &keys.sk, body, "payload", &expires);
     head.insert("id".to_owned(), s(letter.id.clone()));
     head.insert("error_code".to_owned(), s(letter.error.code.clone()));
-    head.insert("envelope".to_owned(), s(envelope.to_json()));
+    head.insert("envelope".to_owned(), s(stored_envelope(letter)));
+    // The key of the index that lists a whole project. Only heads carry it, so parts stay out
+    // of the index; and a record without tenant headers has no project, which an index key
+    // cannot be (DynamoDB refuses an empty string there).
+    if !letter.project_id.is_empty() {
+        head.insert(
+            DEAD_LETTER_PROJECT_ATTR.to_owned(),
+            s(letter.project_id.clone()),
+        );
+    }
     (parts, head)
+}
+
+/// The DeadLetters head attribute keying the `by_project` index (template.yaml).
+pub const DEAD_LETTER_PROJECT_ATTR: &str = "project_id";
+
+/// The envelope as a head item keeps it: JSON without the payload, which lives in `payload`.
+pub fn stored_envelope(letter: &DeadLetter) -> String {
+    let mut envelope = letter.clone();
+    envelope.payload = None;
+    envelope.payload_b64 = None;
+    envelope.payload_zstd_b64 = None;
+    envelope.payload_ref = None;
+    envelope.to_json()
 }
 
 /// Reads a dead letter back whole, payload included, from its table keys.
