@@ -7,6 +7,7 @@
 use aws_lambda_events::event::kafka::KafkaEvent;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use keen_shared::dead_letter::DeadLetter;
 use keen_shared::record::{Header, InboundRecord};
 
 /// One record, decoded.
@@ -46,6 +47,22 @@ impl DecodedRecord {
     /// `{topic}:{partition}:{offset}`: the record's position, stored with its event.
     pub fn source(&self) -> String {
         format!("{}:{}:{}", self.topic, self.partition, self.offset)
+    }
+
+    /// The record a dead letter was made of: same position, timestamp, key, headers and value,
+    /// hence the same keen.id on replay. `None` when the letter carries no payload (an SQS
+    /// announcement that only points at the table item: read that item instead). A tombstone
+    /// comes back as an empty value, which the core rejects the same way.
+    pub fn from_dead_letter(letter: &DeadLetter) -> Option<DecodedRecord> {
+        Some(DecodedRecord {
+            topic: letter.source.topic.clone(),
+            partition: letter.source.partition,
+            offset: letter.source.offset,
+            timestamp_ms: letter.source.timestamp,
+            key: letter.key_bytes(),
+            value: Some(letter.value_bytes()?),
+            headers: letter.headers(),
+        })
     }
 }
 

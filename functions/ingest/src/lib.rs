@@ -8,15 +8,22 @@
 //! into the Kafka partial batch response — the first failed offset of each affected partition —
 //! so Lambda retries from there; deterministic keen.ids make the retry rewrite the same items,
 //! and counters advance only over the successful prefix of each partition.
+//!
+//! [`Ingest::replay`] runs dead letters through the same steps after an operator's fix, keeping
+//! each record's identity (see the `replay` module for how it counts and what it does with the
+//! dead letter).
 
 mod decode;
 mod keys;
 mod metrics;
+mod replay;
 
 pub use decode::{DecodedRecord, decode_event};
 pub use metrics::Counts;
+pub use replay::{ReplayOutcome, ReplayReport, ReplayResult};
 
 use aws_sdk_dynamodb::Client as DynamoDb;
+use aws_sdk_dynamodb::types::AttributeValue;
 use keen_shared::Outcome;
 use keen_shared::adapters::batch::{TableWrite, WriteBatcher, WriteOp};
 use keen_shared::adapters::dlq::{Announcement, DeadLetterQueue};
@@ -110,6 +117,35 @@ enum Fate {
     DeadLetter,
     /// Transient failure: retried by Lambda from the first such offset of its partition.
     Retry,
+    /// Replays only: the event is stored already, written by the ingest itself (a later delivery
+    /// of the record after its cause was fixed), which also counted it.
+    AlreadyStored,
+}
+
+/// Whether a batch is the inbound topic's (Lambda's delivery) or an operator's replay of dead
+/// letters. They differ in three ways: a replay sends no new dead letter (it keeps the one it
+/// replays, see [`Ingest::replay`]), counts each record once by its identity rather than by the
+/// partition's high-water mark (a replayed record sits below the mark), and marks the event
+/// heads it writes so that it tells its own earlier work from the ingest's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Live,
+    Replay,
+}
+
+/// Steps 1–3 of a batch.
+struct Judged {
+    tenants: Vec<Option<Tenant>>,
+    outcomes: Vec<Option<Outcome>>,
+    fates: Vec<Fate>,
+}
+
+/// What became of a batch.
+struct Batch {
+    outcomes: Vec<Option<Outcome>>,
+    fates: Vec<Fate>,
+    /// Replays only: the records this run counted (the others were counted by an earlier one).
+    newly_counted: HashSet<usize>,
 }
 
 impl Ingest {
@@ -150,6 +186,38 @@ impl Ingest {
             ..Counts::default()
         };
         let now_ms = (self.clock)();
+        let batch = self.run(&records, Mode::Live, now_ms, &mut counts).await;
+        let (outcomes, fates) = (batch.outcomes, batch.fates);
+
+        let first_failed = first_failed_offsets(&records, &fates);
+        for (i, fate) in fates.iter().enumerate() {
+            match fate {
+                Fate::Store => counts.stored += 1,
+                Fate::Duplicate => counts.duplicates += 1,
+                Fate::Resend | Fate::AlreadyStored => counts.resends += 1,
+                Fate::DeadLetter => {
+                    if let Some(Outcome::DeadLettered(r)) = &outcomes[i] {
+                        *counts
+                            .dead_lettered
+                            .entry(r.code.as_str().to_owned())
+                            .or_default() += 1;
+                    }
+                }
+                Fate::Retry => counts.retried += 1,
+            }
+        }
+        let failures: Vec<Value> = first_failed
+            .iter()
+            .map(|((topic, partition), offset)| {
+                json!({"itemIdentifier": {"partition": format!("{topic}-{partition}"), "offset": offset}})
+            })
+            .collect();
+        (json!({ "batchItemFailures": failures }), counts)
+    }
+
+    /// Steps 1–3 of a batch: tenants, keys (each looked up once), the core record by record,
+    /// and one record per keen.id.
+    async fn judge(&self, records: &[DecodedRecord]) -> Judged {
         let mut fates: Vec<Fate> = vec![Fate::Retry; records.len()];
 
         // 1. Tenants and keys, each key looked up once.
@@ -197,51 +265,60 @@ impl Ingest {
                 fates[i] = Fate::Resend;
             }
         }
+        Judged {
+            tenants,
+            outcomes,
+            fates,
+        }
+    }
+
+    /// The whole of a batch in `mode`; the fates say what became of each record.
+    async fn run(
+        &self,
+        records: &[DecodedRecord],
+        mode: Mode,
+        now_ms: i64,
+        counts: &mut Counts,
+    ) -> Batch {
+        // 1–3.
+        let Judged {
+            tenants,
+            outcomes,
+            mut fates,
+        } = self.judge(records).await;
 
         // 4. Uniqueness tokens: claim before writing.
         self.claim_tokens(&outcomes, &mut fates, now_ms).await;
 
-        // 5. Resends of idempotent producers' records already stored from another offset.
-        self.skip_resends(&records, &tenants, &outcomes, &mut fates)
+        // 5. Resends of idempotent producers' records already stored from another offset (and,
+        // for a replay, events the ingest itself stored meanwhile).
+        self.skip_resends(records, &tenants, &outcomes, &mut fates, mode)
             .await;
 
         // 6. Events: parts first, then heads of events whose parts all landed.
-        self.write_events(&records, &outcomes, &mut fates, &mut counts)
+        self.write_events(records, &outcomes, &mut fates, counts, mode, now_ms)
             .await;
 
-        // 7. Dead letters: table and queue.
-        self.dead_letter(&records, &tenants, &outcomes, &mut fates, now_ms)
-            .await;
-
-        // 8. Counters and collections, over the successful prefix of each partition.
-        let first_failed = first_failed_offsets(&records, &fates);
-        self.count_and_describe(&records, &outcomes, &mut fates, &first_failed)
-            .await;
-
-        let first_failed = first_failed_offsets(&records, &fates);
-        for (i, fate) in fates.iter().enumerate() {
-            match fate {
-                Fate::Store => counts.stored += 1,
-                Fate::Duplicate => counts.duplicates += 1,
-                Fate::Resend => counts.resends += 1,
-                Fate::DeadLetter => {
-                    if let Some(Outcome::DeadLettered(r)) = &outcomes[i] {
-                        *counts
-                            .dead_lettered
-                            .entry(r.code.as_str().to_owned())
-                            .or_default() += 1;
-                    }
-                }
-                Fate::Retry => counts.retried += 1,
-            }
+        // 7. Dead letters: table and queue. A replay keeps its one dead letter itself.
+        if mode == Mode::Live {
+            self.dead_letter(records, &tenants, &outcomes, &mut fates, now_ms)
+                .await;
         }
-        let failures: Vec<Value> = first_failed
-            .iter()
-            .map(|((topic, partition), offset)| {
-                json!({"itemIdentifier": {"partition": format!("{topic}-{partition}"), "offset": offset}})
-            })
-            .collect();
-        (json!({ "batchItemFailures": failures }), counts)
+
+        // 8. Counters and collections, over the successful prefix of each partition (a replay's
+        // records stand each on its own: none waits for another's redelivery).
+        let first_failed = match mode {
+            Mode::Live => first_failed_offsets(records, &fates),
+            Mode::Replay => BTreeMap::new(),
+        };
+        let newly_counted = self
+            .count_and_describe(records, &outcomes, &mut fates, &first_failed, mode)
+            .await;
+        Batch {
+            outcomes,
+            fates,
+            newly_counted,
+        }
     }
 
     async fn claim_tokens(&self, outcomes: &[Option<Outcome>], fates: &mut [Fate], now_ms: i64) {
@@ -288,12 +365,15 @@ impl Ingest {
         tenants: &[Option<Tenant>],
         outcomes: &[Option<Outcome>],
         fates: &mut [Fate],
+        mode: Mode,
     ) {
-        // Only an idempotent producer's record can reach us at two offsets with one keen.id.
+        // Only an idempotent producer's record can reach us at two offsets with one keen.id. A
+        // replay checks every record: the ingest may have stored it meanwhile.
         let mut keys: Vec<(String, String)> = Vec::new();
         let mut by_key: HashMap<(String, String), usize> = HashMap::new();
         for (i, outcome) in outcomes.iter().enumerate() {
-            if fates[i] != Fate::Store || tenants[i].as_ref().is_none_or(|t| t.producer.is_none()) {
+            let producer = tenants[i].as_ref().is_some_and(|t| t.producer.is_some());
+            if fates[i] != Fate::Store || (mode == Mode::Live && !producer) {
                 continue;
             }
             let Some(Outcome::Stored(event)) = outcome else {
@@ -312,13 +392,14 @@ impl Ingest {
         if keys.is_empty() {
             return;
         }
-        match store::existing_sources(&self.dynamodb, &self.config.tables.events, &keys).await {
+        match store::existing_heads(&self.dynamodb, &self.config.tables.events, &keys).await {
             Ok(found) => {
-                for (key, source) in found {
-                    if let Some(&i) = by_key.get(&key)
-                        && source != records[i].source()
-                    {
+                for (key, head) in found {
+                    let Some(&i) = by_key.get(&key) else { continue };
+                    if head.source != records[i].source() {
                         fates[i] = Fate::Resend;
+                    } else if mode == Mode::Replay && !head.replayed {
+                        fates[i] = Fate::AlreadyStored;
                     }
                 }
             }
@@ -337,6 +418,8 @@ impl Ingest {
         outcomes: &[Option<Outcome>],
         fates: &mut [Fate],
         counts: &mut Counts,
+        mode: Mode,
+        now_ms: i64,
     ) {
         let mut parts = Vec::new();
         let mut heads = Vec::new();
@@ -356,7 +439,13 @@ impl Ingest {
                 json: &event.json,
                 source: &source,
             };
-            let items = store::event_items(&facts, &self.layout);
+            let mut items = store::event_items(&facts, &self.layout);
+            if mode == Mode::Replay {
+                items.head.insert(
+                    store::REPLAYED_AT.to_owned(),
+                    AttributeValue::N(now_ms.to_string()),
+                );
+            }
             counts.stored_bytes += items.stored_bytes as u64;
             for part in items.parts {
                 parts.push(TableWrite {
@@ -448,7 +537,9 @@ impl Ingest {
         outcomes: &[Option<Outcome>],
         fates: &mut [Fate],
         first_failed: &BTreeMap<(String, i32), i64>,
-    ) {
+        mode: Mode,
+    ) -> HashSet<usize> {
+        let mut newly_counted = HashSet::new();
         let mut counters: BTreeMap<CounterKey, Vec<(i64, usize)>> = BTreeMap::new();
         let mut collections: BTreeMap<(String, String), CollectionBatch> = BTreeMap::new();
         for (i, outcome) in outcomes.iter().enumerate() {
@@ -488,6 +579,28 @@ impl Ingest {
             entry.members.push(i);
         }
         for (key, members) in counters {
+            if mode == Mode::Replay {
+                for (offset, i) in members {
+                    match store::count_replayed(
+                        &self.dynamodb,
+                        &self.config.tables.events,
+                        &key,
+                        offset,
+                    )
+                    .await
+                    {
+                        Ok(true) => {
+                            newly_counted.insert(i);
+                        }
+                        Ok(false) => {}
+                        Err(error) => {
+                            tracing::warn!(%error, "replay counter update failed; replay again");
+                            fates[i] = Fate::Retry;
+                        }
+                    }
+                }
+                continue;
+            }
             let offsets: Vec<i64> = members.iter().map(|(o, _)| *o).collect();
             if let Err(error) =
                 store::add_to_counter(&self.dynamodb, &self.config.tables.events, &key, &offsets)
@@ -521,6 +634,7 @@ impl Ingest {
                 }
             }
         }
+        newly_counted
     }
 }
 

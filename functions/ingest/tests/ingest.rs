@@ -2,171 +2,19 @@
 //! `events/ingest-batch.json`: stored events, dead letters on the table and the queue, dedupe,
 //! idempotent-producer resends, exact counters under redelivery, and injected write faults.
 
-use aws_lambda_events::event::kafka::KafkaEvent;
 use aws_sdk_dynamodb::types::AttributeValue;
-use keen_ingest::{Config, DecodedRecord, Ingest, decode_event};
+use keen_ingest::DecodedRecord;
 use keen_shared::adapters::batch::{Fault, FaultInjecting, Retrying, WriteBatcher};
-use keen_shared::adapters::dlq::DeadLetterQueue;
-use keen_shared::adapters::keys_table::KeysTable;
-use keen_shared::adapters::store::{self, Tables};
+use keen_shared::adapters::store;
 use keen_shared::addon::ReferenceData;
-use keen_shared::key::{KeyModel, ProjectSalt, SecretKey, StoredKey};
-use keen_shared::record::{HEADER_COLLECTION, HEADER_KEY_ID, HEADER_PROJECT_ID, Header};
-use keen_testkit::{MotoServer, Provisioned};
+use keen_shared::key::KeyModel;
+use keen_shared::record::Header;
 use serde_json::{Value, json};
 use std::sync::Arc;
 
-const PROJECT: &str = "4f1c9a3be6d2a1b07c3e5f11";
-const KEY_ID: &str = "0123456789abcdef";
-const PEPPER: &[u8] = b"a test pepper of enough length";
+mod common;
 
-fn batch_file() -> Vec<DecodedRecord> {
-    let path = keen_testkit::repo_root().join("events/ingest-batch.json");
-    let text = std::fs::read_to_string(&path).expect("events/ingest-batch.json");
-    let event: KafkaEvent = serde_json::from_str(&text).expect("an MSK event");
-    decode_event(&event)
-}
-
-fn geoip() -> std::path::PathBuf {
-    let path = keen_testkit::repo_root().join(".test-data/GeoLite2-City-Test.mmdb");
-    assert!(
-        path.exists(),
-        "run scripts/setup-test-env for {}",
-        path.display()
-    );
-    path
-}
-
-struct Harness {
-    _moto: MotoServer,
-    aws: Provisioned,
-    config: Config,
-}
-
-impl Harness {
-    async fn start(label: &str) -> Harness {
-        let moto = MotoServer::start();
-        let aws = moto.provisioned(&keen_testkit::unique_prefix(label)).await;
-        let config = Config {
-            tables: Tables {
-                events: aws.name("EVENTS_TABLE").to_owned(),
-                collections: aws.name("COLLECTIONS_TABLE").to_owned(),
-                dedupe: aws.name("DEDUPE_TABLE").to_owned(),
-                dead_letters: aws.name("DEAD_LETTERS_TABLE").to_owned(),
-            },
-            keys_table: aws.name("KEYS_TABLE").to_owned(),
-            dead_letter_queue_url: aws.name("DEAD_LETTER_QUEUE_URL").to_owned(),
-            geoip_database: Some(geoip()),
-            shards: 16,
-        };
-        let harness = Harness {
-            _moto: moto,
-            aws,
-            config,
-        };
-        harness.put_key(true).await;
-        harness
-    }
-
-    fn keys(&self) -> KeysTable {
-        KeysTable::new(self.aws.dynamodb.clone(), self.config.keys_table.clone())
-    }
-
-    async fn put_key(&self, active: bool) {
-        let keys = self.keys();
-        let salt: ProjectSalt = keys.put_project(PROJECT).await.expect("project");
-        let model: KeyModel = serde_json::from_value(json!({
-            "key_id": KEY_ID, "project_id": PROJECT, "name": "writer", "kind": "write",
-            "permitted": [], "is_active": active, "options": {}
-        }))
-        .expect("model");
-        let secret = SecretKey::import(&"w".repeat(40)).expect("key");
-        let _ = keys.delete_key(PROJECT, &model.key_id).await;
-        keys.put_key(&StoredKey::derive(model, &secret, PEPPER, &salt))
-            .await
-            .expect("put key");
-    }
-
-    fn ingest(&self, batcher: WriteBatcher) -> Ingest {
-        Ingest::new(
-            self.config.clone(),
-            self.aws.dynamodb.clone(),
-            batcher,
-            DeadLetterQueue::new(
-                self.aws.sqs.clone(),
-                self.config.dead_letter_queue_url.clone(),
-            ),
-            self.keys(),
-            Arc::new(ReferenceData::new(self.config.geoip_database.clone())),
-        )
-        .with_clock(|| 1_710_000_100_000)
-    }
-
-    async fn scan(&self, table: &str) -> Vec<std::collections::HashMap<String, AttributeValue>> {
-        self.aws
-            .dynamodb
-            .scan()
-            .table_name(table)
-            .send()
-            .await
-            .expect("scan")
-            .items
-            .unwrap_or_default()
-    }
-
-    async fn event_heads(&self) -> Vec<std::collections::HashMap<String, AttributeValue>> {
-        self.scan(&self.config.tables.events)
-            .await
-            .into_iter()
-            .filter(|i| {
-                let pk = store::string_attr(i, "pk").unwrap_or_default();
-                let sk = store::string_attr(i, "sk").unwrap_or_default();
-                !pk.ends_with("#counts") && !keen_shared::storage::is_part_sort_key(sk)
-            })
-            .collect()
-    }
-
-    async fn count(&self, collection: &str) -> u64 {
-        store::read_counters(
-            &self.aws.dynamodb,
-            &self.config.tables.events,
-            PROJECT,
-            collection,
-        )
-        .await
-        .expect("counters")
-        .iter()
-        .map(|(_, n)| n)
-        .sum()
-    }
-
-    async fn queue_messages(&self) -> Vec<aws_sdk_sqs::types::Message> {
-        let mut all = Vec::new();
-        for _ in 0..10 {
-            let page = self
-                .aws
-                .sqs
-                .receive_message()
-                .queue_url(&self.config.dead_letter_queue_url)
-                .max_number_of_messages(10)
-                .message_attribute_names("All")
-                .visibility_timeout(60)
-                .send()
-                .await
-                .expect("receive");
-            let messages = page.messages.unwrap_or_default();
-            if messages.is_empty() {
-                break;
-            }
-            all.extend(messages);
-        }
-        all
-    }
-}
-
-fn no_failures(response: &Value) {
-    assert_eq!(response, &json!({"batchItemFailures": []}));
-}
+use common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sample_batch_is_stored_dead_lettered_and_deduplicated() {
@@ -292,22 +140,6 @@ async fn the_sample_batch_is_stored_dead_lettered_and_deduplicated() {
     assert_eq!(h.event_heads().await.len(), 3);
     assert_eq!(h.count("purchases").await, 3);
     assert_eq!(again.duplicates, 1);
-}
-
-fn simple_record(offset: i64) -> DecodedRecord {
-    DecodedRecord {
-        topic: "keen-inbound".into(),
-        partition: 5,
-        offset,
-        timestamp_ms: 1_710_000_000_000 + offset,
-        key: None,
-        value: Some(format!("{{\"n\":{offset}}}").into_bytes()),
-        headers: vec![
-            Header::new(HEADER_PROJECT_ID, PROJECT),
-            Header::new(HEADER_COLLECTION, "clicks"),
-            Header::new(HEADER_KEY_ID, KEY_ID),
-        ],
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -536,15 +368,7 @@ async fn a_dead_letter_too_large_for_sqs_is_announced_by_reference_and_kept_whol
     let h = Harness::start("bigdl").await;
     let ingest = h.ingest(WriteBatcher::new(h.aws.dynamodb.clone()));
     // 1,000,000 bytes of noise that is neither UTF-8 nor compressible: base64 alone is 1.33 MB.
-    let mut seed = 5u64;
-    let noise: Vec<u8> = (0..1_000_000)
-        .map(|_| {
-            seed = seed
-                .wrapping_mul(6364136223846793005)
-                .wrapping_add(1442695040888963407);
-            (seed >> 56) as u8 | 0x80
-        })
-        .collect();
+    let noise = noise(5, 1_000_000);
     let mut record = simple_record(9);
     record.value = Some(noise.clone());
     let (response, counts) = ingest.handle(vec![record]).await;
