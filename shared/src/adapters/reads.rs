@@ -30,6 +30,14 @@ pub struct ReadOrder {
     pub limit: Option<usize>,
 }
 
+impl ReadOrder {
+    /// Every event, oldest first.
+    pub const OLDEST_FIRST: ReadOrder = ReadOrder {
+        newest_first: false,
+        limit: None,
+    };
+}
+
 /// One stored event, as read.
 #[derive(Debug, Clone, PartialEq)]
 pub struct StoredEvent {

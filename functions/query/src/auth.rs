@@ -1,0 +1,117 @@
+//! Who may query: the master key, the read key, or an access key permitting `queries`
+//! (product.md §9); dead letters need the master key. Keys are found by their peppered digest,
+//! compared in constant time against every key of the project ([`find_key_by_password`]).
+//!
+//! A project's keys are cached for at most 30 seconds, as the gateway and ingest do: a revoked
+//! read key stops answering within that bound. An unknown project and a wrong key get the same
+//! answer, so project ids cannot be enumerated.
+
+use keen_shared::adapters::keys_table::KeysTable;
+use keen_shared::adapters::secrets::Pepper;
+use keen_shared::adapters::store::StoreError;
+use keen_shared::key::{KeyKind, KeyModel, Permission, StoredKey, find_key_by_password};
+use keen_shared::query::QueryError;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long a project's keys are trusted.
+pub const KEY_CACHE_TTL: Duration = Duration::from_secs(30);
+/// Projects whose keys are kept at once.
+const KEY_CACHE_PROJECTS: usize = 10_000;
+
+/// What a route needs of the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// Count, extraction, collections.
+    Queries,
+    /// The project's dead letters.
+    Master,
+}
+
+/// Why a request is not let through.
+#[derive(Debug)]
+pub enum AuthError {
+    /// No key, a wrong key, or a key that may not do this.
+    Denied(QueryError),
+    /// The Keys table could not be read.
+    Store(StoreError),
+}
+
+/// The Keys table behind a short cache.
+pub struct KeyDirectory {
+    table: KeysTable,
+    pepper: Pepper,
+    cache: quick_cache::sync::Cache<String, (Instant, Arc<Vec<StoredKey>>)>,
+}
+
+impl KeyDirectory {
+    /// A directory over `table`, checking keys under `pepper`.
+    pub fn new(table: KeysTable, pepper: Pepper) -> Self {
+        KeyDirectory {
+            table,
+            pepper,
+            cache: quick_cache::sync::Cache::new(KEY_CACHE_PROJECTS),
+        }
+    }
+
+    async fn keys_of(&self, project: &str) -> Result<Arc<Vec<StoredKey>>, StoreError> {
+        if let Some((at, keys)) = self.cache.get(project)
+            && at.elapsed() < KEY_CACHE_TTL
+        {
+            return Ok(keys);
+        }
+        let keys = Arc::new(
+            self.table
+                .list_keys(project)
+                .await
+                .map_err(|error| StoreError {
+                    operation: "read keys",
+                    message: error.to_string(),
+                })?,
+        );
+        self.cache
+            .insert(project.to_owned(), (Instant::now(), Arc::clone(&keys)));
+        Ok(keys)
+    }
+
+    /// The key model of `api_key` when it may do `needed` in `project`.
+    pub async fn authorize(
+        &self,
+        project: &str,
+        api_key: Option<&str>,
+        needed: Access,
+    ) -> Result<KeyModel, AuthError> {
+        let Some(api_key) = api_key.filter(|k| !k.is_empty()) else {
+            return Err(AuthError::Denied(QueryError::InvalidApiKey(
+                "An API key is required: pass it as the api_key parameter or in the \
+                 Authorization header."
+                    .to_owned(),
+            )));
+        };
+        let keys = self.keys_of(project).await.map_err(AuthError::Store)?;
+        let Some(key) = find_key_by_password(self.pepper.as_bytes(), api_key, &keys)
+            .filter(|key| key.model.is_active)
+        else {
+            return Err(AuthError::Denied(QueryError::InvalidApiKey(format!(
+                "The API key is not a valid key of project {project}."
+            ))));
+        };
+        let allowed = match needed {
+            Access::Queries => key.model.permits(Permission::Queries),
+            Access::Master => key.model.kind == KeyKind::Master,
+        };
+        if !allowed {
+            let what = match needed {
+                Access::Queries => {
+                    "This key may not run queries: use the master key, the read key, or an \
+                     access key permitting \"queries\"."
+                }
+                Access::Master => "Dead letters are readable with the master key only.",
+            };
+            return Err(AuthError::Denied(QueryError::InvalidApiKey(
+                what.to_owned(),
+            )));
+        }
+        Ok(key.model.clone())
+    }
+}

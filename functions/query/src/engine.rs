@@ -1,0 +1,385 @@
+//! Running a count or an extraction against the Events table.
+//!
+//! Which partitions to read and how events match is the query domain's
+//! ([`keen_shared::query`]); this module fetches in parallel and combines.
+
+use futures_util::stream::{self, StreamExt, TryStreamExt};
+use keen_shared::adapters::reads::{self, ReadOrder, StoredEvent, sort_key_range};
+use keen_shared::adapters::store::{StoreError, read_counters};
+use keen_shared::key::KeyModel;
+use keen_shared::query::{self, QueryError, QueryKind, QueryRequest, Window};
+use keen_shared::storage;
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+
+/// Partition reads in flight at once for one query.
+const PARALLEL_READS: usize = 32;
+
+/// What one query may read before it is refused with 400.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Bounds {
+    /// Events-table partitions (days × shards).
+    pub partitions: usize,
+    /// Events returned by an extraction (the Lambda response holds at most 6 MB).
+    pub events: usize,
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        // 4,096 partitions: 256 days of a 16-shard deployment, about 130 rounds of 32 parallel
+        // queries. 10,000 events: typical events fit the 6 MB response several times over.
+        Bounds {
+            partitions: 4_096,
+            events: 10_000,
+        }
+    }
+}
+
+/// Why a query produced no answer.
+#[derive(Debug)]
+pub enum Failure {
+    /// The request is wrong or too large: 4xx.
+    Query(QueryError),
+    /// Storage could not be read: 503, retry.
+    Store(StoreError),
+}
+
+impl From<QueryError> for Failure {
+    fn from(error: QueryError) -> Self {
+        Failure::Query(error)
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(error: StoreError) -> Self {
+        Failure::Store(error)
+    }
+}
+
+/// What the engine reads with.
+#[derive(Clone, Copy)]
+pub struct Engine<'a> {
+    pub dynamodb: &'a aws_sdk_dynamodb::Client,
+    pub events_table: &'a str,
+    pub shards: u16,
+    pub bounds: Bounds,
+}
+
+/// The hourly counters of a collection and the days that hold data, from one query.
+struct Counters {
+    hours: Vec<(String, u64)>,
+    days: Vec<String>,
+}
+
+async fn counters(
+    engine: Engine<'_>,
+    project: &str,
+    collection: &str,
+) -> Result<Counters, Failure> {
+    let hours = read_counters(engine.dynamodb, engine.events_table, project, collection).await?;
+    let days: BTreeSet<String> = hours
+        .iter()
+        .filter(|(_, count)| *count > 0)
+        .filter_map(|(hour, _)| hour.get(..10).map(str::to_owned))
+        .collect();
+    Ok(Counters {
+        hours,
+        days: days.into_iter().collect(),
+    })
+}
+
+/// Every event of a collection, from its counters (the collections listing).
+pub async fn total_count(
+    engine: Engine<'_>,
+    project: &str,
+    collection: &str,
+) -> Result<u64, Failure> {
+    let counters = counters(engine, project, collection).await?;
+    Ok(counters.hours.iter().map(|(_, count)| count).sum())
+}
+
+/// The request, with the key's own query filters ANDed on.
+fn request_for(
+    kind: QueryKind,
+    params: &[(String, String)],
+    key: &KeyModel,
+) -> Result<QueryRequest, QueryError> {
+    let mut request = QueryRequest::from_params(kind, params)?;
+    request.and_key_filters(key)?;
+    Ok(request)
+}
+
+/// `GET /queries/count`.
+pub async fn count(
+    engine: Engine<'_>,
+    project: &str,
+    params: &[(String, String)],
+    key: &KeyModel,
+    now_ms: i64,
+) -> Result<Value, Failure> {
+    let request = request_for(QueryKind::Count, params, key)?;
+    let window = request.window(now_ms);
+    let counters = counters(engine, project, &request.event_collection).await?;
+    if request.filters.is_empty() {
+        // Whole hours from the counters; the partial hours at the edges by counting items.
+        let split = query::split_for_counters(window);
+        let from_counters: u64 = counters
+            .hours
+            .iter()
+            .filter(|(hour, _)| split.covers_hour(hour))
+            .map(|(_, count)| count)
+            .sum();
+        let mut partitions = Vec::new();
+        for edge in &split.edges {
+            for (day, shard) in query::plan_reads(
+                *edge,
+                &counters.days,
+                engine.shards,
+                engine.bounds.partitions,
+            )? {
+                partitions.push((*edge, day, shard));
+            }
+        }
+        let from_edges: u64 = stream::iter(partitions)
+            .map(|(edge, day, shard)| {
+                let pk =
+                    storage::day_partition_key(project, &request.event_collection, &day, shard);
+                async move {
+                    reads::count_events(
+                        engine.dynamodb,
+                        engine.events_table,
+                        &pk,
+                        &sort_key_range(edge.start_ms, edge.end_ms),
+                    )
+                    .await
+                }
+            })
+            .buffer_unordered(PARALLEL_READS)
+            .try_fold(0u64, |sum, n| async move { Ok(sum + n) })
+            .await?;
+        return Ok(json!({ "result": from_counters + from_edges }));
+    }
+    let plan = query::plan_reads(
+        window,
+        &counters.days,
+        engine.shards,
+        engine.bounds.partitions,
+    )?;
+    let range = sort_key_range(window.start_ms, window.end_ms);
+    let matched: u64 = stream::iter(plan)
+        .map(|(day, shard)| {
+            let pk = storage::day_partition_key(project, &request.event_collection, &day, shard);
+            let (range, request) = (&range, &request);
+            async move {
+                let events = reads::read_events(
+                    engine.dynamodb,
+                    engine.events_table,
+                    &pk,
+                    range,
+                    ReadOrder::OLDEST_FIRST,
+                )
+                .await?;
+                let matching = events
+                    .iter()
+                    .filter(|stored| request.filters.matches(&stored.event))
+                    .count();
+                Ok::<_, StoreError>(matching as u64)
+            }
+        })
+        .buffer_unordered(PARALLEL_READS)
+        .try_fold(0u64, |sum, n| async move { Ok(sum + n) })
+        .await?;
+    Ok(json!({ "result": matched }))
+}
+
+/// `GET /queries/extraction`.
+pub async fn extraction(
+    engine: Engine<'_>,
+    project: &str,
+    params: &[(String, String)],
+    key: &KeyModel,
+    now_ms: i64,
+) -> Result<Value, Failure> {
+    let request = request_for(QueryKind::Extraction, params, key)?;
+    let window = request.window(now_ms);
+    let counters = counters(engine, project, &request.event_collection).await?;
+    if request
+        .latest
+        .is_some_and(|latest| latest > engine.bounds.events)
+    {
+        return Err(QueryError::QueryTooLarge(format!(
+            "latest may ask for at most {} events, the most one answer may hold.",
+            engine.bounds.events
+        ))
+        .into());
+    }
+    let mut events = match request.latest {
+        Some(latest) => {
+            latest_events(engine, project, &request, window, &counters.days, latest).await?
+        }
+        None => {
+            let plan = query::plan_reads(
+                window,
+                &counters.days,
+                engine.shards,
+                engine.bounds.partitions,
+            )?;
+            let mut events = read_matching(engine, project, &request, window, plan, None)
+                .await?
+                .ok_or_else(|| too_many_events(engine.bounds))?;
+            events.sort_by(|a, b| a.sort_key.cmp(&b.sort_key));
+            events
+        }
+    };
+    let result: Vec<Value> = events
+        .drain(..)
+        .map(|stored| match &request.property_names {
+            Some(paths) => query::project(&stored.event, paths),
+            None => stored.event,
+        })
+        .collect();
+    Ok(json!({ "result": result }))
+}
+
+/// The newest `latest` matching events, oldest first: days are walked from the newest, all
+/// shards of a day at once, and the walk stops once enough events were found (every event of a
+/// later day is newer than every event of an earlier one).
+async fn latest_events(
+    engine: Engine<'_>,
+    project: &str,
+    request: &QueryRequest,
+    window: Window,
+    days: &[String],
+    latest: usize,
+) -> Result<Vec<StoredEvent>, Failure> {
+    let plan = query::plan_reads(window, days, engine.shards, usize::MAX)?;
+    let mut by_day: Vec<(String, Vec<(String, u16)>)> = Vec::new();
+    for (day, shard) in plan {
+        match by_day.last_mut() {
+            Some((last, partitions)) if *last == day => partitions.push((day, shard)),
+            _ => by_day.push((day.clone(), vec![(day, shard)])),
+        }
+    }
+    let mut found: Vec<StoredEvent> = Vec::new();
+    let mut partitions_read = 0usize;
+    for (_, partitions) in by_day.into_iter().rev() {
+        partitions_read += partitions.len();
+        if partitions_read > engine.bounds.partitions {
+            return Err(QueryError::QueryTooLarge(format!(
+                "Finding the latest {latest} events would read more than {} partitions (days × \
+                 shards): narrow the timeframe.",
+                engine.bounds.partitions
+            ))
+            .into());
+        }
+        // Without filters a partition never needs more than `latest` of its newest events.
+        let limit = request.filters.is_empty().then_some(latest);
+        let mut day_events = read_matching(engine, project, request, window, partitions, limit)
+            .await?
+            .ok_or_else(|| too_many_events(engine.bounds))?;
+        day_events.sort_by(|a, b| b.sort_key.cmp(&a.sort_key));
+        found.extend(day_events);
+        if found.len() >= latest {
+            break;
+        }
+    }
+    found.truncate(latest);
+    found.reverse();
+    Ok(found)
+}
+
+fn too_many_events(bounds: Bounds) -> Failure {
+    QueryError::QueryTooLarge(format!(
+        "The extraction matches more than the {} events one answer may hold: narrow the \
+         timeframe, add filters, or use latest.",
+        bounds.events
+    ))
+    .into()
+}
+
+/// Reads `plan`'s partitions in parallel and keeps the events matching the request's filters;
+/// `None` once more than the bound's events matched (reading stops there, so an oversized
+/// extraction never holds more than the bound in memory). `newest_limit` reads each partition
+/// newest first, at most that many events (and lifts the bound, which `latest` applies itself).
+async fn read_matching(
+    engine: Engine<'_>,
+    project: &str,
+    request: &QueryRequest,
+    window: Window,
+    plan: Vec<(String, u16)>,
+    newest_limit: Option<usize>,
+) -> Result<Option<Vec<StoredEvent>>, Failure> {
+    let range = sort_key_range(window.start_ms, window.end_ms);
+    let order = ReadOrder {
+        newest_first: newest_limit.is_some(),
+        limit: newest_limit,
+    };
+    let cap = match newest_limit {
+        Some(_) => usize::MAX,
+        None => engine.bounds.events,
+    };
+    let mut partitions = stream::iter(plan)
+        .map(|(day, shard)| {
+            let pk = storage::day_partition_key(project, &request.event_collection, &day, shard);
+            let range = &range;
+            async move {
+                reads::read_events(engine.dynamodb, engine.events_table, &pk, range, order).await
+            }
+        })
+        .buffer_unordered(PARALLEL_READS);
+    let mut matched = Vec::new();
+    while let Some(events) = partitions.next().await {
+        matched.extend(
+            events?
+                .into_iter()
+                .filter(|stored| request.filters.matches(&stored.event)),
+        );
+        if matched.len() > cap {
+            return Ok(None);
+        }
+    }
+    Ok(Some(matched))
+}
+
+/// The parameters of `GET /dead_letters`.
+pub struct DeadLetterParams {
+    pub collection: Option<String>,
+    pub from_ms: Option<i64>,
+    pub to_ms: Option<i64>,
+    pub limit: usize,
+}
+
+/// Dead letters returned by default, and at most.
+const DEAD_LETTERS_DEFAULT: usize = 100;
+const DEAD_LETTERS_MAX: usize = 1_000;
+
+impl DeadLetterParams {
+    /// `event_collection` (optional), `timeframe` and `timezone` (against `failed_at`), `limit`.
+    pub fn parse(params: &[(String, String)], now_ms: i64) -> Result<Self, QueryError> {
+        let get = |name: &str| {
+            params
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+        };
+        let collection = get("event_collection").map(str::to_owned);
+        let window = query::window_param(get("timeframe"), get("timezone"), now_ms)?;
+        let limit = match get("limit") {
+            None => DEAD_LETTERS_DEFAULT,
+            Some(text) => match text.parse::<usize>() {
+                Ok(n) if (1..=DEAD_LETTERS_MAX).contains(&n) => n,
+                _ => {
+                    return Err(QueryError::InvalidParameter(format!(
+                        "limit must be a whole number from 1 to {DEAD_LETTERS_MAX}, not {text:?}."
+                    )));
+                }
+            },
+        };
+        Ok(DeadLetterParams {
+            collection,
+            from_ms: window.map(|w| w.start_ms),
+            to_ms: window.map(|w| w.end_ms),
+            limit,
+        })
+    }
+}

@@ -1,0 +1,301 @@
+//! The query function (product.md §9): count and extraction, the collections listing and a
+//! project's dead letters, over HTTP.
+//!
+//! [`QueryService::respond`] takes the parts of an HTTP request that matter (method, path, query
+//! string, `Authorization` header) and answers a status and a JSON body; `main` adapts it to the
+//! Lambda HTTP event (function URL / HTTP API payload 2.0) or serves it on a local port. Reading
+//! follows architecture.md: a count without filters sums the hourly counters (plus the partial
+//! hours at the window's edges), anything else reads every (day, shard) partition of the window
+//! that holds data, in parallel; `latest` walks the days backwards from the newest; a query
+//! that would read more than the configured bounds is refused with 400 before it starts.
+
+mod auth;
+mod engine;
+
+pub use auth::{Access, KeyDirectory};
+pub use engine::Bounds;
+
+use keen_shared::adapters::dead_letters::{DeadLetterQuery, list_dead_letters};
+use keen_shared::adapters::reads::read_collections;
+use keen_shared::query::QueryError;
+use serde_json::{Value, json};
+
+/// Table names and limits, from the environment.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Events (and counters).
+    pub events_table: String,
+    /// Collections.
+    pub collections_table: String,
+    /// DeadLetters.
+    pub dead_letters_table: String,
+    /// Keys.
+    pub keys_table: String,
+    /// Shards per (project, collection, day): must equal the ingest function's.
+    pub shards: u16,
+    /// What one query may read.
+    pub bounds: Bounds,
+}
+
+/// A configuration problem, named after the variable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A required variable is not set.
+    #[error("environment variable {0} is not set; set it to the {1}")]
+    Missing(&'static str, &'static str),
+    /// A variable does not parse.
+    #[error("environment variable {0} is not a valid {1}")]
+    Invalid(&'static str, &'static str),
+}
+
+impl Config {
+    /// Reads `EVENTS_TABLE`, `COLLECTIONS_TABLE`, `DEAD_LETTERS_TABLE`, `KEYS_TABLE`,
+    /// `EVENT_SHARDS` (default 16), `QUERY_MAX_PARTITIONS` and `QUERY_MAX_EVENTS`.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        let var = |name: &'static str, what: &'static str| {
+            std::env::var(name).map_err(|_| ConfigError::Missing(name, what))
+        };
+        fn number<T: std::str::FromStr>(
+            name: &'static str,
+            what: &'static str,
+            default: T,
+        ) -> Result<T, ConfigError> {
+            match std::env::var(name) {
+                Ok(text) => text.parse().map_err(|_| ConfigError::Invalid(name, what)),
+                Err(_) => Ok(default),
+            }
+        }
+        let defaults = Bounds::default();
+        Ok(Config {
+            events_table: var("EVENTS_TABLE", "Events table name")?,
+            collections_table: var("COLLECTIONS_TABLE", "Collections table name")?,
+            dead_letters_table: var("DEAD_LETTERS_TABLE", "DeadLetters table name")?,
+            keys_table: var("KEYS_TABLE", "Keys table name")?,
+            shards: number(
+                "EVENT_SHARDS",
+                "shard count",
+                keen_shared::storage::DEFAULT_SHARDS,
+            )?,
+            bounds: Bounds {
+                partitions: number(
+                    "QUERY_MAX_PARTITIONS",
+                    "partition count",
+                    defaults.partitions,
+                )?,
+                events: number("QUERY_MAX_EVENTS", "event count", defaults.events)?,
+            },
+        })
+    }
+}
+
+/// An answer: HTTP status and JSON body.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Reply {
+    /// HTTP status.
+    pub status: u16,
+    /// The body.
+    pub body: Value,
+}
+
+impl Reply {
+    fn ok(body: Value) -> Reply {
+        Reply { status: 200, body }
+    }
+
+    fn error(error: &QueryError) -> Reply {
+        Reply {
+            status: error.status(),
+            body: error.to_json(),
+        }
+    }
+
+    /// A storage failure: the caller may retry; the message says so without internals.
+    fn unavailable(error: &keen_shared::adapters::store::StoreError) -> Reply {
+        tracing::error!(%error, "storage read failed");
+        Reply {
+            status: 503,
+            body: json!({
+                "message": "The event store could not be read just now; retry the query.",
+                "error_code": "ServiceUnavailableError",
+            }),
+        }
+    }
+}
+
+/// The function's state, built once per execution environment.
+pub struct QueryService {
+    config: Config,
+    dynamodb: aws_sdk_dynamodb::Client,
+    keys: KeyDirectory,
+    clock: fn() -> i64,
+}
+
+/// Milliseconds since the epoch, from the system clock.
+pub fn system_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// The routes, by path shape.
+enum Route<'a> {
+    Count(&'a str),
+    Extraction(&'a str),
+    Collections(&'a str),
+    DeadLetters(&'a str),
+}
+
+fn route(path: &str) -> Option<Route<'_>> {
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    match segments.as_slice() {
+        ["", "3.0", "projects", project, "queries", "count"] => Some(Route::Count(project)),
+        ["", "3.0", "projects", project, "queries", "extraction"] => {
+            Some(Route::Extraction(project))
+        }
+        ["", "3.0", "projects", project, "events"] => Some(Route::Collections(project)),
+        ["", "3.0", "projects", project, "dead_letters"] => Some(Route::DeadLetters(project)),
+        _ => None,
+    }
+}
+
+/// The query string's parameters, percent-decoded, in order.
+pub fn parse_query_string(query: &str) -> Vec<(String, String)> {
+    form_urlencoded::parse(query.as_bytes())
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect()
+}
+
+impl QueryService {
+    /// The service over `dynamodb`, checking keys under `pepper`.
+    pub fn new(
+        config: Config,
+        dynamodb: aws_sdk_dynamodb::Client,
+        pepper: keen_shared::adapters::secrets::Pepper,
+    ) -> Self {
+        let keys = KeyDirectory::new(
+            keen_shared::adapters::keys_table::KeysTable::new(
+                dynamodb.clone(),
+                config.keys_table.clone(),
+            ),
+            pepper,
+        );
+        QueryService {
+            config,
+            dynamodb,
+            keys,
+            clock: system_clock_ms,
+        }
+    }
+
+    /// Replaces the clock (tests of relative timeframes).
+    pub fn with_clock(mut self, clock: fn() -> i64) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Answers one request.
+    pub async fn respond(
+        &self,
+        method: &str,
+        path: &str,
+        query: &str,
+        authorization: Option<&str>,
+    ) -> Reply {
+        let Some(route) = route(path) else {
+            return Reply::error(&QueryError::ResourceNotFound(format!(
+                "Nothing is served at {path}: the API has /3.0/projects/{{project_id}}/queries/count, \
+                 /queries/extraction, /events and /dead_letters."
+            )));
+        };
+        if method != "GET" {
+            return Reply {
+                status: 405,
+                body: json!({
+                    "message": format!("{method} is not supported here; use GET."),
+                    "error_code": "MethodNotAllowedError",
+                }),
+            };
+        }
+        let params = parse_query_string(query);
+        let api_key = params
+            .iter()
+            .find(|(k, _)| k == "api_key")
+            .map(|(_, v)| v.as_str())
+            .or(authorization);
+        let (project, needed) = match route {
+            Route::DeadLetters(project) => (project, Access::Master),
+            Route::Count(project) | Route::Extraction(project) | Route::Collections(project) => {
+                (project, Access::Queries)
+            }
+        };
+        let key = match self.keys.authorize(project, api_key, needed).await {
+            Ok(key) => key,
+            Err(auth::AuthError::Denied(error)) => return Reply::error(&error),
+            Err(auth::AuthError::Store(error)) => return Reply::unavailable(&error),
+        };
+        let result = match route {
+            Route::Count(project) => {
+                engine::count(self.engine(), project, &params, &key, (self.clock)()).await
+            }
+            Route::Extraction(project) => {
+                engine::extraction(self.engine(), project, &params, &key, (self.clock)()).await
+            }
+            Route::Collections(project) => self.collections(project).await,
+            Route::DeadLetters(project) => self.dead_letters(project, &params).await,
+        };
+        match result {
+            Ok(body) => Reply::ok(body),
+            Err(engine::Failure::Query(error)) => Reply::error(&error),
+            Err(engine::Failure::Store(error)) => Reply::unavailable(&error),
+        }
+    }
+
+    fn engine(&self) -> engine::Engine<'_> {
+        engine::Engine {
+            dynamodb: &self.dynamodb,
+            events_table: &self.config.events_table,
+            shards: self.config.shards,
+            bounds: self.config.bounds,
+        }
+    }
+
+    /// `GET /events`: every collection with its event count, last-seen time and property types.
+    async fn collections(&self, project: &str) -> Result<Value, engine::Failure> {
+        let collections =
+            read_collections(&self.dynamodb, &self.config.collections_table, project).await?;
+        let mut out = Vec::with_capacity(collections.len());
+        for collection in collections {
+            let count = engine::total_count(self.engine(), project, &collection.name).await?;
+            out.push(json!({
+                "name": collection.name,
+                "count": count,
+                "first_event_at": collection.first_event_at,
+                "last_event_at": collection.last_event_at,
+                "properties": collection.properties,
+                "properties_truncated": collection.properties_truncated,
+            }));
+        }
+        Ok(json!({ "result": out }))
+    }
+
+    /// `GET /dead_letters`: the project's dead letters, newest first (master key only).
+    async fn dead_letters(
+        &self,
+        project: &str,
+        params: &[(String, String)],
+    ) -> Result<Value, engine::Failure> {
+        let request = engine::DeadLetterParams::parse(params, (self.clock)())?;
+        let query = DeadLetterQuery {
+            project_id: project.to_owned(),
+            collection: request.collection,
+            code: None,
+            from_ms: request.from_ms,
+            to_ms: request.to_ms,
+            limit: request.limit,
+        };
+        let letters =
+            list_dead_letters(&self.dynamodb, &self.config.dead_letters_table, &query).await?;
+        Ok(json!({ "result": letters }))
+    }
+}
