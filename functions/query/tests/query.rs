@@ -688,3 +688,57 @@ async fn the_binary_answers_over_http() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_project_reads_its_own_dead_letters_newest_first() {
+    let h = Harness::start("query-dead").await;
+    h.ingest_values(PROJECT, "purchases", 0, &[json!({"$price": 1})])
+        .await;
+    h.ingest_values(
+        PROJECT,
+        "refunds",
+        1,
+        &[json!({"ok": 1}), json!({"a.b": 2})],
+    )
+    .await;
+    h.ingest_values(OTHER, "purchases", 3, &[json!({"$other": 1})])
+        .await;
+    let service = h.service();
+    let path = format!("/3.0/projects/{PROJECT}/dead_letters");
+    let reply = get(&service, &path, "", Some(MASTER)).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let letters = reply.body["result"].as_array().expect("array");
+    assert_eq!(letters.len(), 2, "{}", reply.body);
+    for letter in letters {
+        assert_eq!(letter["project_id"], PROJECT);
+        assert_eq!(letter["error"]["code"], "InvalidPropertyNameError");
+        assert_eq!(letter["source"]["topic"], "keen-inbound");
+        assert!(letter["payload"].as_str().is_some(), "{letter}");
+    }
+    let offsets: Vec<i64> = letters
+        .iter()
+        .map(|l| l["source"]["offset"].as_i64().expect("offset"))
+        .collect();
+    assert!(offsets.contains(&0) && offsets.contains(&2), "{offsets:?}");
+    // One collection, and a limit.
+    let reply = get(&service, &path, "event_collection=refunds", Some(MASTER)).await;
+    let letters = reply.body["result"].as_array().expect("array");
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0]["payload"], r#"{"a.b":2}"#);
+    let reply = get(&service, &path, "limit=1", Some(MASTER)).await;
+    assert_eq!(reply.body["result"].as_array().map(Vec::len), Some(1));
+    let reply = get(&service, &path, "limit=0", Some(MASTER)).await;
+    assert_eq!(reply.status, 400, "{}", reply.body);
+    // A timeframe before the rejections finds none.
+    let reply = get(
+        &service,
+        &path,
+        &format!(
+            "timeframe={}",
+            enc(r#"{"start":"2020-01-01T00:00:00Z","end":"2020-01-02T00:00:00Z"}"#)
+        ),
+        Some(MASTER),
+    )
+    .await;
+    assert_eq!(reply.body, json!({"result": []}));
+}
