@@ -1,0 +1,385 @@
+//! End-to-end: real Kafka clients produce through the gateway; the local event source mapping
+//! feeds the ingest handler; the query API answers. What a customer sees, checked from the
+//! outside, against what the producers got acknowledged.
+
+use keen_e2e::{LocalStack, Project, python, run_client};
+use keen_testkit::kafka::{Fault, FaultProxy};
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const A: &str = "aaaa0000aaaa0000aaaa0000";
+const B: &str = "bbbb0000bbbb0000bbbb0000";
+const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0";
+
+fn client_args(bootstrap: &str, project: &Project, topic: &str, records: Value) -> Value {
+    json!({
+        "bootstrap": bootstrap, "mechanism": "PLAIN", "username": project.id,
+        "password": project.write_key, "topic": topic, "records": records,
+    })
+}
+
+fn kcat_produce(bootstrap: &str, project: &Project, topic: &str, values: &[String]) {
+    let mut child = Command::new("kcat")
+        .args(["-P", "-b", bootstrap, "-t", topic])
+        .args(["-X", "security.protocol=SASL_PLAINTEXT"])
+        .args(["-X", "sasl.mechanism=SCRAM-SHA-512"])
+        .args(["-X", &format!("sasl.username={}", project.id)])
+        .args(["-X", &format!("sasl.password={}", project.write_key)])
+        .args(["-X", "acks=all", "-X", "message.timeout.ms=20000"])
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kcat on PATH (.ci/run installs it)");
+    {
+        let mut stdin = child.stdin.take().expect("stdin");
+        for value in values {
+            writeln!(stdin, "{value}").expect("write to kcat");
+        }
+    }
+    let output = child.wait_with_output().expect("kcat runs");
+    assert!(
+        output.status.success(),
+        "kcat: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn field<'a>(events: &'a [Value], name: &str) -> BTreeSet<&'a str> {
+    events.iter().filter_map(|e| e[name].as_str()).collect()
+}
+
+/// Two projects write the same collection name with four different clients; each project
+/// counts and extracts its own events only, in the stored shape: the keen object, the add-on
+/// output, the write key's autofill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_projects_and_four_clients_are_counted_and_extracted_per_project() {
+    let stack = LocalStack::start().await;
+    let autofill = |tenant: &str| json!({"writes": {"autofill": {"tenant": tenant}}});
+    let a = stack.project(A, autofill("A")).await;
+    let b = stack.project(B, autofill("B")).await;
+    let bootstrap = stack.bootstrap();
+
+    // A, confluent-kafka: the user agent arrives as a header, through a placeholder, into the
+    // ua_parser add-on.
+    let records: Vec<Value> = (0..4)
+        .map(|n| {
+            json!({
+                "value": json!({
+                    "client": "confluent", "n": n, "ua": "${keen.user_agent}",
+                    "keen": {"addons": [{"name": "keen:ua_parser", "input": {"ua_string": "ua"},
+                                         "output": "parsed"}]}
+                }).to_string(),
+                "headers": {"keen-user-agent": FIREFOX},
+            })
+        })
+        .collect();
+    let answer = run_client(
+        &python(),
+        "confluent_produce.py",
+        &client_args(&bootstrap, &a, "purchases", json!(records)),
+    );
+    assert_eq!(answer["delivered"], 4, "{answer}");
+    // A, kafkajs.
+    let records: Vec<Value> = (0..3)
+        .map(|n| json!({"value": json!({"client": "kafkajs", "n": n}).to_string()}))
+        .collect();
+    let mut args = client_args(&bootstrap, &a, "purchases", json!(records));
+    args["mechanism"] = json!("plain");
+    let answer = run_client("node", "kafkajs_produce.js", &args);
+    assert_eq!(answer["delivered"], 3, "{answer}");
+    // B, kafka-python (idempotent by default).
+    let records: Vec<Value> = (0..3)
+        .map(|n| json!({"value": json!({"client": "kafka-python", "n": n}).to_string()}))
+        .collect();
+    let answer = run_client(
+        &python(),
+        "kafka_python_produce.py",
+        &client_args(&bootstrap, &b, "purchases", json!(records)),
+    );
+    assert_eq!(answer["delivered"], 3, "{answer}");
+    // B, kcat (librdkafka 2.0.2) over SCRAM-SHA-512.
+    let values: Vec<String> = (0..2)
+        .map(|n| json!({"client": "kcat", "n": n}).to_string())
+        .collect();
+    kcat_produce(&bootstrap, &b, "purchases", &values);
+
+    let timeout = Duration::from_secs(60);
+    assert_eq!(stack.wait_count(&a, "purchases", 7, timeout), 7);
+    assert_eq!(stack.wait_count(&b, "purchases", 5, timeout), 5);
+
+    let events_a = stack.extraction(&a, "purchases");
+    assert_eq!(events_a.len(), 7);
+    assert_eq!(
+        field(&events_a, "client"),
+        BTreeSet::from(["confluent", "kafkajs"])
+    );
+    assert_eq!(field(&events_a, "tenant"), BTreeSet::from(["A"]));
+    let ids: BTreeSet<&str> = events_a
+        .iter()
+        .map(|e| e["keen"]["id"].as_str().expect("keen.id"))
+        .collect();
+    assert_eq!(ids.len(), 7, "seven distinct keen.ids");
+    for event in &events_a {
+        let keen = &event["keen"];
+        assert!(keen["id"].as_str().is_some_and(|id| id.len() == 24));
+        for stamp in ["timestamp", "created_at"] {
+            let text = keen[stamp].as_str().expect(stamp);
+            assert_eq!(text.len(), 24, "{text}");
+            assert!(text.ends_with('Z'), "{text}");
+        }
+        assert_eq!(
+            keen["timestamp"], keen["created_at"],
+            "no producer timestamp given"
+        );
+        assert!(keen.get("addons").is_none(), "keen.addons is never stored");
+        if event["client"] == "confluent" {
+            assert_eq!(event["ua"], FIREFOX, "the placeholder took the header");
+            assert_eq!(event["parsed"]["browser"]["family"], "Firefox", "{event}");
+            assert_eq!(event["parsed"]["browser"]["major"], 120, "{event}");
+        }
+    }
+    let events_b = stack.extraction(&b, "purchases");
+    assert_eq!(events_b.len(), 5);
+    assert_eq!(
+        field(&events_b, "client"),
+        BTreeSet::from(["kafka-python", "kcat"])
+    );
+    assert_eq!(field(&events_b, "tenant"), BTreeSet::from(["B"]));
+
+    // Each project's collections listing knows only its own.
+    let (status, listing) = stack.get(&format!("/3.0/projects/{A}/events"), &a.read_key);
+    assert_eq!(status, 200, "{listing}");
+    assert_eq!(listing["result"][0]["name"], "purchases");
+    assert_eq!(listing["result"][0]["count"], 7);
+    // A's key opens nothing of B's.
+    let (status, _) = stack.get(
+        &format!("/3.0/projects/{B}/queries/count?event_collection=purchases"),
+        &a.read_key,
+    );
+    assert_eq!(status, 401);
+}
+
+/// The gateway issue's resend through two instances: the produce response of the instance that
+/// wrote a batch is dropped and the client's resend reaches the other instance, which writes it
+/// again; both copies carry the same `keen-producer` identity, so one event is stored per record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resend_through_two_gateways_yields_one_event_per_record() {
+    let mut stack = LocalStack::start().await;
+    let a = stack.project(A, json!({})).await;
+    let proxy = FaultProxy::start_many(Vec::new(), Fault::DropFirstProduceResponse);
+    let advertised = proxy.bootstrap();
+    // Instance 0 was started by the stack without the proxy's address: start two that
+    // advertise the proxy, so clients stay behind it.
+    let first = stack.start_gateway(&[("GATEWAY_ADVERTISED", advertised.as_str())]);
+    let second = stack.start_gateway(&[("GATEWAY_ADVERTISED", advertised.as_str())]);
+    proxy.set_upstreams(vec![first]);
+    let records: Vec<Value> = (0..10)
+        .map(|n| json!({"value": json!({"resend": n}).to_string()}))
+        .collect();
+    let producer = {
+        let mut args = client_args(&proxy.bootstrap(), &a, "resends", json!(records));
+        // The idempotent producer (what stamps keen-producer); a reconnect waits 500 ms, time
+        // to steer it to the other instance.
+        args["config"] = json!({"enable.idempotence": true, "linger.ms": 20,
+                                "reconnect.backoff.ms": 500, "reconnect.backoff.max.ms": 1000});
+        std::thread::spawn(move || run_client(&python(), "confluent_produce.py", &args))
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while proxy.dropped_responses() == 0 {
+        assert!(
+            Instant::now() < deadline && !producer.is_finished(),
+            "no Produce response was dropped"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    // Every reconnect now lands on the instance that has not seen the batch.
+    proxy.set_upstreams(vec![second]);
+    let answer = producer.join().expect("producer thread");
+    assert_eq!(answer["delivered"], 10, "{answer}");
+    assert_eq!(proxy.dropped_responses(), 1);
+
+    let count = stack.wait_count(&a, "resends", 10, Duration::from_secs(60));
+    assert_eq!(count, 10, "one event per acknowledged record");
+    let events = stack.extraction(&a, "resends");
+    let values: BTreeSet<i64> = events.iter().filter_map(|e| e["resend"].as_i64()).collect();
+    assert_eq!(values, (0..10).collect());
+    assert_eq!(events.len(), 10);
+}
+
+/// Stopping the event source mapping (SIGTERM) and killing it (SIGKILL) while producers write
+/// loses nothing and duplicates nothing: the count and the extraction equal what the producer got
+/// acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_and_killing_the_event_source_mapping_loses_and_duplicates_nothing() {
+    let mut stack = LocalStack::start().await;
+    let a = stack.project(A, json!({})).await;
+    let total = 3_000;
+    let records: Vec<Value> = (0..total)
+        .map(|n| json!({"value": json!({"seq": n}).to_string()}))
+        .collect();
+    let producer = {
+        let mut args = client_args(&stack.bootstrap(), &a, "stream", json!(records));
+        // A steady stream over a few seconds rather than one burst.
+        args["interval"] = json!(0.002);
+        std::thread::spawn(move || run_client(&python(), "confluent_produce.py", &args))
+    };
+    let stored_so_far = |stack: &LocalStack| stack.count(&a, "stream");
+    // Let some batches through, then stop cleanly mid-stream and restart.
+    wait_until(|| stored_so_far(&stack) > 200, "first events stored");
+    assert!(stack.stop_esm("TERM"), "SIGTERM: the mapping exits 0");
+    std::thread::sleep(Duration::from_millis(500));
+    stack.start_esm(&[]);
+    let before_kill = stored_so_far(&stack);
+    wait_until(
+        || stored_so_far(&stack) > before_kill + 200,
+        "events stored after the restart",
+    );
+    stack.stop_esm("KILL");
+    std::thread::sleep(Duration::from_millis(500));
+    stack.start_esm(&[]);
+
+    let answer = producer.join().expect("producer thread");
+    let acknowledged = answer["delivered"].as_u64().expect("delivered");
+    assert_eq!(acknowledged, total as u64, "{answer}");
+    let count = stack.wait_count(&a, "stream", acknowledged, Duration::from_secs(120));
+    assert_eq!(count, acknowledged, "count equals what was acknowledged");
+    let events = stack.extraction(&a, "stream");
+    assert_eq!(events.len() as u64, acknowledged);
+    let seqs: BTreeSet<i64> = events.iter().filter_map(|e| e["seq"].as_i64()).collect();
+    assert_eq!(
+        seqs.len() as u64,
+        acknowledged,
+        "no event twice, none missing"
+    );
+}
+
+fn wait_until(mut condition: impl FnMut() -> bool, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !condition() {
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The README's first command: `scripts/dev` starts the whole stack, shows one event counted,
+/// refuses a second start while it runs, and stops everything on Ctrl-C (SIGINT).
+#[test]
+fn scripts_dev_starts_the_stack_shows_it_working_and_stops_cleanly() {
+    use std::io::{BufRead, BufReader};
+    let bins = keen_e2e::binaries(); // built already: the script's own build is then a no-op
+    assert!(bins.join("keen-gateway").exists());
+    let state = std::env::temp_dir().join(format!("keen-dev-{}", keen_testkit::unique_prefix("")));
+    let ports: Vec<u16> = (0..5).map(|_| keen_e2e::free_addr().port()).collect();
+    let project = "dddd0000dddd0000dddd0000";
+    let read_key = "read-key-for-the-dev-stack-0123456789";
+    let env = [
+        ("DEV_STATE_DIR", state.display().to_string()),
+        ("DEV_PROFILE", "dev".to_owned()),
+        ("DEV_AWS_PORT", ports[0].to_string()),
+        ("DEV_GATEWAY_PORT", ports[1].to_string()),
+        ("DEV_QUERY_PORT", ports[2].to_string()),
+        ("DEV_BACKING_PORT", ports[3].to_string()),
+        ("DEV_METRICS_PORT", ports[4].to_string()),
+        ("DEV_PROJECT_ID", project.to_owned()),
+        (
+            "DEV_MASTER_KEY",
+            "master-key-for-the-dev-stack-0123456789".to_owned(),
+        ),
+        (
+            "DEV_WRITE_KEY",
+            "write-key-for-the-dev-stack-0123456789".to_owned(),
+        ),
+        ("DEV_READ_KEY", read_key.to_owned()),
+    ];
+    let script = keen_testkit::repo_root().join("scripts/dev");
+    let mut dev = Command::new(&script)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("scripts/dev");
+    let stdout = dev.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(900);
+    loop {
+        match rx.recv_timeout(Duration::from_secs(1)) {
+            Ok(line) => {
+                let done = line.contains("The local stack is running");
+                seen.push(line);
+                if done {
+                    break;
+                }
+            }
+            Err(_) => {
+                if let Ok(Some(status)) = dev.try_wait() {
+                    let mut stderr = String::new();
+                    let _ = std::io::Read::read_to_string(
+                        dev.stderr.as_mut().expect("stderr"),
+                        &mut stderr,
+                    );
+                    panic!(
+                        "scripts/dev exited {status:?}:\n{}\n{stderr}",
+                        seen.join("\n")
+                    );
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "scripts/dev did not come up:\n{}",
+                    seen.join("\n")
+                );
+            }
+        }
+    }
+    let output = seen.join("\n");
+    assert!(output.contains("counted by the query API"), "{output}");
+
+    // The demo event is there, through the printed query API.
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", ports[2])).expect("query API");
+    write!(
+        stream,
+        "GET /3.0/projects/{project}/queries/count?event_collection=dev-demo&api_key={read_key} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut response = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut response).expect("read");
+    assert!(response.ends_with(r#"{"result":1}"#), "{response}");
+
+    // A second start says a stack runs.
+    let second = Command::new(&script)
+        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+        .output()
+        .expect("second scripts/dev");
+    assert_eq!(second.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("already running"),
+        "{}",
+        String::from_utf8_lossy(&second.stderr)
+    );
+
+    // Ctrl-C stops everything: the script exits and every port is free again.
+    let _ = Command::new("kill")
+        .args(["-INT", &dev.id().to_string()])
+        .status();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while dev.try_wait().ok().flatten().is_none() {
+        assert!(Instant::now() < deadline, "scripts/dev ignored Ctrl-C");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for port in &ports {
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", *port)).is_err(),
+            "port {port} still served after Ctrl-C"
+        );
+    }
+    let _ = std::fs::remove_dir_all(&state);
+}
