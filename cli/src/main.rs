@@ -2,9 +2,15 @@
 //! a local moto server). Key commands go through [`keen_authorizer::Authorizer`], the same code
 //! the authorizer Lambda runs, so the CLI and the function cannot disagree.
 //!
-//! Output: `provision` prints `export NAME=value` lines for a shell to `eval`; every other
-//! command prints the authorizer's JSON answer on one line. Exit status: 0 done, 1 refused (the
-//! answer says why), 2 usage error, 3 configuration or storage failure (retry or fix the setup).
+//! Dead-letter commands go through the ingest's code the same way ([`dead_letters`]).
+//!
+//! Output: `provision` prints `export NAME=value` lines for a shell to `eval`; the key commands
+//! print the authorizer's JSON answer on one line; `dead-letters` prints a table, an envelope,
+//! or a line per replayed dead letter. Exit status: 0 done, 1 refused (the answer says why; for a
+//! replay: some record is still invalid), 2 usage error, 3 configuration or storage failure
+//! (retry or fix the setup).
+
+mod dead_letters;
 
 use keen_authorizer::Authorizer;
 use keen_shared::adapters::keys_table::KeysTable;
@@ -31,8 +37,31 @@ commands:
   delete-key PROJECT KEY_ID       delete a key for good
   list-keys PROJECT               the project's keys (models only, never secrets)
 
+  dead-letters list --project P [--collection C] [--code CODE] [--since ISO] [--until ISO]
+                    [--limit N]
+                                  newest first (default 50): failed_at, collection, code, id,
+                                  source topic/partition/offset, message; --since inclusive,
+                                  --until exclusive (ISO-8601, e.g. 2024-03-09T16:00:00Z)
+  dead-letters show --project P --collection C --id ID
+                                  the whole envelope (product.md §8) as JSON, payload included
+  dead-letters replay --project P [--collection C] [--code CODE] [--id ID]... [--since ISO]
+                    [--until ISO] [--dry-run]
+                                  run the selected dead letters through the ingest again after
+                                  a fix, keeping each record's identity: prints per dead letter
+                                  stored / duplicate / still invalid (CODE) / failed. A stored
+                                  or duplicate record's dead letter is removed; one still
+                                  invalid keeps exactly one, with the new error. Replaying
+                                  twice stores and counts once. --dry-run writes nothing.
+
 defaults: --endpoint-url from AWS_ENDPOINT_URL, --keys-table from KEYS_TABLE, the pepper from
-the variable KEY_PEPPER (its value, or the ARN of a Secrets Manager secret holding it).";
+the variable KEY_PEPPER (its value, or the ARN of a Secrets Manager secret holding it).
+dead-letters list/show read DEAD_LETTERS_TABLE (or --dead-letters-table); replay needs the
+ingest's own environment: EVENTS_TABLE, COLLECTIONS_TABLE, DEDUPE_TABLE, DEAD_LETTERS_TABLE,
+KEYS_TABLE (or --keys-table), DEAD_LETTER_QUEUE_URL, and GEOIP_DATABASE and EVENT_SHARDS as the
+ingest has them (`eval \"$(keenctl provision)\"` sets the names; no pepper is needed).";
+
+/// Command options that take no value.
+const BOOLEAN_FLAGS: &[&str] = &["dry-run"];
 
 /// Exit status of a usage error.
 const EXIT_USAGE: u8 = 2;
@@ -59,6 +88,14 @@ impl Invocation {
         while let Some(arg) = args.next() {
             if arg == "--help" || arg == "-h" {
                 invocation.command = Some("help".to_owned());
+                continue;
+            }
+            if let Some(flag) = arg.strip_prefix("--")
+                && BOOLEAN_FLAGS.contains(&flag)
+            {
+                invocation
+                    .options
+                    .push((flag.to_owned(), "true".to_owned()));
                 continue;
             }
             let Some(flag) = arg.strip_prefix("--") else {
@@ -131,6 +168,15 @@ impl CommandOptions<'_> {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Every value of a repeatable option, in order.
+    fn all(&self, name: &str) -> Vec<&str> {
+        self.0
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
     fn require(&self, name: &str) -> Result<&str, String> {
         self.get(name)
             .ok_or_else(|| format!("--{name} is required"))
@@ -138,7 +184,7 @@ impl CommandOptions<'_> {
 }
 
 /// What went wrong outside the request itself.
-enum CliError {
+pub(crate) enum CliError {
     Usage(String),
     Failure(String),
 }
@@ -172,6 +218,7 @@ async fn run(invocation: Invocation) -> Result<ExitCode, CliError> {
             return Ok(ExitCode::SUCCESS);
         }
         "provision" => return provision_command(&invocation).await,
+        "dead-letters" => return dead_letters::dead_letters_command(&invocation).await,
         "put-project" => {
             invocation.options(&[]).map_err(CliError::Usage)?;
             let [project] = invocation
@@ -242,14 +289,7 @@ async fn provision_command(invocation: &Invocation) -> Result<ExitCode, CliError
     let config = sdk_config(invocation).await;
     let spec =
         DeploymentSpec::deployment().map_err(|error| CliError::Failure(error.to_string()))?;
-    let sqs = match &invocation.endpoint_url {
-        Some(url) => aws_sdk_sqs::Client::from_conf(
-            aws_sdk_sqs::config::Builder::from(&config)
-                .endpoint_url(url)
-                .build(),
-        ),
-        None => aws_sdk_sqs::Client::new(&config),
-    };
+    let sqs = sqs_client(&config, invocation);
     let names = provision(&dynamodb_client(&config, invocation), &sqs, &spec, prefix)
         .await
         .map_err(|error| CliError::Failure(error.to_string()))?;
@@ -334,6 +374,18 @@ async fn sdk_config(invocation: &Invocation) -> aws_config::SdkConfig {
             .build();
     }
     config
+}
+
+/// As [`dynamodb_client`], for SQS.
+fn sqs_client(config: &aws_config::SdkConfig, invocation: &Invocation) -> aws_sdk_sqs::Client {
+    match &invocation.endpoint_url {
+        Some(url) => aws_sdk_sqs::Client::from_conf(
+            aws_sdk_sqs::config::Builder::from(config)
+                .endpoint_url(url)
+                .build(),
+        ),
+        None => aws_sdk_sqs::Client::new(config),
+    }
 }
 
 /// An explicit `--endpoint-url` wins over service-specific endpoint variables too.

@@ -1,4 +1,5 @@
-//! The built `keenctl` binary against a real moto server: provision, then keys.
+//! The built `keenctl` binary against a real moto server: provision, then keys; dead letters
+//! written by the ingest handler, listed, shown and replayed.
 
 use keen_testkit::{MotoServer, unique_prefix};
 use serde_json::Value;
@@ -10,6 +11,16 @@ const PEPPER: &str = "the keenctl test pepper, long enough";
 
 /// `keenctl` with a clean AWS environment: only what the test passes reaches it.
 fn keenctl(moto: &MotoServer, args: &[&str], stdin: Option<&str>) -> Output {
+    keenctl_with_env(moto, args, stdin, &BTreeMap::new())
+}
+
+/// As [`keenctl`], with `env` set on top.
+fn keenctl_with_env(
+    moto: &MotoServer,
+    args: &[&str],
+    stdin: Option<&str>,
+    env: &BTreeMap<String, String>,
+) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_keenctl"));
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("AWS_") {
@@ -27,6 +38,7 @@ fn keenctl(moto: &MotoServer, args: &[&str], stdin: Option<&str>) -> Output {
         .env("TEST_PEPPER", PEPPER)
         .env_remove("KEY_PEPPER")
         .env_remove("KEYS_TABLE")
+        .envs(env)
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
@@ -57,6 +69,18 @@ fn json_of(output: &Output) -> Value {
     serde_json::from_slice(&output.stdout).expect("JSON on stdout")
 }
 
+/// The `export NAME=value` lines of `keenctl provision`.
+fn exports_of(output: &Output) -> BTreeMap<String, String> {
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|line| {
+            let assignment = line.strip_prefix("export ").expect("export lines");
+            let (name, value) = assignment.split_once('=').expect("NAME=value");
+            (name.to_owned(), value.to_owned())
+        })
+        .collect()
+}
+
 #[test]
 fn provision_create_import_and_list_keys() {
     let moto = MotoServer::start();
@@ -67,14 +91,7 @@ fn provision_create_import_and_list_keys() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let exports: BTreeMap<String, String> = String::from_utf8_lossy(&output.stdout)
-        .lines()
-        .map(|line| {
-            let assignment = line.strip_prefix("export ").expect("export lines");
-            let (name, value) = assignment.split_once('=').expect("NAME=value");
-            (name.to_owned(), value.to_owned())
-        })
-        .collect();
+    let exports = exports_of(&output);
     let names: Vec<_> = exports.keys().map(String::as_str).collect();
     assert_eq!(
         names,
@@ -181,4 +198,207 @@ fn provision_create_import_and_list_keys() {
     );
     assert_eq!(no_pepper.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&no_pepper.stderr).contains("KEY_PEPPER is not set"));
+}
+
+fn text_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Records as the gateway stamps them, written by `key_id` of project `p1`.
+fn inbound(key_id: &str, offset: i64, value: &str) -> keen_ingest::DecodedRecord {
+    use keen_shared::record::{HEADER_COLLECTION, HEADER_KEY_ID, HEADER_PROJECT_ID, Header};
+    keen_ingest::DecodedRecord {
+        topic: "keen-inbound".into(),
+        partition: 1,
+        offset,
+        timestamp_ms: 1_710_000_000_000 + offset,
+        key: None,
+        value: Some(value.as_bytes().to_vec()),
+        headers: vec![
+            Header::new(HEADER_PROJECT_ID, "p1"),
+            Header::new(HEADER_COLLECTION, "clicks"),
+            Header::new(HEADER_KEY_ID, key_id),
+        ],
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_listed_shown_and_replayed_after_a_key_is_reinstated() {
+    let moto = MotoServer::start();
+    let prefix = unique_prefix("cli-dl");
+    let mut env = exports_of(&keenctl(&moto, &["provision", "--prefix", &prefix], None));
+    env.insert("GEOIP_DATABASE".into(), String::new());
+    let run = |args: &[&str]| {
+        let all: Vec<&str> = ["--pepper-env", "TEST_PEPPER"]
+            .iter()
+            .chain(args)
+            .copied()
+            .collect();
+        keenctl_with_env(&moto, &all, None, &env)
+    };
+
+    // A key revoked by mistake: what it wrote is dead-lettered, as is a value that is no JSON.
+    let created = json_of(&run(&[
+        "create-key",
+        "p1",
+        "--name",
+        "w",
+        "--kind",
+        "write",
+    ]));
+    let key_id = created["key_id"].as_str().expect("key_id").to_owned();
+    json_of(&run(&["revoke-key", "p1", &key_id]));
+    let dynamodb = moto.dynamodb();
+    let config = keen_ingest::Config {
+        tables: keen_shared::adapters::store::Tables {
+            events: env["EVENTS_TABLE"].clone(),
+            collections: env["COLLECTIONS_TABLE"].clone(),
+            dedupe: env["DEDUPE_TABLE"].clone(),
+            dead_letters: env["DEAD_LETTERS_TABLE"].clone(),
+        },
+        keys_table: env["KEYS_TABLE"].clone(),
+        dead_letter_queue_url: env["DEAD_LETTER_QUEUE_URL"].clone(),
+        geoip_database: None,
+        shards: 16,
+    };
+    let ingest = keen_ingest::Ingest::with_clients(
+        config.clone(),
+        dynamodb.clone(),
+        moto.sqs(),
+        std::sync::Arc::new(keen_shared::addon::ReferenceData::new(None)),
+    );
+    let (_, counts) = ingest
+        .handle(vec![
+            inbound(&key_id, 0, r#"{"n":0}"#),
+            inbound(&key_id, 1, r#"{"n":1}"#),
+            inbound(&key_id, 2, "not json"),
+        ])
+        .await;
+    assert_eq!(counts.dead_lettered_total(), 3, "{counts:?}");
+    json_of(&run(&["unrevoke-key", "p1", &key_id]));
+
+    let list = |extra: &[&str]| {
+        let mut args = vec!["dead-letters", "list", "--project", "p1"];
+        args.extend_from_slice(extra);
+        let output = run(&args);
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        text_of(&output)
+    };
+    let table = list(&[]);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 4, "{table}");
+    assert!(lines[0].starts_with("FAILED_AT"));
+    assert!(table.contains("keen-inbound/1/2"));
+    assert_eq!(list(&["--code", "InvalidApiKeyError"]).lines().count(), 3);
+    assert_eq!(
+        list(&["--collection", "clicks", "--limit", "1"])
+            .lines()
+            .count(),
+        2
+    );
+    assert_eq!(
+        list(&["--until", "2000-01-01T00:00:00Z"]).lines().count(),
+        1
+    );
+    let bad = run(&[
+        "dead-letters",
+        "list",
+        "--project",
+        "p1",
+        "--since",
+        "yesterday",
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--since"));
+
+    // show: the whole envelope.
+    let invalid_id = lines
+        .iter()
+        .find(|l| l.contains("keen-inbound/1/2"))
+        .and_then(|l| l.split_whitespace().nth(3))
+        .expect("id column")
+        .to_owned();
+    let shown = json_of(&run(&[
+        "dead-letters",
+        "show",
+        "--project",
+        "p1",
+        "--collection",
+        "clicks",
+        "--id",
+        &invalid_id,
+    ]));
+    assert_eq!(shown["payload"], "not json");
+    assert_eq!(shown["source"]["offset"], 2);
+    assert_eq!(shown["error"]["code"], "InvalidEventError");
+
+    // A dry run writes nothing.
+    let dry = run(&["dead-letters", "replay", "--project", "p1", "--dry-run"]);
+    assert_eq!(dry.status.code(), Some(1), "{}", text_of(&dry));
+    assert_eq!(
+        text_of(&dry).matches("would be stored").count(),
+        2,
+        "{}",
+        text_of(&dry)
+    );
+    assert_eq!(list(&[]).lines().count(), 4);
+
+    // Replay: two stored, one still invalid (exit 1), and only that one is left.
+    let replayed = run(&["dead-letters", "replay", "--project", "p1"]);
+    let report = text_of(&replayed);
+    assert_eq!(replayed.status.code(), Some(1), "{report}");
+    assert_eq!(report.matches("  stored (").count(), 2, "{report}");
+    assert!(
+        report.contains("still invalid (InvalidEventError)"),
+        "{report}"
+    );
+    assert!(
+        report.contains("3 dead letters: still invalid 1, stored 2"),
+        "{report}"
+    );
+    let left = list(&[]);
+    assert_eq!(left.lines().count(), 2, "{left}");
+    assert!(left.contains(&invalid_id));
+
+    // Again: nothing new is stored or counted.
+    let again = run(&[
+        "dead-letters",
+        "replay",
+        "--project",
+        "p1",
+        "--id",
+        &invalid_id,
+        "--id",
+        "000000000000000000000000",
+    ]);
+    let report = text_of(&again);
+    assert!(
+        report.contains("000000000000000000000000  not found"),
+        "{report}"
+    );
+    assert!(
+        report.contains("1 dead letters: still invalid 1"),
+        "{report}"
+    );
+    let counted: u64 = keen_shared::adapters::store::read_counters(
+        &dynamodb,
+        &config.tables.events,
+        "p1",
+        "clicks",
+    )
+    .await
+    .expect("counters")
+    .iter()
+    .map(|(_, n)| n)
+    .sum();
+    assert_eq!(counted, 2);
+
+    // Replay without the ingest's environment says what is missing.
+    let bare = keenctl(&moto, &["dead-letters", "replay", "--project", "p1"], None);
+    assert_eq!(bare.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&bare.stderr).contains("EVENTS_TABLE"));
 }

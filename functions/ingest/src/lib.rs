@@ -172,6 +172,23 @@ impl Ingest {
         }
     }
 
+    /// The function state on plain clients: the real write batcher, queue and Keys table.
+    pub fn with_clients(
+        config: Config,
+        dynamodb: DynamoDb,
+        sqs: aws_sdk_sqs::Client,
+        data: Arc<ReferenceData>,
+    ) -> Self {
+        Ingest::new(
+            config.clone(),
+            dynamodb.clone(),
+            WriteBatcher::new(dynamodb.clone()),
+            DeadLetterQueue::new(sqs, config.dead_letter_queue_url.clone()),
+            keen_shared::adapters::keys_table::KeysTable::new(dynamodb, config.keys_table.clone()),
+            data,
+        )
+    }
+
     /// Replaces the clock (tests).
     pub fn with_clock(mut self, clock: fn() -> i64) -> Self {
         self.clock = clock;

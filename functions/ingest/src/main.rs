@@ -2,9 +2,6 @@
 
 use aws_lambda_events::event::kafka::KafkaEvent;
 use keen_ingest::{Config, Ingest, decode_event, system_clock_ms};
-use keen_shared::adapters::batch::WriteBatcher;
-use keen_shared::adapters::dlq::DeadLetterQueue;
-use keen_shared::adapters::keys_table::KeysTable;
 use keen_shared::addon::ReferenceData;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use std::sync::Arc;
@@ -36,14 +33,7 @@ async fn main() -> Result<(), Error> {
     let data = Arc::new(ReferenceData::new(config.geoip_database.clone()));
     data.warm_up()?;
 
-    let ingest = Ingest::new(
-        config.clone(),
-        dynamodb.clone(),
-        WriteBatcher::new(dynamodb.clone()),
-        DeadLetterQueue::new(sqs, config.dead_letter_queue_url.clone()),
-        KeysTable::new(dynamodb, config.keys_table.clone()),
-        data,
-    );
+    let ingest = Ingest::with_clients(config, dynamodb, sqs, data);
     let ingest = &ingest;
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<KafkaEvent>| async move {
