@@ -383,3 +383,121 @@ fn scripts_dev_starts_the_stack_shows_it_working_and_stops_cleanly() {
     }
     let _ = std::fs::remove_dir_all(&state);
 }
+
+/// Records that cannot be stored show up in the customer's dead-letter listing and on the
+/// operator's SQS queue with their codes, and replay after a fix: a write key revoked by mistake
+/// while records waited in the inbound topic dead-letters them (InvalidApiKeyError); once the key
+/// is reinstated, `keenctl dead-letters replay` stores them exactly once (twice is still once),
+/// and a record that is invalid on its own stays dead-lettered once, with its real reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_letters_are_listed_announced_and_replayable() {
+    let mut stack = LocalStack::start().await;
+    let a = stack.project(A, json!({})).await;
+    // Records wait in the inbound topic while the mapping is down…
+    assert!(stack.stop_esm("TERM"));
+    let mut records: Vec<Value> = (0..5)
+        .map(|n| json!({"value": json!({"order": n}).to_string()}))
+        .collect();
+    records.push(json!({"value": json!({"$bad": 1}).to_string()}));
+    let answer = run_client(
+        &python(),
+        "confluent_produce.py",
+        &client_args(&stack.bootstrap(), &a, "orders", json!(records)),
+    );
+    assert_eq!(answer["delivered"], 6, "{answer}");
+    // …and the key that wrote them is revoked by mistake before they are processed.
+    let (code, out, err) = stack.keenctl(&["revoke-key", A, &a.write_key_id]);
+    assert_eq!(code, 0, "{out}{err}");
+    stack.start_esm(&[]);
+
+    let dead_path = format!("/3.0/projects/{A}/dead_letters?event_collection=orders");
+    let letters = wait_for_letters(&stack, &a, &dead_path, 6);
+    for letter in &letters {
+        assert_eq!(letter["error"]["code"], "InvalidApiKeyError", "{letter}");
+        assert_eq!(letter["collection"], "orders");
+        assert_eq!(letter["source"]["topic"], keen_e2e::INBOUND_TOPIC);
+        assert!(letter["payload"].as_str().is_some(), "{letter}");
+    }
+    assert_eq!(stack.count(&a, "orders"), 0);
+    // The operator's queue announced each one, with its attributes.
+    let queue = stack.provisioned.name("DEAD_LETTER_QUEUE_URL").to_owned();
+    let mut announced = Vec::new();
+    for _ in 0..20 {
+        let page = stack
+            .provisioned
+            .sqs
+            .receive_message()
+            .queue_url(&queue)
+            .max_number_of_messages(10)
+            .message_attribute_names("All")
+            .visibility_timeout(300)
+            .send()
+            .await
+            .expect("receive");
+        announced.extend(page.messages.unwrap_or_default());
+        if announced.len() >= 6 {
+            break;
+        }
+    }
+    assert_eq!(announced.len(), 6);
+    for message in &announced {
+        let attribute = |name: &str| {
+            message
+                .message_attributes
+                .as_ref()
+                .and_then(|m| m.get(name))
+                .and_then(|v| v.string_value.clone())
+                .unwrap_or_default()
+        };
+        assert_eq!(attribute("error_code"), "InvalidApiKeyError");
+        assert_eq!(attribute("project_id"), A);
+        assert_eq!(attribute("collection"), "orders");
+    }
+
+    // The fix, then the replay (twice: the second stores nothing new).
+    let (code, out, err) = stack.keenctl(&["unrevoke-key", A, &a.write_key_id]);
+    assert_eq!(code, 0, "{out}{err}");
+    for _ in 0..2 {
+        let (code, out, err) = stack.keenctl(&[
+            "dead-letters",
+            "replay",
+            "--project",
+            A,
+            "--collection",
+            "orders",
+        ]);
+        // Exit 1: one record is still invalid.
+        assert_eq!(code, 1, "{out}{err}");
+        assert_eq!(stack.count(&a, "orders"), 5, "{out}");
+    }
+    let events = stack.extraction(&a, "orders");
+    let orders: BTreeSet<i64> = events.iter().filter_map(|e| e["order"].as_i64()).collect();
+    assert_eq!(orders, (0..5).collect());
+    assert_eq!(events.len(), 5);
+    // One dead letter is left: the record that is invalid on its own, with its real reason.
+    let (status, body) = stack.get(&dead_path, &a.master_key);
+    assert_eq!(status, 200, "{body}");
+    let left = body["result"].as_array().expect("array");
+    assert_eq!(left.len(), 1, "{body}");
+    assert_eq!(left[0]["error"]["code"], "InvalidPropertyNameError");
+    assert_eq!(left[0]["payload"], r#"{"$bad":1}"#);
+}
+
+fn wait_for_letters(
+    stack: &LocalStack,
+    project: &Project,
+    path: &str,
+    expected: usize,
+) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, body) = stack.get(path, &project.master_key);
+        assert_eq!(status, 200, "{body}");
+        let letters = body["result"].as_array().expect("array").clone();
+        if letters.len() >= expected || Instant::now() >= deadline {
+            assert_eq!(letters.len(), expected, "{body}");
+            return letters;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
