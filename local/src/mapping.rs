@@ -287,7 +287,9 @@ impl<F: Function> EventSourceMapping<F> {
     /// Invokes the function with one batch, then commits and rewinds as its answer says.
     async fn process(&mut self, mut batch: Batch) -> Result<(), MappingError> {
         let records = batch.event.records();
+        let building = std::time::Instant::now();
         let event = batch.event.build();
+        let build_ms = building.elapsed().as_secs_f64() * 1000.0;
         let bytes = event.len();
         let started = std::time::Instant::now();
         let function = Arc::clone(&self.function);
@@ -308,7 +310,9 @@ impl<F: Function> EventSourceMapping<F> {
                 None,
             ),
         };
+        let committing = std::time::Instant::now();
         let committed = self.commit(&plan);
+        let commit_ms = committing.elapsed().as_secs_f64() * 1000.0;
         let mut rewound = 0;
         for partition in plan.rewound() {
             self.rewind(partition)?;
@@ -325,7 +329,9 @@ impl<F: Function> EventSourceMapping<F> {
             records,
             partitions = plan.partitions.len(),
             bytes,
+            build_ms,
             invoke_ms,
+            commit_ms,
             committed,
             rewound,
             malformed = plan.malformed.as_deref(),

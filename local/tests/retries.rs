@@ -35,6 +35,8 @@ enum Step {
 #[derive(Debug, Clone)]
 struct Seen {
     partitions: BTreeMap<i32, Vec<i64>>,
+    /// Length of the event JSON.
+    bytes: usize,
     step: Step,
     /// For `FailFirstPartition`: the partition and offset reported.
     failed_at: Option<(i32, i64)>,
@@ -64,6 +66,7 @@ impl Scripted {
 
 impl Function for Scripted {
     async fn invoke(&self, event: String) -> Result<Invocation, String> {
+        let bytes = event.len();
         let event: KafkaEvent = serde_json::from_str(&event).map_err(|e| e.to_string())?;
         let mut partitions: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
         for record in keen_ingest::decode_event(&event) {
@@ -90,6 +93,7 @@ impl Function for Scripted {
             .unwrap_or_else(PoisonError::into_inner)
             .push(Seen {
                 partitions,
+                bytes,
                 step,
                 failed_at,
             });
@@ -116,6 +120,10 @@ impl Function for Scripted {
 /// Runs a mapping over a fresh topic holding `PER_PARTITION` records per partition until the
 /// group committed everything, then stops it; returns what the function saw.
 async fn run_script(script: &[Step]) -> Vec<Seen> {
+    run_script_bounded(script, MAX_PAYLOAD_BYTES).await
+}
+
+async fn run_script_bounded(script: &[Step], max_payload_bytes: usize) -> Vec<Seen> {
     let broker = TansuBroker::start();
     broker.create_topic(common::TOPIC, PARTITIONS as u32);
     let records: Vec<Outbound> = (0..PER_PARTITION)
@@ -137,7 +145,7 @@ async fn run_script(script: &[Step]) -> Vec<Seen> {
         group_id: group.clone(),
         batch_size: 10,
         batch_window: Duration::from_millis(50),
-        max_payload_bytes: MAX_PAYLOAD_BYTES,
+        max_payload_bytes,
     };
     let function = Scripted::new(script);
     let mapping = EventSourceMapping::new(config, Arc::clone(&function)).expect("a mapping");
@@ -225,4 +233,16 @@ async fn a_function_error_or_panic_replays_the_whole_batch() {
     let seen = run_script(&[Step::Error, Step::Panic, Step::Succeed, Step::Error]).await;
     assert_resumes_as_lambda(&seen);
     assert!(seen.len() >= 5, "{seen:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_closes_before_the_payload_bound_and_the_next_record_opens_the_next() {
+    // About 400 bytes per record: a 2,000-byte bound holds four, well under the batch size 10.
+    let seen = run_script_bounded(&[Step::FailFirstPartition], 2_000).await;
+    assert_resumes_as_lambda(&seen);
+    for invocation in &seen {
+        assert!(invocation.bytes <= 2_000, "{invocation:?}");
+        let records: usize = invocation.partitions.values().map(Vec::len).sum();
+        assert!((1..10).contains(&records), "{invocation:?}");
+    }
 }
