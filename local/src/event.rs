@@ -215,7 +215,7 @@ pub fn event_json(source: &EventSource, records: &[ConsumedRecord]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use aws_lambda_events::event::kafka::KafkaEvent;
+    use keen_ingest::MskEvent;
 
     fn source() -> EventSource {
         EventSource {
@@ -275,16 +275,15 @@ mod tests {
         assert_eq!(first["timestampType"], "LOG_APPEND_TIME");
 
         // Exactly what lambda_runtime would hand the function, and what ingest then reads.
-        let event: KafkaEvent = serde_json::from_str(&text).expect("a KafkaEvent");
+        let event: MskEvent = serde_json::from_str(&text).expect("an MskEvent");
         let parsed = &event.records["keen-inbound-0"][0];
         assert_eq!((parsed.key.as_ref(), parsed.value.as_ref()), (None, None));
         let decoded = keen_ingest::decode_event(&event);
         assert_eq!(decoded[0].value, None);
         assert_eq!(decoded[0].key, None);
         assert_eq!(first["timestamp"], 1_710_000_000_123_i64);
-        // aws_lambda_events 1.2.1 reads milliseconds through an f64 fraction and truncates:
-        // about half of all timestamps come out 1 ms early (…123 → …122), in Lambda as here.
-        assert!((1_710_000_000_122..=1_710_000_000_123).contains(&decoded[0].timestamp_ms));
+        // Exactly, to the millisecond (aws_lambda_events' KafkaEvent lost one on about half).
+        assert_eq!(decoded[0].timestamp_ms, 1_710_000_000_123);
         assert_eq!(
             decoded[0].headers[0].value.as_slice(),
             b"purchases".as_slice()
@@ -315,7 +314,7 @@ mod tests {
         assert_eq!(offsets("keen-inbound-1"), [6, 7]);
         assert_eq!(offsets("keen-inbound-10"), [1]);
         assert_eq!(event["records"].as_object().expect("records").len(), 3);
-        let parsed: KafkaEvent = serde_json::from_str(&text).expect("a KafkaEvent");
+        let parsed: MskEvent = serde_json::from_str(&text).expect("an MskEvent");
         let decoded = keen_ingest::decode_event(&parsed);
         assert_eq!(decoded.len(), 5);
         assert_eq!(decoded[0].topic, "keen-inbound");

@@ -16,11 +16,11 @@ pub mod plan;
 pub use config::EsmConfig;
 pub use mapping::{EventSourceMapping, Function, Invocation, MappingError, RunSummary};
 
-use aws_lambda_events::event::kafka::KafkaEvent;
+use keen_ingest::MskEvent;
 use keen_ingest::{Ingest, decode_event};
 
 /// The ingest handler, invoked as `lambda_runtime` would: the event text parsed by serde into
-/// [`KafkaEvent`], decoded, handled.
+/// [`MskEvent`], decoded, handled.
 pub struct IngestFunction {
     ingest: Ingest,
 }
@@ -34,7 +34,7 @@ impl IngestFunction {
 impl Function for IngestFunction {
     async fn invoke(&self, event: String) -> Result<Invocation, String> {
         // lambda_runtime answers a payload that does not parse with an error: so do we.
-        let event: KafkaEvent = serde_json::from_str(&event)
+        let event: MskEvent = serde_json::from_str(&event)
             .map_err(|error| format!("the event is not an MSK event: {error}"))?;
         let (response, counts) = self.ingest.handle(decode_event(&event)).await;
         Ok(Invocation {

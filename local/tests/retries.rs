@@ -6,8 +6,8 @@
 
 mod common;
 
-use aws_lambda_events::event::kafka::KafkaEvent;
 use common::{Outbound, PARTITIONS, committed, produce};
+use keen_ingest::MskEvent;
 use keen_local::config::{BackingSettings, EsmConfig, MAX_PAYLOAD_BYTES};
 use keen_local::{EventSourceMapping, Function, Invocation};
 use keen_testkit::TansuBroker;
@@ -67,7 +67,7 @@ impl Scripted {
 impl Function for Scripted {
     async fn invoke(&self, event: String) -> Result<Invocation, String> {
         let bytes = event.len();
-        let event: KafkaEvent = serde_json::from_str(&event).map_err(|e| e.to_string())?;
+        let event: MskEvent = serde_json::from_str(&event).map_err(|e| e.to_string())?;
         let mut partitions: BTreeMap<i32, Vec<i64>> = BTreeMap::new();
         for record in keen_ingest::decode_event(&event) {
             partitions

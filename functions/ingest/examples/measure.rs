@@ -6,9 +6,9 @@
 //!
 //! Run with `scripts/measure-ingest` (release build).
 
-use aws_lambda_events::event::kafka::KafkaEvent;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use keen_ingest::MskEvent;
 use keen_ingest::{Config, Ingest, decode_event};
 use keen_shared::Outcome;
 use keen_shared::adapters::batch::WriteBatcher;
@@ -59,7 +59,7 @@ fn main() {
     for _ in 0..5 {
         let cpu = cpu_seconds();
         let started = Instant::now();
-        let event: KafkaEvent = serde_json::from_slice(&payload).expect("MSK event");
+        let event: MskEvent = serde_json::from_slice(&payload).expect("MSK event");
         let records = decode_event(&event);
         let mut items = 0usize;
         for record in &records {
@@ -96,7 +96,7 @@ fn main() {
     // Stored bytes of a typical ~1 KB event.
     let typical = typical_event();
     let record = record_json(0, &typical);
-    let one: KafkaEvent = serde_json::from_value(
+    let one: MskEvent = serde_json::from_value(
         json!({"eventSource": "aws:kafka", "records": {"keen-inbound-0": [record]}}),
     )
     .expect("event");
@@ -190,7 +190,7 @@ fn invocation_memory(payload: Vec<u8>, events: usize) {
         );
         let before = vm_hwm_kb();
         let started = Instant::now();
-        let event: KafkaEvent = serde_json::from_slice(&payload).expect("MSK event");
+        let event: MskEvent = serde_json::from_slice(&payload).expect("MSK event");
         let (response, counts) = ingest.handle(decode_event(&event)).await;
         println!(
             "whole invocation of {events} events against moto: {:.1} s, stored {}, response {response}",

@@ -18,7 +18,7 @@ mod keys;
 mod metrics;
 mod replay;
 
-pub use decode::{DecodedRecord, decode_event};
+pub use decode::{DecodedRecord, MskEvent, MskRecord, decode_event};
 pub use metrics::Counts;
 pub use replay::{ReplayOutcome, ReplayReport, ReplayResult};
 

@@ -1,6 +1,6 @@
 //! The ingest Lambda: wires the environment's tables, queue and reference data to the handler.
 
-use aws_lambda_events::event::kafka::KafkaEvent;
+use keen_ingest::MskEvent;
 use keen_ingest::{Config, Ingest, decode_event, system_clock_ms};
 use keen_shared::addon::ReferenceData;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
@@ -35,23 +35,21 @@ async fn main() -> Result<(), Error> {
 
     let ingest = Ingest::with_clients(config, dynamodb, sqs, data);
     let ingest = &ingest;
-    lambda_runtime::run(service_fn(
-        move |event: LambdaEvent<KafkaEvent>| async move {
-            let records = decode_event(&event.payload);
-            let (response, counts) = ingest.handle(records).await;
-            tracing::info!(
-                received = counts.received,
-                stored = counts.stored,
-                duplicates = counts.duplicates,
-                resends = counts.resends,
-                dead_lettered = counts.dead_lettered_total(),
-                dead_lettered_by_code = ?counts.dead_lettered,
-                retried = counts.retried,
-                "batch processed"
-            );
-            println!("{}", counts.embedded_metrics(system_clock_ms()));
-            Ok::<_, Error>(response)
-        },
-    ))
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<MskEvent>| async move {
+        let records = decode_event(&event.payload);
+        let (response, counts) = ingest.handle(records).await;
+        tracing::info!(
+            received = counts.received,
+            stored = counts.stored,
+            duplicates = counts.duplicates,
+            resends = counts.resends,
+            dead_lettered = counts.dead_lettered_total(),
+            dead_lettered_by_code = ?counts.dead_lettered,
+            retried = counts.retried,
+            "batch processed"
+        );
+        println!("{}", counts.embedded_metrics(system_clock_ms()));
+        Ok::<_, Error>(response)
+    }))
     .await
 }

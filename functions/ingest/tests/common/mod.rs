@@ -3,8 +3,8 @@
 
 #![allow(dead_code)] // each test file uses its own share of the harness
 
-use aws_lambda_events::event::kafka::KafkaEvent;
 use aws_sdk_dynamodb::types::AttributeValue;
+use keen_ingest::MskEvent;
 use keen_ingest::{Config, DecodedRecord, Ingest, decode_event};
 use keen_shared::adapters::batch::WriteBatcher;
 use keen_shared::adapters::dlq::DeadLetterQueue;
@@ -24,7 +24,7 @@ pub const PEPPER: &[u8] = b"a test pepper of enough length";
 pub fn batch_file() -> Vec<DecodedRecord> {
     let path = keen_testkit::repo_root().join("events/ingest-batch.json");
     let text = std::fs::read_to_string(&path).expect("events/ingest-batch.json");
-    let event: KafkaEvent = serde_json::from_str(&text).expect("an MSK event");
+    let event: MskEvent = serde_json::from_str(&text).expect("an MSK event");
     decode_event(&event)
 }
 
