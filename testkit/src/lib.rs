@@ -290,3 +290,29 @@ fn http_request(port: u16, method: &str, path: &str) -> std::io::Result<String> 
         )))
     }
 }
+
+/// Runs a Kafka client script of `gateway/tests/clients/` (Python or Node, by `program`) with one
+/// JSON argument, from `tests/node` (where kafkajs is installed), and returns its JSON answer:
+/// the last line of its stdout. Panics with both outputs when there is none.
+pub fn run_client(program: &str, script: &str, argument: &serde_json::Value) -> serde_json::Value {
+    let path = repo_root().join("gateway/tests/clients").join(script);
+    let output = Command::new(program)
+        .arg(&path)
+        .arg(argument.to_string())
+        .current_dir(repo_root().join("tests/node"))
+        .output()
+        .unwrap_or_else(|e| panic!("running {program} {script}: {e}"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let last = stdout
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    serde_json::from_str(last).unwrap_or_else(|e| {
+        panic!(
+            "{script} printed no JSON ({e}); status {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+            output.status
+        )
+    })
+}

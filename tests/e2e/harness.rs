@@ -433,32 +433,7 @@ fn override_env(env: &mut Vec<(String, String)>, extra: &[(&str, &str)]) {
     }
 }
 
-/// Runs a Kafka client script from gateway/tests/clients/ with a JSON argument and returns its
-/// JSON answer (the last line of its stdout).
-pub fn run_client(program: &str, script: &str, argument: &Value) -> Value {
-    let path = keen_testkit::repo_root()
-        .join("gateway/tests/clients")
-        .join(script);
-    let output = Command::new(program)
-        .arg(&path)
-        .arg(argument.to_string())
-        .current_dir(keen_testkit::repo_root().join("tests/node"))
-        .output()
-        .expect("run client");
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let last = stdout
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or("");
-    serde_json::from_str(last).unwrap_or_else(|e| {
-        panic!(
-            "{script} printed no JSON ({e}); status {:?}\nstdout:\n{stdout}\nstderr:\n{stderr}",
-            output.status
-        )
-    })
-}
+pub use keen_testkit::run_client;
 
 /// The repository's Python.
 pub fn python() -> String {

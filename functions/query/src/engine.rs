@@ -166,29 +166,22 @@ pub async fn count(
         engine.bounds.partitions,
     )?;
     let range = sort_key_range(window.start_ms, window.end_ms);
-    let matched: u64 = stream::iter(plan)
-        .map(|(day, shard)| {
-            let pk = storage::day_partition_key(project, &request.event_collection, &day, shard);
-            let (range, request) = (&range, &request);
-            async move {
-                let events = reads::read_events(
-                    engine.dynamodb,
-                    engine.events_table,
-                    &pk,
-                    range,
-                    ReadOrder::OLDEST_FIRST,
-                )
-                .await?;
-                let matching = events
-                    .iter()
-                    .filter(|stored| request.filters.matches(&stored.event))
-                    .count();
-                Ok::<_, StoreError>(matching as u64)
-            }
-        })
-        .buffer_unordered(PARALLEL_READS)
-        .try_fold(0u64, |sum, n| async move { Ok(sum + n) })
-        .await?;
+    let matched: u64 = partition_reads(
+        engine,
+        project,
+        &request,
+        &range,
+        plan,
+        ReadOrder::OLDEST_FIRST,
+    )
+    .try_fold(0u64, |sum, events| {
+        let matching = events
+            .iter()
+            .filter(|stored| request.filters.matches(&stored.event))
+            .count();
+        async move { Ok(sum + matching as u64) }
+    })
+    .await?;
     Ok(json!({ "result": matched }))
 }
 
@@ -318,15 +311,7 @@ async fn read_matching(
         Some(_) => usize::MAX,
         None => engine.bounds.events,
     };
-    let mut partitions = stream::iter(plan)
-        .map(|(day, shard)| {
-            let pk = storage::day_partition_key(project, &request.event_collection, &day, shard);
-            let range = &range;
-            async move {
-                reads::read_events(engine.dynamodb, engine.events_table, &pk, range, order).await
-            }
-        })
-        .buffer_unordered(PARALLEL_READS);
+    let mut partitions = partition_reads(engine, project, request, &range, plan, order);
     let mut matched = Vec::new();
     while let Some(events) = partitions.next().await {
         matched.extend(
@@ -339,6 +324,26 @@ async fn read_matching(
         }
     }
     Ok(Some(matched))
+}
+
+/// The events of each partition of `plan` within `range`, read `PARALLEL_READS` at a time, in
+/// whatever order the reads finish.
+fn partition_reads<'a>(
+    engine: Engine<'a>,
+    project: &'a str,
+    request: &'a QueryRequest,
+    range: &'a (String, String),
+    plan: Vec<(String, u16)>,
+    order: ReadOrder,
+) -> impl futures_util::Stream<Item = Result<Vec<StoredEvent>, StoreError>> + 'a {
+    stream::iter(plan)
+        .map(move |(day, shard)| {
+            let pk = storage::day_partition_key(project, &request.event_collection, &day, shard);
+            async move {
+                reads::read_events(engine.dynamodb, engine.events_table, &pk, range, order).await
+            }
+        })
+        .buffer_unordered(PARALLEL_READS)
 }
 
 /// The parameters of `GET /dead_letters`.

@@ -6,6 +6,8 @@
 use super::store::{Item, StoreError, string_attr};
 use crate::storage;
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::query::QueryOutput;
+use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::types::{AttributeValue, Select};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -54,6 +56,64 @@ fn query_error(operation: &'static str, error: impl std::fmt::Display) -> StoreE
     }
 }
 
+/// The pages of a Query, one `send` each, until DynamoDB names no next page.
+struct Pages {
+    query: QueryFluentBuilder,
+    operation: &'static str,
+    start: Option<Item>,
+    done: bool,
+}
+
+impl Pages {
+    fn new(query: QueryFluentBuilder, operation: &'static str) -> Pages {
+        Pages {
+            query,
+            operation,
+            start: None,
+            done: false,
+        }
+    }
+
+    async fn next(&mut self) -> Result<Option<QueryOutput>, StoreError> {
+        if self.done {
+            return Ok(None);
+        }
+        let page = self
+            .query
+            .clone()
+            .set_exclusive_start_key(self.start.take())
+            .send()
+            .await
+            .map_err(|e| {
+                query_error(
+                    self.operation,
+                    aws_sdk_dynamodb::error::DisplayErrorContext(e),
+                )
+            })?;
+        match &page.last_evaluated_key {
+            Some(key) if !key.is_empty() => self.start = Some(key.clone()),
+            _ => self.done = true,
+        }
+        Ok(Some(page))
+    }
+}
+
+/// A Query of partition `pk` over the sort keys of `range`.
+fn range_query(
+    client: &Client,
+    table: &str,
+    pk: &str,
+    range: &(String, String),
+) -> QueryFluentBuilder {
+    client
+        .query()
+        .table_name(table)
+        .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
+        .expression_attribute_values(":pk", AttributeValue::S(pk.to_owned()))
+        .expression_attribute_values(":from", AttributeValue::S(range.0.clone()))
+        .expression_attribute_values(":to", AttributeValue::S(range.1.clone()))
+}
+
 /// Reads the events of partition `pk` whose sort keys lie in `range` (from [`sort_key_range`]).
 ///
 /// Part items are skipped while paging; an event split into parts is assembled from them, so
@@ -67,25 +127,9 @@ pub async fn read_events(
     order: ReadOrder,
 ) -> Result<Vec<StoredEvent>, StoreError> {
     let mut out = Vec::new();
-    let mut start: Option<Item> = None;
-    loop {
-        let page = client
-            .query()
-            .table_name(table)
-            .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
-            .expression_attribute_values(":pk", AttributeValue::S(pk.to_owned()))
-            .expression_attribute_values(":from", AttributeValue::S(range.0.clone()))
-            .expression_attribute_values(":to", AttributeValue::S(range.1.clone()))
-            .scan_index_forward(!order.newest_first)
-            .set_exclusive_start_key(start.take())
-            .send()
-            .await
-            .map_err(|e| {
-                query_error(
-                    "Query events",
-                    aws_sdk_dynamodb::error::DisplayErrorContext(e),
-                )
-            })?;
+    let query = range_query(client, table, pk, range).scan_index_forward(!order.newest_first);
+    let mut pages = Pages::new(query, "Query events");
+    while let Some(page) = pages.next().await? {
         for item in page.items.unwrap_or_default() {
             let Some(sort_key) = string_attr(&item, "sk") else {
                 continue;
@@ -106,11 +150,8 @@ pub async fn read_events(
                 return Ok(out);
             }
         }
-        match page.last_evaluated_key {
-            Some(key) if !key.is_empty() => start = Some(key),
-            _ => return Ok(out),
-        }
     }
+    Ok(out)
 }
 
 /// The body of a head item that holds a part count instead of the body.
@@ -169,33 +210,15 @@ pub async fn count_events(
     pk: &str,
     range: &(String, String),
 ) -> Result<u64, StoreError> {
+    let query = range_query(client, table, pk, range)
+        .filter_expression("attribute_exists(src)")
+        .select(Select::Count);
+    let mut pages = Pages::new(query, "Query event count");
     let mut total = 0u64;
-    let mut start: Option<Item> = None;
-    loop {
-        let page = client
-            .query()
-            .table_name(table)
-            .key_condition_expression("pk = :pk AND sk BETWEEN :from AND :to")
-            .filter_expression("attribute_exists(src)")
-            .expression_attribute_values(":pk", AttributeValue::S(pk.to_owned()))
-            .expression_attribute_values(":from", AttributeValue::S(range.0.clone()))
-            .expression_attribute_values(":to", AttributeValue::S(range.1.clone()))
-            .select(Select::Count)
-            .set_exclusive_start_key(start.take())
-            .send()
-            .await
-            .map_err(|e| {
-                query_error(
-                    "Query event count",
-                    aws_sdk_dynamodb::error::DisplayErrorContext(e),
-                )
-            })?;
+    while let Some(page) = pages.next().await? {
         total += u64::try_from(page.count).unwrap_or(0);
-        match page.last_evaluated_key {
-            Some(key) if !key.is_empty() => start = Some(key),
-            _ => return Ok(total),
-        }
     }
+    Ok(total)
 }
 
 /// A project's collection as the Collections table describes it.
@@ -219,23 +242,14 @@ pub async fn read_collections(
     table: &str,
     project_id: &str,
 ) -> Result<Vec<CollectionInfo>, StoreError> {
+    let query = client
+        .query()
+        .table_name(table)
+        .key_condition_expression("pk = :pk")
+        .expression_attribute_values(":pk", AttributeValue::S(project_id.to_owned()));
+    let mut pages = Pages::new(query, "Query collections");
     let mut out = Vec::new();
-    let mut start: Option<Item> = None;
-    loop {
-        let page = client
-            .query()
-            .table_name(table)
-            .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", AttributeValue::S(project_id.to_owned()))
-            .set_exclusive_start_key(start.take())
-            .send()
-            .await
-            .map_err(|e| {
-                query_error(
-                    "Query collections",
-                    aws_sdk_dynamodb::error::DisplayErrorContext(e),
-                )
-            })?;
+    while let Some(page) = pages.next().await? {
         for item in page.items.unwrap_or_default() {
             let text = |name: &str| string_attr(&item, name).map(str::to_owned);
             out.push(CollectionInfo {
@@ -252,11 +266,8 @@ pub async fn read_collections(
                     .unwrap_or(false),
             });
         }
-        match page.last_evaluated_key {
-            Some(key) if !key.is_empty() => start = Some(key),
-            _ => return Ok(out),
-        }
     }
+    Ok(out)
 }
 
 #[cfg(test)]
