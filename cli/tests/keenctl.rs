@@ -97,6 +97,7 @@ fn provision_create_import_and_list_keys() {
         names,
         [
             "COLLECTIONS_TABLE",
+            "COUNTERS_TABLE",
             "DEAD_LETTERS_TABLE",
             "DEAD_LETTER_QUEUE_URL",
             "DEDUPE_TABLE",
@@ -252,6 +253,7 @@ async fn dead_letters_are_listed_shown_and_replayed_after_a_key_is_reinstated() 
     let config = keen_ingest::Config {
         tables: keen_shared::adapters::store::Tables {
             events: env["EVENTS_TABLE"].clone(),
+            counters: env["COUNTERS_TABLE"].clone(),
             collections: env["COLLECTIONS_TABLE"].clone(),
             dedupe: env["DEDUPE_TABLE"].clone(),
             dead_letters: env["DEAD_LETTERS_TABLE"].clone(),
@@ -386,7 +388,7 @@ async fn dead_letters_are_listed_shown_and_replayed_after_a_key_is_reinstated() 
     );
     let counted: u64 = keen_shared::adapters::store::read_counters(
         &dynamodb,
-        &config.tables.events,
+        &config.tables.counters,
         "p1",
         "clicks",
     )

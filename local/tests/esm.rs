@@ -91,7 +91,7 @@ impl Stack {
     async fn count(&self) -> u64 {
         store::read_counters(
             &self.aws.dynamodb,
-            self.aws.name("EVENTS_TABLE"),
+            self.aws.name("COUNTERS_TABLE"),
             PROJECT,
             COLLECTION,
         )

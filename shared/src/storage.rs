@@ -5,8 +5,8 @@
 //! `{keen.timestamp}#{keen.id}`, `body` = zstd-compressed JSON. A body too large for one item is
 //! split into parts `{sk}#part#{n}` written before the head item, which holds the part count:
 //! readers start from head items only, so a half-written event is invisible.
-//! Counters live in the Events table too, under `{project}#{collection}#counts` with one item per
-//! hour of `keen.timestamp`, so "all time" reads one partition and skips empty days.
+//! Counters live in a table of their own, under `{project}#{collection}#counts` with one item per
+//! hour of `keen.timestamp`, so "all time" reads one small partition and skips empty days.
 
 use crate::event::EventObject;
 use crate::keen::KeenId;

@@ -17,6 +17,7 @@ async fn every_table_and_queue_of_the_template_is_created_as_declared() {
         vars,
         [
             "COLLECTIONS_TABLE",
+            "COUNTERS_TABLE",
             "DEAD_LETTERS_TABLE",
             "DEAD_LETTER_QUEUE_URL",
             "DEDUPE_TABLE",

@@ -171,6 +171,7 @@ fn invocation_memory(payload: Vec<u8>, events: usize) {
         let config = Config {
             tables: Tables {
                 events: aws.name("EVENTS_TABLE").to_owned(),
+                counters: aws.name("COUNTERS_TABLE").to_owned(),
                 collections: aws.name("COLLECTIONS_TABLE").to_owned(),
                 dedupe: aws.name("DEDUPE_TABLE").to_owned(),
                 dead_letters: aws.name("DEAD_LETTERS_TABLE").to_owned(),

@@ -57,7 +57,7 @@ pub struct Config {
 pub struct ConfigError(&'static str, &'static str);
 
 impl Config {
-    /// Reads `EVENTS_TABLE`, `COLLECTIONS_TABLE`, `DEDUPE_TABLE`, `DEAD_LETTERS_TABLE`,
+    /// Reads `EVENTS_TABLE`, `COUNTERS_TABLE`, `COLLECTIONS_TABLE`, `DEDUPE_TABLE`, `DEAD_LETTERS_TABLE`,
     /// `KEYS_TABLE`, `DEAD_LETTER_QUEUE_URL`, `GEOIP_DATABASE` and `EVENT_SHARDS`.
     pub fn from_env() -> Result<Config, ConfigError> {
         let var = |name: &'static str, what: &'static str| {
@@ -66,6 +66,7 @@ impl Config {
         Ok(Config {
             tables: Tables {
                 events: var("EVENTS_TABLE", "Events table name")?,
+                counters: var("COUNTERS_TABLE", "Counters table name")?,
                 collections: var("COLLECTIONS_TABLE", "Collections table name")?,
                 dedupe: var("DEDUPE_TABLE", "Dedupe table name")?,
                 dead_letters: var("DEAD_LETTERS_TABLE", "DeadLetters table name")?,
@@ -600,7 +601,7 @@ impl Ingest {
                 for (offset, i) in members {
                     match store::count_replayed(
                         &self.dynamodb,
-                        &self.config.tables.events,
+                        &self.config.tables.counters,
                         &key,
                         offset,
                     )
@@ -620,7 +621,7 @@ impl Ingest {
             }
             let offsets: Vec<i64> = members.iter().map(|(o, _)| *o).collect();
             if let Err(error) =
-                store::add_to_counter(&self.dynamodb, &self.config.tables.events, &key, &offsets)
+                store::add_to_counter(&self.dynamodb, &self.config.tables.counters, &key, &offsets)
                     .await
             {
                 tracing::warn!(%error, "counter update failed; the records will be retried");

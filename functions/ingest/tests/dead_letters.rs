@@ -302,7 +302,7 @@ async fn a_replay_interrupted_after_writing_is_counted_once_when_resumed() {
     h.aws
         .dynamodb
         .delete_item()
-        .table_name(&h.config.tables.events)
+        .table_name(&h.config.tables.counters)
         .key(
             "pk",
             aws_sdk_dynamodb::types::AttributeValue::S(

@@ -61,6 +61,7 @@ impl From<StoreError> for Failure {
 pub struct Engine<'a> {
     pub dynamodb: &'a aws_sdk_dynamodb::Client,
     pub events_table: &'a str,
+    pub counters_table: &'a str,
     pub shards: u16,
     pub bounds: Bounds,
 }
@@ -76,7 +77,7 @@ async fn counters(
     project: &str,
     collection: &str,
 ) -> Result<Counters, Failure> {
-    let hours = read_counters(engine.dynamodb, engine.events_table, project, collection).await?;
+    let hours = read_counters(engine.dynamodb, engine.counters_table, project, collection).await?;
     let days: BTreeSet<String> = hours
         .iter()
         .filter(|(_, count)| *count > 0)

@@ -23,8 +23,10 @@ use serde_json::{Value, json};
 /// Table names and limits, from the environment.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Events (and counters).
+    /// Events.
     pub events_table: String,
+    /// Hourly counters.
+    pub counters_table: String,
     /// Collections.
     pub collections_table: String,
     /// DeadLetters.
@@ -49,7 +51,7 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// Reads `EVENTS_TABLE`, `COLLECTIONS_TABLE`, `DEAD_LETTERS_TABLE`, `KEYS_TABLE`,
+    /// Reads `EVENTS_TABLE`, `COUNTERS_TABLE`, `COLLECTIONS_TABLE`, `DEAD_LETTERS_TABLE`, `KEYS_TABLE`,
     /// `EVENT_SHARDS` (default 16), `QUERY_MAX_PARTITIONS` and `QUERY_MAX_EVENTS`.
     pub fn from_env() -> Result<Config, ConfigError> {
         let var = |name: &'static str, what: &'static str| {
@@ -68,6 +70,7 @@ impl Config {
         let defaults = Bounds::default();
         Ok(Config {
             events_table: var("EVENTS_TABLE", "Events table name")?,
+            counters_table: var("COUNTERS_TABLE", "Counters table name")?,
             collections_table: var("COLLECTIONS_TABLE", "Collections table name")?,
             dead_letters_table: var("DEAD_LETTERS_TABLE", "DeadLetters table name")?,
             keys_table: var("KEYS_TABLE", "Keys table name")?,
@@ -255,6 +258,7 @@ impl QueryService {
         engine::Engine {
             dynamodb: &self.dynamodb,
             events_table: &self.config.events_table,
+            counters_table: &self.config.counters_table,
             shards: self.config.shards,
             bounds: self.config.bounds,
         }

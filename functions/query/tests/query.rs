@@ -52,6 +52,7 @@ impl Harness {
         let aws = moto.provisioned(&keen_testkit::unique_prefix(label)).await;
         let config = Config {
             events_table: aws.name("EVENTS_TABLE").to_owned(),
+            counters_table: aws.name("COUNTERS_TABLE").to_owned(),
             collections_table: aws.name("COLLECTIONS_TABLE").to_owned(),
             dead_letters_table: aws.name("DEAD_LETTERS_TABLE").to_owned(),
             keys_table: aws.name("KEYS_TABLE").to_owned(),
@@ -123,6 +124,7 @@ impl Harness {
         let config = IngestConfig {
             tables: Tables {
                 events: self.config.events_table.clone(),
+                counters: self.config.counters_table.clone(),
                 collections: self.config.collections_table.clone(),
                 dedupe: self.aws.name("DEDUPE_TABLE").to_owned(),
                 dead_letters: self.config.dead_letters_table.clone(),
@@ -648,6 +650,7 @@ async fn the_binary_answers_over_http() {
         .env_clear()
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("EVENTS_TABLE", &h.config.events_table)
+        .env("COUNTERS_TABLE", &h.config.counters_table)
         .env("COLLECTIONS_TABLE", &h.config.collections_table)
         .env("DEAD_LETTERS_TABLE", &h.config.dead_letters_table)
         .env("KEYS_TABLE", &h.config.keys_table)

@@ -845,13 +845,14 @@ mod tests {
     }
 
     #[test]
-    fn the_deployment_template_declares_the_five_tables_and_the_queue() {
+    fn the_deployment_template_declares_the_six_tables_and_the_queue() {
         let spec = spec();
         let ids: Vec<_> = spec.tables.iter().map(|t| t.logical_id.as_str()).collect();
         assert_eq!(
             ids,
             [
                 "EventsTable",
+                "CountersTable",
                 "CollectionsTable",
                 "DedupeTable",
                 "DeadLettersTable",
@@ -877,6 +878,7 @@ mod tests {
         ];
         for id in [
             "EventsTable",
+            "CountersTable",
             "CollectionsTable",
             "DeadLettersTable",
             "KeysTable",
@@ -948,6 +950,7 @@ mod tests {
             vars,
             [
                 "EVENTS_TABLE",
+                "COUNTERS_TABLE",
                 "COLLECTIONS_TABLE",
                 "DEDUPE_TABLE",
                 "DEAD_LETTERS_TABLE",

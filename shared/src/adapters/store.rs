@@ -3,7 +3,8 @@
 //! [`crate::storage`] and [`crate::dead_letter`]; this module only turns them into items and
 //! conditional updates.
 //!
-//! Counters live in the Events table (`{project}#{collection}#counts`, one item per hour). Each
+//! Counters live in a table of their own (`{project}#{collection}#counts`, one item per hour): a
+//! count reads a handful of small items there instead of sharing the Events table. Each
 //! counter item keeps, per source partition of the inbound topic, the highest offset it has
 //! counted (`hw#{topic}#{partition}`), updated in the same conditional write as the count: a
 //! retried batch adds only the records past that mark, so counts are exact under redelivery.
@@ -20,8 +21,10 @@ pub type Item = HashMap<String, AttributeValue>;
 /// Table names, from the environment of the function.
 #[derive(Debug, Clone)]
 pub struct Tables {
-    /// Events and counters.
+    /// Events.
     pub events: String,
+    /// Hourly counters.
+    pub counters: String,
     /// Collections.
     pub collections: String,
     /// Dedupe claims.

@@ -51,6 +51,7 @@ impl Harness {
         let config = Config {
             tables: Tables {
                 events: aws.name("EVENTS_TABLE").to_owned(),
+                counters: aws.name("COUNTERS_TABLE").to_owned(),
                 collections: aws.name("COLLECTIONS_TABLE").to_owned(),
                 dedupe: aws.name("DEDUPE_TABLE").to_owned(),
                 dead_letters: aws.name("DEAD_LETTERS_TABLE").to_owned(),
@@ -129,7 +130,7 @@ impl Harness {
     pub async fn count(&self, collection: &str) -> u64 {
         store::read_counters(
             &self.aws.dynamodb,
-            &self.config.tables.events,
+            &self.config.tables.counters,
             PROJECT,
             collection,
         )
