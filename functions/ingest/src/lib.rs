@@ -596,8 +596,9 @@ impl Ingest {
             }
             entry.members.push(i);
         }
-        for (key, members) in counters {
-            if mode == Mode::Replay {
+        if mode == Mode::Replay {
+            // One replayed record at a time: each is its own conditional write on its counter.
+            for (key, members) in std::mem::take(&mut counters) {
                 for (offset, i) in members {
                     match store::count_replayed(
                         &self.dynamodb,
@@ -617,35 +618,61 @@ impl Ingest {
                         }
                     }
                 }
-                continue;
             }
-            let offsets: Vec<i64> = members.iter().map(|(o, _)| *o).collect();
-            if let Err(error) =
-                store::add_to_counter(&self.dynamodb, &self.config.tables.counters, &key, &offsets)
-                    .await
-            {
+        }
+        // Every counter (one per hour and source partition) and every collection is its own item:
+        // their conditional updates go out together rather than one round trip after another.
+        let counter_updates =
+            counters
+                .into_iter()
+                .filter(|_| mode == Mode::Live)
+                .map(|(key, members)| async move {
+                    let offsets: Vec<i64> = members.iter().map(|(o, _)| *o).collect();
+                    let result = store::add_to_counter(
+                        &self.dynamodb,
+                        &self.config.tables.counters,
+                        &key,
+                        &offsets,
+                    )
+                    .await;
+                    (
+                        result,
+                        members.into_iter().map(|(_, i)| i).collect::<Vec<_>>(),
+                    )
+                });
+        let collection_updates = collections.into_iter().map(
+            |(
+                (project, collection),
+                CollectionBatch {
+                    update, members, ..
+                },
+            )| async move {
+                let result = store::update_collection(
+                    &self.dynamodb,
+                    &self.config.tables.collections,
+                    &project,
+                    &collection,
+                    &update,
+                )
+                .await;
+                (result, members)
+            },
+        );
+        let (counted, described) = futures_util::future::join(
+            futures_util::future::join_all(counter_updates),
+            futures_util::future::join_all(collection_updates),
+        )
+        .await;
+        for (result, members) in counted {
+            if let Err(error) = result {
                 tracing::warn!(%error, "counter update failed; the records will be retried");
-                for (_, i) in members {
+                for i in members {
                     fates[i] = Fate::Retry;
                 }
             }
         }
-        for (
-            (project, collection),
-            CollectionBatch {
-                update, members, ..
-            },
-        ) in collections
-        {
-            if let Err(error) = store::update_collection(
-                &self.dynamodb,
-                &self.config.tables.collections,
-                &project,
-                &collection,
-                &update,
-            )
-            .await
-            {
+        for (result, members) in described {
+            if let Err(error) = result {
                 tracing::warn!(%error, "collection update failed; the records will be retried");
                 for i in members {
                     fates[i] = Fate::Retry;
