@@ -83,6 +83,10 @@ pub struct EsmConfig {
     pub batch_window: Duration,
     /// The invocation payload bound (6 MB, as Lambda's; not configurable there either).
     pub max_payload_bytes: usize,
+    /// `ESM_CONCURRENCY` (default 4, 1 to 64): consumers in the group, each owning some
+    /// partitions and invoking one batch at a time — so at most one batch per partition is in
+    /// flight and each partition stays in order, as with Lambda's per-partition concurrency.
+    pub concurrency: usize,
 }
 
 /// A setting that is missing or out of range, named after its variable.
@@ -129,6 +133,14 @@ impl EsmConfig {
                 what: "must be at most 300000 (5 minutes), as Lambda's batching window",
             });
         }
+        let concurrency: usize = number(&get, "ESM_CONCURRENCY", 4)?;
+        if !(1..=64).contains(&concurrency) {
+            return Err(ConfigError::Invalid {
+                var: "ESM_CONCURRENCY",
+                value: concurrency.to_string(),
+                what: "must be between 1 and 64",
+            });
+        }
         Ok(EsmConfig {
             backing: BackingSettings {
                 bootstrap,
@@ -143,6 +155,7 @@ impl EsmConfig {
             batch_size,
             batch_window: window,
             max_payload_bytes: MAX_PAYLOAD_BYTES,
+            concurrency,
         })
     }
 }
@@ -181,6 +194,7 @@ mod tests {
         assert_eq!(config.batch_size, 100);
         assert_eq!(config.batch_window, Duration::from_millis(100));
         assert_eq!(config.max_payload_bytes, 6 * 1024 * 1024);
+        assert_eq!(config.concurrency, 4);
         assert_eq!(config.backing.security_protocol, None);
     }
 

@@ -9,6 +9,7 @@ use keen_shared::adapters::keys_table::KeysTable;
 use keen_shared::addon::ReferenceData;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -51,18 +52,44 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         keys,
         data,
     );
-    let mapping = EventSourceMapping::new(esm, Arc::new(IngestFunction::new(ingest)))?;
+    let function = Arc::new(IngestFunction::new(ingest));
+    let ready = Arc::new(AtomicBool::new(false));
+    let members = (0..esm.concurrency)
+        .map(|_| EventSourceMapping::member(esm.clone(), Arc::clone(&function), Arc::clone(&ready)))
+        .collect::<Result<Vec<_>, _>>()?;
     let (stop, shutdown) = tokio::sync::watch::channel(false);
+    let stop = Arc::new(stop);
+    let on_signal = Arc::clone(&stop);
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("shutdown requested; finishing the batch in hand");
-        let _ = stop.send(true);
+        let _ = on_signal.send(true);
         // Keep the sender alive: a dropped sender also reads as shutdown, which is fine, but
         // a second signal should not be needed.
         std::future::pending::<()>().await;
     });
-    mapping.run(shutdown).await?;
-    Ok(())
+    let mut running = tokio::task::JoinSet::new();
+    for member in members {
+        running.spawn(member.run(shutdown.clone()));
+    }
+    // Every member finishes its batch in hand; the first failure is the process's.
+    let mut outcome: Result<(), Box<dyn std::error::Error>> = Ok(());
+    while let Some(joined) = running.join_next().await {
+        let failure: Option<Box<dyn std::error::Error>> = match joined {
+            Ok(Ok(_)) => None,
+            Ok(Err(error)) => Some(error.into()),
+            Err(join) => Some(format!("a consumer task failed: {join}").into()),
+        };
+        if let Some(error) = failure
+            && outcome.is_ok()
+        {
+            // The others finish their batches and stop too: a mapping with a dead member
+            // would leave that member's partitions unconsumed.
+            let _ = stop.send(true);
+            outcome = Err(error);
+        }
+    }
+    outcome
 }
 
 async fn wait_for_signal() {

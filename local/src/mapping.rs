@@ -90,7 +90,9 @@ pub struct RunSummary {
 /// Prints the readiness line once the group handed us partitions.
 pub struct MappingContext {
     ready_line: String,
-    ready: AtomicBool,
+    /// Shared by the members of one process: the line is printed once, by whichever member is
+    /// handed partitions first.
+    ready: Arc<AtomicBool>,
 }
 
 impl ClientContext for MappingContext {}
@@ -142,6 +144,16 @@ struct Batch {
 impl<F: Function> EventSourceMapping<F> {
     /// Creates the consumer and subscribes; the group join happens while polling.
     pub fn new(config: EsmConfig, function: Arc<F>) -> Result<Self, MappingError> {
+        Self::member(config, function, Arc::new(AtomicBool::new(false)))
+    }
+
+    /// One of several consumers of the group in one process (`ESM_CONCURRENCY`), sharing the
+    /// function and the readiness flag.
+    pub fn member(
+        config: EsmConfig,
+        function: Arc<F>,
+        ready: Arc<AtomicBool>,
+    ) -> Result<Self, MappingError> {
         let mut client = ClientConfig::new();
         config.backing.apply(&mut client);
         client
@@ -161,10 +173,7 @@ impl<F: Function> EventSourceMapping<F> {
             config.topic, config.backing.bootstrap
         );
         let consumer: StreamConsumer<MappingContext> = client
-            .create_with_context(MappingContext {
-                ready_line,
-                ready: AtomicBool::new(false),
-            })
+            .create_with_context(MappingContext { ready_line, ready })
             .map_err(MappingError::Consumer)?;
         consumer
             .subscribe(&[config.topic.as_str()])

@@ -143,6 +143,7 @@ async fn run_script_bounded(script: &[Step], max_payload_bytes: usize) -> Vec<Se
         },
         topic: common::TOPIC.into(),
         group_id: group.clone(),
+        concurrency: 1,
         batch_size: 10,
         batch_window: Duration::from_millis(50),
         max_payload_bytes,
