@@ -73,7 +73,7 @@ pub fn one_input(data: &[u8]) -> Depth {
             };
             if let Ok(batch) = decode_batch(records, &mut budget, &tenant, NOW_MS) {
                 // Touch what the gateway forwards, so nothing is optimised away.
-                let bytes: usize = batch.records.iter().map(|r| r.size()).sum();
+                let bytes: usize = batch.records.iter().map(|r| r.size(&batch.tenant)).sum();
                 if bytes > 0 {
                     depth = Depth::Records;
                 }

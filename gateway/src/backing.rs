@@ -3,7 +3,7 @@
 //! acknowledgement to the customer means "replicated in the backing cluster".
 
 use crate::config::{BackingConfig, MAX_BATCH_BYTES};
-use crate::records::OutboundRecord;
+use crate::records::{OutboundRecord, TenantHeaders};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
@@ -148,11 +148,13 @@ impl Backing {
         inbound_partition(project_id, collection, client_partition, self.partitions)
     }
 
-    /// Writes `records` to `partition` and waits until every one is acknowledged; returns the
-    /// offset of the first. Any failure fails the whole batch (the client resends it).
+    /// Writes `records`, with the `tenant` headers, to `partition` and waits until every one is
+    /// acknowledged; returns the offset of the first. Any failure fails the whole batch (the
+    /// client resends it).
     pub async fn send(
         &self,
         partition: i32,
+        tenant: &TenantHeaders,
         records: &[OutboundRecord],
     ) -> Result<i64, BackingError> {
         if records.is_empty() {
@@ -166,11 +168,11 @@ impl Backing {
             done: Mutex::new(Some(done)),
         });
         for (sent, record) in records.iter().enumerate() {
-            let mut headers = OwnedHeaders::new_with_capacity(record.headers.len());
-            for (name, value) in &record.headers {
+            let mut headers = OwnedHeaders::new_with_capacity(record.header_count());
+            for (key, value) in record.headers(tenant) {
                 headers = headers.insert(Header {
-                    key: name.as_str(),
-                    value: Some(value.as_ref()),
+                    key,
+                    value: Some(value),
                 });
             }
             let mut base: BaseRecord<'_, [u8], [u8], _> =
@@ -247,7 +249,6 @@ pub fn inbound_partition(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kafka_protocol::protocol::StrBytes;
     use std::collections::HashSet;
 
     #[test]
@@ -276,30 +277,22 @@ mod tests {
     fn a_maximal_batch_with_headers_fits_the_backing_limit() {
         // The worst case the gateway forwards: one record holding a whole maximal batch, with the
         // tenant headers at their longest (64-character collection, producer identity).
+        let tenant = TenantHeaders {
+            project_id: bytes::Bytes::from(vec![b'p'; 64]),
+            collection: bytes::Bytes::from(vec![b'c'; 64]),
+            key_id: bytes::Bytes::from(vec![b'k'; 16]),
+        };
         let record = OutboundRecord {
             key: None,
             value: Some(bytes::Bytes::from(vec![b'x'; MAX_BATCH_BYTES])),
-            headers: vec![
-                (
-                    StrBytes::from_static_str("keen-project-id"),
-                    bytes::Bytes::from(vec![b'p'; 64]),
-                ),
-                (
-                    StrBytes::from_static_str("keen-collection"),
-                    bytes::Bytes::from(vec![b'c'; 64]),
-                ),
-                (
-                    StrBytes::from_static_str("keen-key-id"),
-                    bytes::Bytes::from(vec![b'k'; 16]),
-                ),
-                (
-                    StrBytes::from_static_str("keen-producer"),
-                    bytes::Bytes::from("9223372036854775807:32767:2147483647:2147483647"),
-                ),
-            ],
+            customer_headers: Vec::new(),
+            producer: Some(bytes::Bytes::from(
+                "9223372036854775807:32767:2147483647:2147483647",
+            )),
             timestamp_ms: 0,
         };
+        assert_eq!(record.header_count(), 4);
         // Kafka's record batch overhead is 61 bytes plus ≤ 21 per record: far inside the margin.
-        assert!(record.size() + 61 + 21 < BACKING_MAX_MESSAGE_BYTES);
+        assert!(record.size(&tenant) + 61 + 21 < BACKING_MAX_MESSAGE_BYTES);
     }
 }

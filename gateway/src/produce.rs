@@ -223,7 +223,11 @@ async fn write_partition(
         .backing
         .partition_for(&principal.project_id, collection, index);
     let started = Instant::now();
-    match gateway.backing.send(inbound, &batch.records).await {
+    match gateway
+        .backing
+        .send(inbound, &batch.tenant, &batch.records)
+        .await
+    {
         Ok(base_offset) => {
             gateway
                 .metrics

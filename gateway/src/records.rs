@@ -14,6 +14,7 @@ use keen_shared::record::{
     HEADER_COLLECTION, HEADER_KEY_ID, HEADER_PRODUCER, HEADER_PROJECT_ID, ProducerIdentity,
     RESERVED_HEADERS,
 };
+use std::fmt::Write as _;
 use std::io::Read;
 
 use crate::config::MAX_BATCH_BYTES;
@@ -74,24 +75,61 @@ pub struct TenantStamp<'a> {
     pub client_partition: i32,
 }
 
-/// One record for the inbound topic.
+/// The tenant headers' values, shared by every record of a batch (one copy per batch).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TenantHeaders {
+    pub project_id: Bytes,
+    pub collection: Bytes,
+    pub key_id: Bytes,
+}
+
+/// One record for the inbound topic. Its headers are the customer's own (reserved names
+/// dropped), then the batch's [`TenantHeaders`], then `keen-producer` for an idempotent
+/// producer: see [`OutboundRecord::headers`]. Nothing here is allocated per record unless the
+/// customer sent headers of its own.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboundRecord {
     pub key: Option<Bytes>,
     pub value: Option<Bytes>,
-    /// Names share the decoded request's buffer (or are static): no copy per record.
-    pub headers: Vec<(StrBytes, Bytes)>,
+    /// The customer's headers; names share the decoded request's buffer: no copy per record.
+    pub customer_headers: Vec<(StrBytes, Bytes)>,
+    /// The value of `keen-producer`: a slice of one buffer per batch.
+    pub producer: Option<Bytes>,
     pub timestamp_ms: i64,
 }
 
 impl OutboundRecord {
+    /// Every header of the physical record, in order.
+    pub fn headers<'a>(
+        &'a self,
+        tenant: &'a TenantHeaders,
+    ) -> impl Iterator<Item = (&'a str, &'a [u8])> + 'a {
+        self.customer_headers
+            .iter()
+            .map(|(name, value)| (name.as_str(), &value[..]))
+            .chain([
+                (HEADER_PROJECT_ID, &tenant.project_id[..]),
+                (HEADER_COLLECTION, &tenant.collection[..]),
+                (HEADER_KEY_ID, &tenant.key_id[..]),
+            ])
+            .chain(
+                self.producer
+                    .as_deref()
+                    .map(|value| (HEADER_PRODUCER, value)),
+            )
+    }
+
+    /// How many headers [`OutboundRecord::headers`] yields.
+    pub fn header_count(&self) -> usize {
+        self.customer_headers.len() + 3 + usize::from(self.producer.is_some())
+    }
+
     /// Bytes the record occupies in the backing topic, roughly: what the backing limit bounds.
-    pub fn size(&self) -> usize {
+    pub fn size(&self, tenant: &TenantHeaders) -> usize {
         self.key.as_ref().map_or(0, Bytes::len)
             + self.value.as_ref().map_or(0, Bytes::len)
             + self
-                .headers
-                .iter()
+                .headers(tenant)
                 .map(|(k, v)| k.len() + v.len() + 2)
                 .sum::<usize>()
             + 32
@@ -104,6 +142,8 @@ pub struct Batch {
     pub producer_id: i64,
     pub producer_epoch: i16,
     pub base_sequence: i32,
+    /// The tenant headers of every record.
+    pub tenant: TenantHeaders,
     pub records: Vec<OutboundRecord>,
     /// Bytes of the batch as received.
     pub wire_bytes: usize,
@@ -175,11 +215,41 @@ pub fn decode_batch(
     let base_sequence = first.sequence;
 
     // The tenant's values are shared by every record of the batch.
-    let project_id = Bytes::copy_from_slice(tenant.project_id.as_bytes());
-    let collection = Bytes::copy_from_slice(tenant.collection.as_bytes());
-    let key_id = Bytes::copy_from_slice(tenant.key_id.as_bytes());
+    let tenant_headers = TenantHeaders {
+        project_id: Bytes::copy_from_slice(tenant.project_id.as_bytes()),
+        collection: Bytes::copy_from_slice(tenant.collection.as_bytes()),
+        key_id: Bytes::copy_from_slice(tenant.key_id.as_bytes()),
+    };
+    // An idempotent producer's identities, written one after the other into one buffer and
+    // sliced per record below.
+    let identities = (producer_id >= 0).then(|| {
+        let mut text = String::with_capacity(set.records.len() * 40);
+        let ends: Vec<usize> = set
+            .records
+            .iter()
+            .map(|record| {
+                let identity = ProducerIdentity {
+                    producer_id,
+                    epoch: producer_epoch,
+                    client_partition: tenant.client_partition,
+                    sequence: record.sequence,
+                };
+                // ProducerIdentity::to_header_value's form, without a String per record.
+                let _ = write!(
+                    text,
+                    "{}:{}:{}:{}",
+                    identity.producer_id,
+                    identity.epoch,
+                    identity.client_partition,
+                    identity.sequence
+                );
+                text.len()
+            })
+            .collect();
+        (Bytes::from(text), ends)
+    });
     let mut out = Vec::with_capacity(set.records.len());
-    for record in set.records {
+    for (index, record) in set.records.into_iter().enumerate() {
         let timestamp_ms = match record.timestamp_type {
             // abs_diff: a timestamp near i64::MIN must not overflow the subtraction.
             TimestampType::Creation
@@ -189,39 +259,21 @@ pub fn decode_batch(
             }
             _ => now_ms,
         };
-        let mut headers: Vec<(StrBytes, Bytes)> = Vec::with_capacity(record.headers.len() + 4);
-        headers.extend(
-            record
-                .headers
-                .into_iter()
-                .filter(|(name, _)| !is_reserved(name.as_str()))
-                .map(|(name, value)| (name, value.unwrap_or_default())),
-        );
-        headers.push((
-            StrBytes::from_static_str(HEADER_PROJECT_ID),
-            project_id.clone(),
-        ));
-        headers.push((
-            StrBytes::from_static_str(HEADER_COLLECTION),
-            collection.clone(),
-        ));
-        headers.push((StrBytes::from_static_str(HEADER_KEY_ID), key_id.clone()));
-        if producer_id >= 0 {
-            let identity = ProducerIdentity {
-                producer_id,
-                epoch: producer_epoch,
-                client_partition: tenant.client_partition,
-                sequence: record.sequence,
-            };
-            headers.push((
-                StrBytes::from_static_str(HEADER_PRODUCER),
-                Bytes::from(identity.to_header_value()),
-            ));
-        }
+        let customer_headers: Vec<(StrBytes, Bytes)> = record
+            .headers
+            .into_iter()
+            .filter(|(name, _)| !is_reserved(name.as_str()))
+            .map(|(name, value)| (name, value.unwrap_or_default()))
+            .collect();
+        let producer = identities.as_ref().map(|(text, ends)| {
+            let start = index.checked_sub(1).map_or(0, |previous| ends[previous]);
+            text.slice(start..ends[index])
+        });
         out.push(OutboundRecord {
             key: record.key,
             value: record.value,
-            headers,
+            customer_headers,
+            producer,
             timestamp_ms,
         });
     }
@@ -229,6 +281,7 @@ pub fn decode_batch(
         producer_id,
         producer_epoch,
         base_sequence,
+        tenant: tenant_headers,
         records: out,
         wire_bytes: batch_size,
     })
@@ -274,6 +327,9 @@ fn first_batch_size(records: &Bytes) -> Result<usize, RecordsError> {
 /// Marker in the error text of a decompression that hit the limit.
 const DECOMPRESSED_LIMIT: &str = "decompressed size limit";
 
+/// Decompressed output grows by doubling up to this size, then is given the whole limit at once.
+const GROWTH_CAP: u64 = 1 << 20;
+
 /// Decompresses `compressed` into at most `limit` bytes.
 pub fn decompress_bounded(
     compressed: &mut Bytes,
@@ -283,11 +339,23 @@ pub fn decompress_bounded(
     let input = compressed.split_to(compressed.len());
     let over = || anyhow::anyhow!("{DECOMPRESSED_LIMIT} of {limit} bytes exceeded");
     let read_bounded = |reader: &mut dyn Read| -> anyhow::Result<Bytes> {
+        let failed = |e: std::io::Error| anyhow::anyhow!("decompression failed: {e}");
+        let bound = limit as u64 + 1;
         let mut out = Vec::new();
-        let read = reader
-            .take(limit as u64 + 1)
+        let mut read = reader
+            .take(bound.min(GROWTH_CAP))
             .read_to_end(&mut out)
-            .map_err(|e| anyhow::anyhow!("decompression failed: {e}"))?;
+            .map_err(failed)?;
+        if read as u64 == GROWTH_CAP && bound > GROWTH_CAP {
+            // Larger than that: room for the rest at once. Doubling past here would copy the
+            // buffer each time, old and new both resident (jemalloc moves large blocks where
+            // glibc remaps them); pages of the reservation that are never written cost no memory.
+            out.reserve_exact(limit + 1 - out.len());
+            read += reader
+                .take(bound - GROWTH_CAP)
+                .read_to_end(&mut out)
+                .map_err(failed)?;
+        }
         if read > limit {
             return Err(over());
         }
@@ -563,7 +631,7 @@ mod tests {
             assert_eq!(decoded.records.len(), 2, "{compression:?}");
             let first = &decoded.records[0];
             assert_eq!(first.value.as_deref(), Some(&b"{\"a\":1}"[..]));
-            let names: Vec<&str> = first.headers.iter().map(|(n, _)| n.as_str()).collect();
+            let names: Vec<&str> = first.headers(&decoded.tenant).map(|(n, _)| n).collect();
             assert_eq!(
                 names,
                 [
@@ -574,17 +642,25 @@ mod tests {
                     "keen-producer"
                 ]
             );
-            assert_eq!(&first.headers[1].1[..], b"4f1c9a3be6d2a1b07c3e5f11");
-            assert_eq!(&first.headers[4].1[..], b"8412301:0:2:57");
+            assert_eq!(first.header_count(), names.len());
+            let values: Vec<&[u8]> = first.headers(&decoded.tenant).map(|(_, v)| v).collect();
+            assert_eq!(values[1], b"4f1c9a3be6d2a1b07c3e5f11");
+            assert_eq!(values[4], b"8412301:0:2:57");
+            let identity = ProducerIdentity {
+                producer_id: 8_412_301,
+                epoch: 0,
+                client_partition: 2,
+                sequence: 57,
+            };
+            assert_eq!(values[4], identity.to_header_value().as_bytes());
             let second = &decoded.records[1];
             assert!(
                 second
-                    .headers
-                    .iter()
-                    .all(|(n, _)| n.as_str() != "KEEN-COLLECTION")
+                    .headers(&decoded.tenant)
+                    .all(|(n, _)| n != "KEEN-COLLECTION")
             );
             assert_eq!(
-                &second.headers.last().expect("producer").1[..],
+                second.headers(&decoded.tenant).last().expect("producer").1,
                 b"8412301:0:2:58"
             );
             assert_eq!(second.timestamp_ms, NOW + 1);
