@@ -2,7 +2,8 @@
 //! broker per test and a fault-injecting Kafka proxy ([`kafka`]).
 //!
 //! Contract:
-//! - [`MotoServer::start`] runs `<repo>/.venv/bin/moto_server` (or `$KEEN_MOTO_SERVER`) on a free
+//! - [`MotoServer::start`] runs moto through `scripts/moto_server.py` (one request at a time, as
+//!   DynamoDB is atomic per item; or the binary `$KEEN_MOTO_SERVER`) on a free
 //!   127.0.0.1 port, returns once it answers HTTP, and kills it on drop. Tests never assume a
 //!   fixed port (4566, 9092, 3000 belong to a developer's local stack).
 //! - [`MotoServer::sdk_config`] is built from nothing in the process environment (no
@@ -102,18 +103,20 @@ impl MotoServer {
     /// If the binary is missing (run `scripts/setup-test-env`) or moto does not answer within
     /// 10 seconds.
     pub fn start() -> Self {
-        let binary = std::env::var_os(MOTO_SERVER_ENV)
-            .map(PathBuf::from)
-            .unwrap_or_else(|| repo_root().join(".venv/bin/moto_server"));
+        let command: Vec<PathBuf> = match std::env::var_os(MOTO_SERVER_ENV) {
+            Some(binary) => vec![PathBuf::from(binary)],
+            None => vec![venv_python(), repo_root().join("scripts/moto_server.py")],
+        };
         assert!(
-            binary.exists(),
-            "moto_server not found at {}: run scripts/setup-test-env (it installs moto[server] \
-             into .venv), or set {MOTO_SERVER_ENV} to a moto_server binary",
-            binary.display()
+            command[0].exists(),
+            "{} not found: run scripts/setup-test-env (it installs moto[server] into .venv), or \
+             set {MOTO_SERVER_ENV} to a moto_server binary",
+            command[0].display()
         );
+        let binary = command[0].clone();
         let mut failures = Vec::new();
         for _ in 0..START_ATTEMPTS {
-            match Self::try_start(&binary) {
+            match Self::try_start(&command) {
                 Ok(server) => return server,
                 Err(failure) => failures.push(failure),
             }
@@ -125,7 +128,7 @@ impl MotoServer {
         );
     }
 
-    fn try_start(binary: &Path) -> Result<Self, String> {
+    fn try_start(command: &[PathBuf]) -> Result<Self, String> {
         let port = free_port().map_err(|error| format!("no free port: {error}"))?;
         let log = std::env::temp_dir().join(format!("keen-moto-{}-{port}.log", std::process::id()));
         // moto logs every request: to a file, since an unread pipe would fill and stall it.
@@ -133,7 +136,8 @@ impl MotoServer {
         let log_err = log_file
             .try_clone()
             .map_err(|error| format!("{}: {error}", log.display()))?;
-        let child = Command::new(binary)
+        let child = Command::new(&command[0])
+            .args(&command[1..])
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(log_file)
