@@ -13,6 +13,7 @@ still served on threads, so idle keep-alive clients do not block each other.
 Everything else is moto's own server (`moto_server`), started the same way.
 """
 import argparse
+import gc
 import os
 import signal
 import sys
@@ -38,6 +39,11 @@ def main():
 
     app = DomainDispatcherApplication(create_backend_app)
     lock = threading.Lock()
+    # Every stored item is a few dozen Python objects, and the collector's full passes walk them
+    # all: with hundreds of thousands of items, moto spent more and more of each request
+    # collecting. Objects of the server itself are frozen out of it, and full passes are rarer.
+    gc.freeze()
+    gc.set_threshold(100_000, 50, 1_000)
 
     def one_at_a_time(environ, start_response):
         # The backend does all its work inside this call; the response body is already built.
