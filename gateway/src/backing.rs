@@ -87,8 +87,8 @@ impl Backing {
     /// Connects and learns the inbound topic's partition count (blocking: call at start).
     pub fn connect(config: &BackingConfig, topic: &str) -> Result<Backing, BackingError> {
         let mut client = ClientConfig::new();
+        config.connection.apply(&mut client);
         client
-            .set("bootstrap.servers", &config.bootstrap)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", config.linger_ms.to_string())
@@ -100,21 +100,6 @@ impl Backing {
             .set("client.id", "keen-gateway")
             // Batching is linger.ms's job; Nagle would only hold small batches back.
             .set("socket.nagle.disable", "true");
-        if let Some(protocol) = &config.security_protocol {
-            client.set("security.protocol", protocol);
-        }
-        if let Some(mechanism) = &config.sasl_mechanism {
-            client.set("sasl.mechanism", mechanism);
-        }
-        if let Some(username) = &config.sasl_username {
-            client.set("sasl.username", username);
-        }
-        if let Some(password) = &config.sasl_password {
-            client.set("sasl.password", password);
-        }
-        if let Some(ca) = &config.ssl_ca_location {
-            client.set("ssl.ca.location", ca.display().to_string());
-        }
         let producer: ThreadedProducer<Deliveries> = client.create_with_context(Deliveries)?;
         let metadata = producer
             .client()

@@ -34,20 +34,81 @@ pub struct Advertised {
     pub port: i32,
 }
 
-/// How the gateway reaches and authenticates to the backing cluster (MSK: SASL_SSL with
-/// SCRAM-SHA-512 on port 9096).
-#[derive(Debug, Clone, Default)]
-pub struct BackingConfig {
+/// How to reach and authenticate to the backing cluster (MSK: `SASL_SSL` with SCRAM-SHA-512 on
+/// port 9096): the gateway's producer and the local event source mapping take the same
+/// `BACKING_*` variables, so one environment file drives both.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BackingSettings {
+    /// `BACKING_BOOTSTRAP`.
     pub bootstrap: String,
-    /// `PLAINTEXT`, `SSL`, `SASL_PLAINTEXT` or `SASL_SSL`.
+    /// `BACKING_SECURITY_PROTOCOL`: `PLAINTEXT`, `SSL`, `SASL_PLAINTEXT` or `SASL_SSL`.
     pub security_protocol: Option<String>,
-    /// `SCRAM-SHA-512` (MSK) or `SCRAM-SHA-256`.
+    /// `BACKING_SASL_MECHANISM`: `SCRAM-SHA-512` (MSK) or `SCRAM-SHA-256`.
     pub sasl_mechanism: Option<String>,
+    /// `BACKING_SASL_USERNAME`.
     pub sasl_username: Option<String>,
-    /// Never logged: `Debug` of [`Config`] redacts it.
+    /// `BACKING_SASL_PASSWORD`; never logged (`Debug` redacts it).
     pub sasl_password: Option<String>,
-    /// A CA bundle for the backing cluster's certificates (the system store otherwise).
+    /// `BACKING_SSL_CA_LOCATION`: a CA bundle for the cluster's certificates.
     pub ssl_ca_location: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for BackingSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BackingSettings")
+            .field("bootstrap", &self.bootstrap)
+            .field("security_protocol", &self.security_protocol)
+            .field("sasl_mechanism", &self.sasl_mechanism)
+            .field("sasl_username", &self.sasl_username)
+            .field(
+                "sasl_password",
+                &self.sasl_password.as_ref().map(|_| "<redacted>"),
+            )
+            .field("ssl_ca_location", &self.ssl_ca_location)
+            .finish()
+    }
+}
+
+impl BackingSettings {
+    /// Reads `BACKING_SECURITY_PROTOCOL`, `BACKING_SASL_MECHANISM`, `BACKING_SASL_USERNAME`,
+    /// `BACKING_SASL_PASSWORD` and `BACKING_SSL_CA_LOCATION` through `get`; the bootstrap servers
+    /// are required, and each caller says so in its own error type.
+    pub fn from_lookup(bootstrap: String, get: impl Fn(&'static str) -> Option<String>) -> Self {
+        BackingSettings {
+            bootstrap,
+            security_protocol: get("BACKING_SECURITY_PROTOCOL"),
+            sasl_mechanism: get("BACKING_SASL_MECHANISM"),
+            sasl_username: get("BACKING_SASL_USERNAME"),
+            sasl_password: get("BACKING_SASL_PASSWORD"),
+            ssl_ca_location: get("BACKING_SSL_CA_LOCATION").map(PathBuf::from),
+        }
+    }
+
+    /// Applies the connection settings to an rdkafka client configuration.
+    pub fn apply(&self, client: &mut rdkafka::ClientConfig) {
+        client.set("bootstrap.servers", &self.bootstrap);
+        let optional = [
+            ("security.protocol", &self.security_protocol),
+            ("sasl.mechanism", &self.sasl_mechanism),
+            ("sasl.username", &self.sasl_username),
+            ("sasl.password", &self.sasl_password),
+        ];
+        for (key, value) in optional {
+            if let Some(value) = value {
+                client.set(key, value);
+            }
+        }
+        if let Some(ca) = &self.ssl_ca_location {
+            client.set("ssl.ca.location", ca.display().to_string());
+        }
+    }
+}
+
+/// The gateway's producer towards the backing cluster.
+#[derive(Debug, Clone)]
+pub struct BackingConfig {
+    /// Where and as whom.
+    pub connection: BackingSettings,
     /// librdkafka `linger.ms`: the latency the backing producer may add to batch records.
     pub linger_ms: u32,
     /// librdkafka `compression.type` towards the backing cluster (`lz4`, `zstd`, `none`…).
@@ -125,10 +186,7 @@ impl std::fmt::Debug for Config {
             .field("tls", &self.tls)
             .field("proxy_protocol", &self.proxy_protocol)
             .field("metrics_listen", &self.metrics_listen)
-            .field("backing_bootstrap", &self.backing.bootstrap)
-            .field("backing_security_protocol", &self.backing.security_protocol)
-            .field("backing_sasl_mechanism", &self.backing.sasl_mechanism)
-            .field("backing_sasl_username", &self.backing.sasl_username)
+            .field("backing", &self.backing)
             .field("inbound_topic", &self.inbound_topic)
             .field("partitions", &self.partitions)
             .field("keys_table", &self.keys_table)
@@ -257,15 +315,13 @@ impl Config {
             proxy_protocol: flag(&get, "GATEWAY_PROXY_PROTOCOL")?,
             metrics_listen,
             backing: BackingConfig {
-                bootstrap: required(
-                    "BACKING_BOOTSTRAP",
-                    "the backing Kafka cluster's bootstrap servers",
-                )?,
-                security_protocol: get("BACKING_SECURITY_PROTOCOL"),
-                sasl_mechanism: get("BACKING_SASL_MECHANISM"),
-                sasl_username: get("BACKING_SASL_USERNAME"),
-                sasl_password: get("BACKING_SASL_PASSWORD"),
-                ssl_ca_location: get("BACKING_SSL_CA_LOCATION").map(PathBuf::from),
+                connection: BackingSettings::from_lookup(
+                    required(
+                        "BACKING_BOOTSTRAP",
+                        "the backing Kafka cluster's bootstrap servers",
+                    )?,
+                    get,
+                ),
                 linger_ms: number(&get, "BACKING_LINGER_MS", 1)?,
                 compression: var_or(&get, "BACKING_COMPRESSION", "lz4"),
             },

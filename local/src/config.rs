@@ -4,7 +4,6 @@
 //! The backing-cluster variables are the gateway's (`BACKING_BOOTSTRAP`, `BACKING_SECURITY_PROTOCOL`,
 //! `BACKING_SASL_*`, `BACKING_SSL_CA_LOCATION`), so one environment file drives both.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 /// Lambda's largest Kafka batch size.
@@ -14,59 +13,7 @@ pub const MAX_BATCH_WINDOW: Duration = Duration::from_secs(300);
 /// Lambda's synchronous invocation payload limit: 6 MB of event JSON.
 pub const MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
 
-/// How to reach the backing cluster; the same settings the gateway's producer takes.
-#[derive(Clone, PartialEq, Eq)]
-pub struct BackingSettings {
-    /// `BACKING_BOOTSTRAP`.
-    pub bootstrap: String,
-    /// `BACKING_SECURITY_PROTOCOL`: `PLAINTEXT`, `SSL`, `SASL_PLAINTEXT` or `SASL_SSL`.
-    pub security_protocol: Option<String>,
-    /// `BACKING_SASL_MECHANISM`: `SCRAM-SHA-512` (MSK) or `SCRAM-SHA-256`.
-    pub sasl_mechanism: Option<String>,
-    /// `BACKING_SASL_USERNAME`.
-    pub sasl_username: Option<String>,
-    /// `BACKING_SASL_PASSWORD`; never logged (`Debug` redacts it).
-    pub sasl_password: Option<String>,
-    /// `BACKING_SSL_CA_LOCATION`: a CA bundle for the cluster's certificates.
-    pub ssl_ca_location: Option<PathBuf>,
-}
-
-impl std::fmt::Debug for BackingSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BackingSettings")
-            .field("bootstrap", &self.bootstrap)
-            .field("security_protocol", &self.security_protocol)
-            .field("sasl_mechanism", &self.sasl_mechanism)
-            .field("sasl_username", &self.sasl_username)
-            .field(
-                "sasl_password",
-                &self.sasl_password.as_ref().map(|_| "<redacted>"),
-            )
-            .field("ssl_ca_location", &self.ssl_ca_location)
-            .finish()
-    }
-}
-
-impl BackingSettings {
-    /// Applies the connection settings to an rdkafka client configuration.
-    pub fn apply(&self, client: &mut rdkafka::ClientConfig) {
-        client.set("bootstrap.servers", &self.bootstrap);
-        let optional = [
-            ("security.protocol", &self.security_protocol),
-            ("sasl.mechanism", &self.sasl_mechanism),
-            ("sasl.username", &self.sasl_username),
-            ("sasl.password", &self.sasl_password),
-        ];
-        for (key, value) in optional {
-            if let Some(value) = value {
-                client.set(key, value);
-            }
-        }
-        if let Some(ca) = &self.ssl_ca_location {
-            client.set("ssl.ca.location", ca.display().to_string());
-        }
-    }
-}
+pub use keen_gateway::config::BackingSettings;
 
 /// Everything the mapping reads from its environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,14 +89,7 @@ impl EsmConfig {
             });
         }
         Ok(EsmConfig {
-            backing: BackingSettings {
-                bootstrap,
-                security_protocol: get("BACKING_SECURITY_PROTOCOL"),
-                sasl_mechanism: get("BACKING_SASL_MECHANISM"),
-                sasl_username: get("BACKING_SASL_USERNAME"),
-                sasl_password: get("BACKING_SASL_PASSWORD"),
-                ssl_ca_location: get("BACKING_SSL_CA_LOCATION").map(PathBuf::from),
-            },
+            backing: BackingSettings::from_lookup(bootstrap, &get),
             topic: get("INBOUND_TOPIC").unwrap_or_else(|| "keen-inbound".to_owned()),
             group_id: get("ESM_GROUP_ID").unwrap_or_else(|| "keen-local-esm".to_owned()),
             batch_size,
