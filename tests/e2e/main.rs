@@ -272,7 +272,16 @@ fn scripts_dev_starts_the_stack_shows_it_working_and_stops_cleanly() {
     let bins = keen_e2e::binaries(); // built already: the script's own build is then a no-op
     assert!(bins.join("keen-gateway").exists());
     let state = std::env::temp_dir().join(format!("keen-dev-{}", keen_testkit::unique_prefix("")));
-    let ports: Vec<u16> = (0..5).map(|_| keen_e2e::free_addr().port()).collect();
+    // Five distinct ports: each is held until all are chosen, or the system could hand the same
+    // released port out twice.
+    let held: Vec<std::net::TcpListener> = (0..5)
+        .map(|_| std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind"))
+        .collect();
+    let ports: Vec<u16> = held
+        .iter()
+        .map(|l| l.local_addr().expect("addr").port())
+        .collect();
+    drop(held);
     let project = "dddd0000dddd0000dddd0000";
     let read_key = "read-key-for-the-dev-stack-0123456789";
     let env = [
