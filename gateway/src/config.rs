@@ -109,8 +109,9 @@ impl BackingSettings {
 pub struct BackingConfig {
     /// Where and as whom.
     pub connection: BackingSettings,
-    /// librdkafka `linger.ms`: the latency the backing producer may add to batch records.
-    pub linger_ms: u32,
+    /// librdkafka `linger.ms` (a decimal: librdkafka takes fractions of a millisecond): the
+    /// latency the backing producer may add to batch records.
+    pub linger_ms: f64,
     /// librdkafka `compression.type` towards the backing cluster (`lz4`, `zstd`, `none`…).
     pub compression: String,
 }
@@ -322,7 +323,7 @@ impl Config {
                     )?,
                     get,
                 ),
-                linger_ms: number(&get, "BACKING_LINGER_MS", 1)?,
+                linger_ms: milliseconds(&get, "BACKING_LINGER_MS", 1.0)?,
                 compression: var_or(&get, "BACKING_COMPRESSION", "lz4"),
             },
             inbound_topic: var_or(&get, "INBOUND_TOPIC", "keen-inbound"),
@@ -375,6 +376,25 @@ fn number<T: std::str::FromStr>(
     match get(var) {
         Some(value) => parse(value.replace('_', ""), var, "a whole number"),
         None => Ok(default),
+    }
+}
+
+/// A duration in milliseconds that may have a fraction (librdkafka's float properties).
+fn milliseconds(
+    get: &impl Fn(&'static str) -> Option<String>,
+    var: &'static str,
+    default: f64,
+) -> Result<f64, ConfigError> {
+    let Some(value) = get(var) else {
+        return Ok(default);
+    };
+    match value.parse::<f64>() {
+        Ok(ms) if (0.0..=900_000.0).contains(&ms) => Ok(ms),
+        _ => Err(ConfigError::Invalid {
+            var,
+            value,
+            what: "milliseconds from 0 to 900000 (fractions allowed, e.g. 0.5)",
+        }),
     }
 }
 
@@ -459,6 +479,22 @@ mod tests {
             error.to_string().contains("GATEWAY_MAX_REQUEST_BYTES"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn linger_takes_fractions_of_a_millisecond() {
+        assert_eq!(config(&REQUIRED).expect("valid").backing.linger_ms, 1.0);
+        for (value, expected) in [("0", Some(0.0)), ("0.25", Some(0.25)), ("5", Some(5.0))] {
+            let mut vars = REQUIRED.to_vec();
+            vars.push(("BACKING_LINGER_MS", value));
+            assert_eq!(config(&vars).ok().map(|c| c.backing.linger_ms), expected);
+        }
+        for value in ["-1", "soon", "NaN", "1000000"] {
+            let mut vars = REQUIRED.to_vec();
+            vars.push(("BACKING_LINGER_MS", value));
+            let error = config(&vars).expect_err(value);
+            assert!(error.to_string().contains("BACKING_LINGER_MS"), "{error}");
+        }
     }
 
     #[test]
