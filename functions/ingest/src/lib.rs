@@ -504,8 +504,10 @@ impl Ingest {
         fates: &mut [Fate],
         now_ms: i64,
     ) {
-        let mut writes = Vec::new();
-        let mut announcements = Vec::new();
+        // Each record's dead letter is kept under the time it first failed (claimed in the Dedupe
+        // table), so a redelivered batch overwrites its dead letters instead of adding more.
+        let mut claims = tokio::task::JoinSet::new();
+        let mut letters: BTreeMap<usize, DeadLetter> = BTreeMap::new();
         for (i, outcome) in outcomes.iter().enumerate() {
             if fates[i] != Fate::DeadLetter {
                 continue;
@@ -519,7 +521,38 @@ impl Ingest {
                 rejection,
                 now_ms,
             );
-            let (parts, head) = store::dead_letter_items(&letter, now_ms / 1000);
+            let client = self.dynamodb.clone();
+            let table = self.config.tables.dedupe.clone();
+            let id = letter.id.clone();
+            letters.insert(i, letter);
+            // Until its claim answers, the record counts as one to retry (a lost task included).
+            fates[i] = Fate::Retry;
+            claims.spawn(async move {
+                (
+                    i,
+                    store::claim_dead_letter(&client, &table, &id, now_ms).await,
+                )
+            });
+            // At most 16 claims in flight.
+            if claims.len() >= 16
+                && let Some(Ok((i, result))) = claims.join_next().await
+            {
+                apply_dead_letter_claim(fates, &mut letters, i, result);
+            }
+        }
+        while let Some(joined) = claims.join_next().await {
+            if let Ok((i, result)) = joined {
+                apply_dead_letter_claim(fates, &mut letters, i, result);
+            }
+        }
+
+        let mut writes = Vec::new();
+        let mut announcements = Vec::new();
+        for (&i, letter) in &letters {
+            if fates[i] != Fate::DeadLetter {
+                continue;
+            }
+            let (parts, head) = store::dead_letter_items(letter, now_ms / 1000);
             for part in parts {
                 writes.push(TableWrite {
                     table: self.config.tables.dead_letters.clone(),
@@ -532,7 +565,7 @@ impl Ingest {
                 op: WriteOp::Put(head),
                 tag: i,
             });
-            announcements.push(announcement(&letter, i));
+            announcements.push(announcement(letter, i));
         }
         if !writes.is_empty() {
             let report = self.batcher.write_all(writes).await;
@@ -702,6 +735,26 @@ fn apply_claim(fates: &mut [Fate], i: usize, result: Result<Claim, store::StoreE
             Fate::Retry
         }
     };
+}
+
+fn apply_dead_letter_claim(
+    fates: &mut [Fate],
+    letters: &mut BTreeMap<usize, DeadLetter>,
+    i: usize,
+    result: Result<i64, store::StoreError>,
+) {
+    match result {
+        Ok(first_failed_ms) => {
+            if let Some(letter) = letters.get_mut(&i) {
+                letter.failed_at = keen_shared::timestamp::format_millis(first_failed_ms);
+            }
+            fates[i] = Fate::DeadLetter;
+        }
+        Err(error) => {
+            tracing::warn!(%error, "dead letter claim failed; the record will be retried");
+            fates[i] = Fate::Retry;
+        }
+    }
 }
 
 /// The SQS announcement of a dead letter: whole when it fits, else with the payload compressed,

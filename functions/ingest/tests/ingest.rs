@@ -140,6 +140,20 @@ async fn the_sample_batch_is_stored_dead_lettered_and_deduplicated() {
     assert_eq!(h.event_heads().await.len(), 3);
     assert_eq!(h.count("purchases").await, 3);
     assert_eq!(again.duplicates, 1);
+    // Nor dead-lettered twice: each record's dead letter is kept under the time it first failed,
+    // so the redelivery overwrote the same three items.
+    assert_eq!(again.dead_lettered_total(), 3);
+    let sort_keys = |items: &[std::collections::HashMap<String, AttributeValue>]| {
+        let mut keys: Vec<String> = items
+            .iter()
+            .filter_map(|item| store::string_attr(item, "sk").map(str::to_owned))
+            .collect();
+        keys.sort();
+        keys
+    };
+    let letters_again = h.scan(&h.config.tables.dead_letters).await;
+    assert_eq!(sort_keys(&letters_again), sort_keys(&letters));
+    assert_eq!(letters_again.len(), 3);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -308,6 +308,71 @@ pub async fn claim_token(
     }
 }
 
+/// The Dedupe key under which a dead letter's first failure time is kept.
+pub fn dead_letter_claim_key(dead_letter_id: &str) -> String {
+    format!("dead-letter#{dead_letter_id}")
+}
+
+/// Claims a record's dead letter for a failure at `failed_at_ms` and answers the failure time
+/// the dead letter is kept under: this one, or the one of the attempt that claimed it first.
+/// A record is dead-lettered again when its batch is redelivered (the function or the mapping
+/// died before the batch was committed, or a later record of the partition asked for a retry);
+/// the DeadLetters sort key begins with `failed_at`, so the same first time means the same item,
+/// overwritten, rather than a second dead letter of the same record.
+pub async fn claim_dead_letter(
+    client: &Client,
+    table: &str,
+    dead_letter_id: &str,
+    failed_at_ms: i64,
+) -> Result<i64, StoreError> {
+    let key = dead_letter_claim_key(dead_letter_id);
+    let result = client
+        .put_item()
+        .table_name(table)
+        .item("pk", s(key.clone()))
+        .item("failed_at_ms", n(failed_at_ms))
+        .item(
+            "expires_at",
+            n(failed_at_ms / 1000 + storage::DEAD_LETTER_TTL_SECONDS),
+        )
+        .condition_expression("attribute_not_exists(pk)")
+        .send()
+        .await;
+    let error = match result {
+        Ok(_) => return Ok(failed_at_ms),
+        Err(error) => error,
+    };
+    let claimed = error
+        .as_service_error()
+        .is_some_and(|e| e.is_conditional_check_failed_exception());
+    if !claimed {
+        return Err(StoreError::new(
+            "PutItem dead letter claim",
+            aws_sdk_dynamodb::error::DisplayErrorContext(error),
+        ));
+    }
+    let existing = client
+        .get_item()
+        .table_name(table)
+        .key("pk", s(key))
+        .consistent_read(true)
+        .send()
+        .await
+        .map_err(|e| {
+            StoreError::new(
+                "GetItem dead letter claim",
+                aws_sdk_dynamodb::error::DisplayErrorContext(e),
+            )
+        })?;
+    let first = existing
+        .item()
+        .and_then(|item| item.get("failed_at_ms"))
+        .and_then(|value| value.as_n().ok())
+        .and_then(|text| text.parse().ok());
+    // Claimed, then gone (expired between the two calls): this attempt's time will do.
+    Ok(first.unwrap_or(failed_at_ms))
+}
+
 /// Existing head items' `src` by (pk, sk), read consistently in batches of 100. The keys must be
 /// distinct: BatchGetItem refuses a request that names one twice.
 pub async fn existing_sources(
