@@ -166,6 +166,10 @@ impl<F: Function> EventSourceMapping<F> {
             // makes every start and restart that slow (platform notes).
             .set("session.timeout.ms", "6000")
             .set("heartbeat.interval.ms", "1000")
+            // Also the rebalance timeout a member announces: a coordinator that waits for a
+            // departed member to rejoin waits this long (librdkafka's default 300 s once stalled
+            // a restart past a minute in CI). A batch is one handler call, far shorter.
+            .set("max.poll.interval.ms", "30000")
             .set("fetch.wait.max.ms", "100")
             .set("enable.partition.eof", "false");
         let ready_line = format!(
