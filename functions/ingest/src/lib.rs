@@ -340,7 +340,7 @@ impl Ingest {
     }
 
     async fn claim_tokens(&self, outcomes: &[Option<Outcome>], fates: &mut [Fate], now_ms: i64) {
-        let mut claims = tokio::task::JoinSet::new();
+        let mut claims = Vec::new();
         for (i, outcome) in outcomes.iter().enumerate() {
             if fates[i] != Fate::Store {
                 continue;
@@ -357,24 +357,11 @@ impl Ingest {
             let id = event.keen_id.to_hex();
             // Until its claim answers, the record counts as one to retry (a lost task included).
             fates[i] = Fate::Retry;
-            claims.spawn(async move {
-                (
-                    i,
-                    store::claim_token(&client, &table, &key, &id, now_ms / 1000).await,
-                )
-            });
-            // At most 16 claims in flight.
-            if claims.len() >= 16
-                && let Some(Ok((i, result))) = claims.join_next().await
-            {
-                apply_claim(fates, i, result);
-            }
+            claims.push((i, async move {
+                store::claim_token(&client, &table, &key, &id, now_ms / 1000).await
+            }));
         }
-        while let Some(joined) = claims.join_next().await {
-            if let Ok((i, result)) = joined {
-                apply_claim(fates, i, result);
-            }
-        }
+        bounded(claims, |i, result| apply_claim(fates, i, result)).await;
     }
 
     async fn skip_resends(
@@ -506,7 +493,7 @@ impl Ingest {
     ) {
         // Each record's dead letter is kept under the time it first failed (claimed in the Dedupe
         // table), so a redelivered batch overwrites its dead letters instead of adding more.
-        let mut claims = tokio::task::JoinSet::new();
+        let mut claims = Vec::new();
         let mut letters: BTreeMap<usize, DeadLetter> = BTreeMap::new();
         for (i, outcome) in outcomes.iter().enumerate() {
             if fates[i] != Fate::DeadLetter {
@@ -527,24 +514,14 @@ impl Ingest {
             letters.insert(i, letter);
             // Until its claim answers, the record counts as one to retry (a lost task included).
             fates[i] = Fate::Retry;
-            claims.spawn(async move {
-                (
-                    i,
-                    store::claim_dead_letter(&client, &table, &id, now_ms).await,
-                )
-            });
-            // At most 16 claims in flight.
-            if claims.len() >= 16
-                && let Some(Ok((i, result))) = claims.join_next().await
-            {
-                apply_dead_letter_claim(fates, &mut letters, i, result);
-            }
+            claims.push((i, async move {
+                store::claim_dead_letter(&client, &table, &id, now_ms).await
+            }));
         }
-        while let Some(joined) = claims.join_next().await {
-            if let Ok((i, result)) = joined {
-                apply_dead_letter_claim(fates, &mut letters, i, result);
-            }
-        }
+        bounded(claims, |i, result| {
+            apply_dead_letter_claim(fates, &mut letters, i, result)
+        })
+        .await;
 
         let mut writes = Vec::new();
         let mut announcements = Vec::new();
@@ -724,6 +701,30 @@ struct CollectionBatch {
     members: Vec<usize>,
     /// Shapes whose paths are already in `update`.
     shapes: HashSet<u64>,
+}
+
+/// Runs each record's `calls` with at most 16 in flight and hands every answer to `apply` as it
+/// comes. A call whose task is lost is not answered: its record keeps the fate it was given
+/// before the call (one to retry).
+async fn bounded<T, F>(calls: Vec<(usize, F)>, mut apply: impl FnMut(usize, T))
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = T> + Send + 'static,
+{
+    let mut running = tokio::task::JoinSet::new();
+    for (i, call) in calls {
+        running.spawn(async move { (i, call.await) });
+        if running.len() >= 16
+            && let Some(Ok((i, answer))) = running.join_next().await
+        {
+            apply(i, answer);
+        }
+    }
+    while let Some(joined) = running.join_next().await {
+        if let Ok((i, answer)) = joined {
+            apply(i, answer);
+        }
+    }
 }
 
 fn apply_claim(fates: &mut [Fate], i: usize, result: Result<Claim, store::StoreError>) {

@@ -309,7 +309,7 @@ pub async fn claim_token(
 }
 
 /// The Dedupe key under which a dead letter's first failure time is kept.
-pub fn dead_letter_claim_key(dead_letter_id: &str) -> String {
+fn dead_letter_claim_key(dead_letter_id: &str) -> String {
     format!("dead-letter#{dead_letter_id}")
 }
 
