@@ -1,36 +1,47 @@
-"""One benchmark client run: confluent-kafka, acks=all, 300-byte JSON records.
+"""The benchmark client: confluent-kafka, acks=all, 300-byte JSON records, one producer straight
+to the backing broker and one through the gateway, in one process. The two take turns in short
+slices (which one goes first alternates), so both see the same machine: on a shared host the load
+of the neighbours drifts over seconds, and slices far apart in time compare badly.
 
-Modes:
-  max  N            produce N records as fast as the client can; print throughput
-  rate R SECONDS    produce R records/s for SECONDS; print acknowledgement latency p50/p99
-Prints one JSON line."""
+  bench_gateway.py PATHS_JSON max N SLICES
+      each slice, each path produces N/SLICES records as fast as it can, then flushes
+  bench_gateway.py PATHS_JSON rate R SECONDS SLICES
+      each slice, each path produces R records/s for SECONDS, then flushes; latency is measured
+      from the moment a record was due (not when it was handed over), so a client that falls
+      behind shows it
+
+PATHS_JSON is a list of {"name", "config" (the producer's, with "topic"), "pid" (a gateway's, for
+its CPU time; absent for the direct path)}: a second gateway build can run beside the first, for
+a comparison paired slice by slice. Prints one JSON line with each slice's figures (the summary
+is the shell script's)."""
+import gc
 import json
+import os
 import sys
 import time
 
 from confluent_kafka import Producer
 
-config = json.loads(sys.argv[1])
+described = json.loads(sys.argv[1])
 mode = sys.argv[2]
-topic = config.pop("topic")
-producer = Producer(config)
+paths = {}
+for path in described:
+    topic = path["config"].pop("topic")
+    paths[path["name"]] = (Producer(path["config"]), topic, path.get("pid"))
 record = json.dumps({"event": "purchase", "item": "x" * 230, "price": 12.5, "n": 0}).encode()
 record = record[:300].ljust(300, b" ")
 assert len(record) == 300
-latencies = []
-errors = []
 
 
-def acked(sent_at):
-    def callback(error, _message):
-        if error is not None:
-            errors.append(error.name())
-        else:
-            latencies.append(time.perf_counter() - sent_at)
-    return callback
+def cpu_ticks(pid):
+    if pid is None:
+        return 0
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
 
 
-def produce(callback):
+def produce(producer, topic, callback):
     while True:
         try:
             producer.produce(topic, record, on_delivery=callback)
@@ -39,35 +50,87 @@ def produce(callback):
             producer.poll(0.001)
 
 
-# Warm up: connect, authenticate, learn metadata.
-producer.produce(topic, record)
-producer.flush(30)
+def run_max(producer, topic, n):
+    acked, errors = [0], []
 
-if mode == "max":
-    n = int(sys.argv[3])
+    def callback(error, _message):
+        if error is not None:
+            errors.append(error.name())
+        else:
+            acked[0] += 1
+
     started = time.perf_counter()
     for _ in range(n):
-        produce(acked(time.perf_counter()))
+        produce(producer, topic, callback)
         producer.poll(0)
     producer.flush(120)
     elapsed = time.perf_counter() - started
-    print(json.dumps({"records": len(latencies), "errors": len(errors), "seconds": elapsed,
-                      "records_per_s": len(latencies) / elapsed}))
-else:
-    rate, seconds = float(sys.argv[3]), float(sys.argv[4])
+    return {"records": acked[0], "errors": len(errors), "records_per_s": acked[0] / elapsed}
+
+
+def run_rate(producer, topic, rate, seconds):
+    latencies, errors = [], []
+
+    def acked(due):
+        def callback(error, _message):
+            if error is not None:
+                errors.append(error.name())
+            else:
+                latencies.append(time.perf_counter() - due)
+        return callback
+
     interval = 1.0 / rate
     started = time.perf_counter()
-    next_at = started
-    while next_at - started < seconds:
+    due = started
+    while due - started < seconds:
         now = time.perf_counter()
-        if now < next_at:
-            producer.poll(min(next_at - now, 0.0005))
+        if now < due:
+            producer.poll(min(due - now, 0.0005))
             continue
-        produce(acked(next_at))
-        next_at += interval
+        produce(producer, topic, acked(due))
+        due += interval
         producer.poll(0)
     producer.flush(60)
-    latencies.sort()
-    pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))] * 1000
-    print(json.dumps({"records": len(latencies), "errors": len(errors), "rate": rate,
-                      "p50_ms": pick(0.50), "p99_ms": pick(0.99)}))
+    return {"errors": len(errors), "latencies": latencies}
+
+
+def percentile(ordered, q):
+    return 1000 * ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+# Warm up both: connect, authenticate, learn metadata.
+for producer, topic, _ in paths.values():
+    producer.produce(topic, record)
+    producer.flush(30)
+# The client's own pauses are not what is measured: no cyclic garbage is made here.
+gc.disable()
+
+slices = int(sys.argv[-1])
+names = list(paths)
+results = {name: {"slices": [], "ticks": 0, "records": 0} for name in names}
+pooled = {name: [] for name in names}
+for index in range(slices):
+    # Each path goes first as often as the others.
+    order = names[index % len(names):] + names[:index % len(names)]
+    for name in order:
+        producer, topic, pid = paths[name]
+        ticks = cpu_ticks(pid)
+        if mode == "max":
+            outcome = run_max(producer, topic, int(sys.argv[3]) // slices)
+        else:
+            outcome = run_rate(producer, topic, float(sys.argv[3]), float(sys.argv[4]))
+            latencies = sorted(outcome.pop("latencies"))
+            pooled[name] += latencies
+            outcome.update(records=len(latencies), p50_ms=percentile(latencies, 0.5),
+                           p99_ms=percentile(latencies, 0.99))
+        results[name]["ticks"] += cpu_ticks(pid) - ticks
+        results[name]["records"] += outcome["records"]
+        results[name]["slices"].append(outcome)
+for name, latencies in pooled.items():
+    if latencies:
+        latencies.sort()
+        results[name]["p50_ms"] = percentile(latencies, 0.5)
+        results[name]["p99_ms"] = percentile(latencies, 0.99)
+print(json.dumps(results))
+sys.stdout.flush()
+os._exit(0)  # no need to tear the producers down
