@@ -10,10 +10,11 @@ of the neighbours drifts over seconds, and slices far apart in time compare badl
       from the moment a record was due (not when it was handed over), so a client that falls
       behind shows it
 
-PATHS_JSON is a list of {"name", "config" (the producer's, with "topic"), "pid" (a gateway's, for
-its CPU time; absent for the direct path)}: a second gateway build can run beside the first, for
-a comparison paired slice by slice. Prints one JSON line with each slice's figures (the summary
-is the shell script's)."""
+PATHS_JSON is {"paths": [{"name", "config" (the producer's, with "topic")}, ...], "processes":
+{name: pid}}: the direct path and one path per gateway (a second build can run beside the
+first, for a comparison paired slice by slice), and the server processes whose CPU time is
+counted while each path runs (a gateway's under its path's name), besides this client's own.
+Prints one JSON line with each slice's figures (the summary is the shell script's)."""
 import gc
 import json
 import os
@@ -25,20 +26,24 @@ from confluent_kafka import Producer
 described = json.loads(sys.argv[1])
 mode = sys.argv[2]
 paths = {}
-for path in described:
+for path in described["paths"]:
     topic = path["config"].pop("topic")
-    paths[path["name"]] = (Producer(path["config"]), topic, path.get("pid"))
+    paths[path["name"]] = (Producer(path["config"]), topic)
+processes = dict(described["processes"], client=os.getpid())
+hz = os.sysconf("SC_CLK_TCK")
 record = json.dumps({"event": "purchase", "item": "x" * 230, "price": 12.5, "n": 0}).encode()
 record = record[:300].ljust(300, b" ")
 assert len(record) == 300
 
 
-def cpu_ticks(pid):
-    if pid is None:
-        return 0
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return int(fields[11]) + int(fields[12])  # utime + stime
+def cpu_ticks():
+    """CPU ticks (user + system) used so far by each watched process."""
+    ticks = {}
+    for name, pid in processes.items():
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        ticks[name] = int(fields[11]) + int(fields[12])
+    return ticks
 
 
 def produce(producer, topic, callback):
@@ -99,7 +104,7 @@ def percentile(ordered, q):
 
 
 # Warm up both: connect, authenticate, learn metadata.
-for producer, topic, _ in paths.values():
+for producer, topic in paths.values():
     producer.produce(topic, record)
     producer.flush(30)
 # The client's own pauses are not what is measured: no cyclic garbage is made here.
@@ -107,14 +112,15 @@ gc.disable()
 
 slices = int(sys.argv[-1])
 names = list(paths)
-results = {name: {"slices": [], "ticks": 0, "records": 0} for name in names}
+results = {name: {"slices": [], "ticks": {p: 0 for p in processes}, "seconds": 0, "records": 0}
+           for name in names}
 pooled = {name: [] for name in names}
 for index in range(slices):
     # Each path goes first as often as the others.
     order = names[index % len(names):] + names[:index % len(names)]
     for name in order:
-        producer, topic, pid = paths[name]
-        ticks = cpu_ticks(pid)
+        producer, topic = paths[name]
+        ticks, started = cpu_ticks(), time.perf_counter()
         if mode == "max":
             outcome = run_max(producer, topic, int(sys.argv[3]) // slices)
         else:
@@ -123,10 +129,15 @@ for index in range(slices):
             pooled[name] += latencies
             outcome.update(records=len(latencies), p50_ms=percentile(latencies, 0.5),
                            p99_ms=percentile(latencies, 0.99))
-        results[name]["ticks"] += cpu_ticks(pid) - ticks
+        results[name]["seconds"] += time.perf_counter() - started
+        for process, used in cpu_ticks().items():
+            results[name]["ticks"][process] += used - ticks[process]
         results[name]["records"] += outcome["records"]
         results[name]["slices"].append(outcome)
 for name, latencies in pooled.items():
+    # Cores each process kept busy while this path ran.
+    result = results[name]
+    result["cores"] = {p: t / hz / result["seconds"] for p, t in result["ticks"].items()}
     if latencies:
         latencies.sort()
         results[name]["p50_ms"] = percentile(latencies, 0.5)
