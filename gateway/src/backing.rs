@@ -7,7 +7,7 @@ use crate::records::{OutboundRecord, TenantHeaders};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
-use rdkafka::{ClientConfig, ClientContext};
+use rdkafka::{ClientConfig, ClientContext, Statistics};
 use sha2::{Digest, Sha256};
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -46,7 +46,28 @@ pub struct BatchAck {
 /// Where delivery reports go.
 pub struct Deliveries;
 
-impl ClientContext for Deliveries {}
+impl ClientContext for Deliveries {
+    /// With `BACKING_STATS_INTERVAL_MS`: where a record's time goes between the gateway and the
+    /// backing broker, per broker (microseconds, librdkafka's rolling windows): waiting in the
+    /// producer queue for a batch and a free request slot, waiting to be written, the round trip.
+    fn stats(&self, statistics: Statistics) {
+        for broker in statistics.brokers.values().filter(|b| b.nodeid >= 0) {
+            let p = |window: &Option<rdkafka::statistics::Window>| {
+                window.as_ref().map_or((0, 0), |w| (w.p50, w.p99))
+            };
+            let (queue_p50, queue_p99) = p(&broker.int_latency);
+            let (outbuf_p50, outbuf_p99) = p(&broker.outbuf_latency);
+            let (rtt_p50, rtt_p99) = p(&broker.rtt);
+            tracing::info!(
+                broker = %broker.name,
+                queue_p50, queue_p99, outbuf_p50, outbuf_p99, rtt_p50, rtt_p99,
+                awaiting_response = broker.waitresp_cnt,
+                queued_messages = statistics.msg_cnt,
+                "backing producer latencies (us)"
+            );
+        }
+    }
+}
 
 impl ProducerContext for Deliveries {
     type DeliveryOpaque = Arc<BatchAck>;
@@ -99,7 +120,11 @@ impl Backing {
             .set("message.timeout.ms", "30000")
             .set("client.id", "keen-gateway")
             // Batching is linger.ms's job; Nagle would only hold small batches back.
-            .set("socket.nagle.disable", "true");
+            .set("socket.nagle.disable", "true")
+            .set(
+                "statistics.interval.ms",
+                config.stats_interval_ms.to_string(),
+            );
         let producer: ThreadedProducer<Deliveries> = client.create_with_context(Deliveries)?;
         let metadata = producer
             .client()

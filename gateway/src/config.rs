@@ -114,6 +114,9 @@ pub struct BackingConfig {
     pub linger_ms: f64,
     /// librdkafka `compression.type` towards the backing cluster (`lz4`, `zstd`, `none`…).
     pub compression: String,
+    /// How often the backing producer logs its queue and round-trip latencies
+    /// (`BACKING_STATS_INTERVAL_MS`, librdkafka's `statistics.interval.ms`); 0, the default, never.
+    pub stats_interval_ms: u64,
 }
 
 /// The limits that keep one connection, or one tenant, from exhausting the instance.
@@ -325,6 +328,7 @@ impl Config {
                 ),
                 linger_ms: milliseconds(&get, "BACKING_LINGER_MS", 1.0)?,
                 compression: var_or(&get, "BACKING_COMPRESSION", "lz4"),
+                stats_interval_ms: number(&get, "BACKING_STATS_INTERVAL_MS", 0)?,
             },
             inbound_topic: var_or(&get, "INBOUND_TOPIC", "keen-inbound"),
             partitions,
@@ -477,6 +481,26 @@ mod tests {
         let error = config(&vars).expect_err("too small");
         assert!(
             error.to_string().contains("GATEWAY_MAX_REQUEST_BYTES"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn backing_statistics_are_off_unless_asked_for() {
+        assert_eq!(
+            config(&REQUIRED).expect("valid").backing.stats_interval_ms,
+            0
+        );
+        let mut vars = REQUIRED.to_vec();
+        vars.push(("BACKING_STATS_INTERVAL_MS", "1000"));
+        assert_eq!(
+            config(&vars).expect("valid").backing.stats_interval_ms,
+            1000
+        );
+        vars.push(("BACKING_STATS_INTERVAL_MS", "often"));
+        let error = config(&vars).expect_err("not a number");
+        assert!(
+            error.to_string().contains("BACKING_STATS_INTERVAL_MS"),
             "{error}"
         );
     }
