@@ -160,19 +160,9 @@ async fn read_split(
     sk: &str,
     attr: &str,
 ) -> Result<Option<(Item, Vec<u8>)>, StoreError> {
-    let get = |sort_key: String| async move {
-        client
-            .get_item()
-            .table_name(table)
-            .key("pk", s(pk))
-            .key("sk", s(sort_key))
-            .consistent_read(true)
-            .send()
-            .await
-            .map(|output| output.item)
-            .map_err(|e| {
-                StoreError::new("GetItem", aws_sdk_dynamodb::error::DisplayErrorContext(e))
-            })
+    let get = |sort_key: String| {
+        let key = Item::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(sort_key))]);
+        get_consistent(client, table, key, "GetItem")
     };
     let Some(head) = get(sk.to_owned()).await? else {
         return Ok(None);
@@ -245,6 +235,32 @@ pub fn string_attr<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
         Some(AttributeValue::S(text)) => Some(text),
         _ => None,
     }
+}
+
+/// A number attribute of an item, if present and of type `T`.
+fn number_attr<T: std::str::FromStr>(item: &Item, name: &str) -> Option<T> {
+    item.get(name)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// The item under `key`, read consistently (a retry must see what it wrote); `operation` names
+/// the read in an error.
+async fn get_consistent(
+    client: &Client,
+    table: &str,
+    key: Item,
+    operation: &'static str,
+) -> Result<Option<Item>, StoreError> {
+    client
+        .get_item()
+        .table_name(table)
+        .set_key(Some(key))
+        .consistent_read(true)
+        .send()
+        .await
+        .map(|output| output.item)
+        .map_err(|e| StoreError::new(operation, aws_sdk_dynamodb::error::DisplayErrorContext(e)))
 }
 
 /// Reads an event back: the head item and, when split, its parts (consistent reads).
@@ -351,24 +367,11 @@ pub async fn claim_dead_letter(
             aws_sdk_dynamodb::error::DisplayErrorContext(error),
         ));
     }
-    let existing = client
-        .get_item()
-        .table_name(table)
-        .key("pk", s(key))
-        .consistent_read(true)
-        .send()
-        .await
-        .map_err(|e| {
-            StoreError::new(
-                "GetItem dead letter claim",
-                aws_sdk_dynamodb::error::DisplayErrorContext(e),
-            )
-        })?;
+    let key = Item::from([("pk".to_owned(), s(key))]);
+    let existing = get_consistent(client, table, key, "GetItem dead letter claim").await?;
     let first = existing
-        .item()
-        .and_then(|item| item.get("failed_at_ms"))
-        .and_then(|value| value.as_n().ok())
-        .and_then(|text| text.parse().ok());
+        .as_ref()
+        .and_then(|item| number_attr(item, "failed_at_ms"));
     // Claimed, then gone (expired between the two calls): this attempt's time will do.
     Ok(first.unwrap_or(failed_at_ms))
 }
@@ -503,12 +506,7 @@ pub async fn add_to_counter(
                     aws_sdk_dynamodb::error::DisplayErrorContext(e),
                 )
             })?;
-        let previous: Option<i64> = current
-            .item
-            .as_ref()
-            .and_then(|i| i.get(&mark))
-            .and_then(|v| v.as_n().ok())
-            .and_then(|v| v.parse().ok());
+        let previous = current.item.as_ref().and_then(|i| number_attr(i, &mark));
         let fresh: Vec<i64> = offsets
             .iter()
             .copied()
@@ -657,11 +655,7 @@ pub async fn read_counters(
             })?;
         for item in page.items.unwrap_or_default() {
             let hour = string_attr(&item, "sk").unwrap_or_default().to_owned();
-            let count = item
-                .get("count")
-                .and_then(|v| v.as_n().ok())
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
+            let count = number_attr(&item, "count").unwrap_or(0);
             out.push((hour, count));
         }
         match page.last_evaluated_key {
@@ -693,34 +687,13 @@ pub async fn update_collection(
     update: &CollectionUpdate,
 ) -> Result<(), StoreError> {
     for _ in 0..8 {
-        let current = client
-            .get_item()
-            .table_name(table)
-            .key("pk", s(project_id))
-            .key("sk", s(collection))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|e| {
-                StoreError::new(
-                    "GetItem collection",
-                    aws_sdk_dynamodb::error::DisplayErrorContext(e),
-                )
-            })?
-            .item;
-        let version: i64 = current
-            .as_ref()
-            .and_then(|i| i.get("version"))
-            .and_then(|v| v.as_n().ok())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let number = |name: &str| -> Option<i64> {
-            current
-                .as_ref()
-                .and_then(|i| i.get(name))
-                .and_then(|v| v.as_n().ok())
-                .and_then(|v| v.parse().ok())
-        };
+        let key = Item::from([
+            ("pk".to_owned(), s(project_id)),
+            ("sk".to_owned(), s(collection)),
+        ]);
+        let current = get_consistent(client, table, key, "GetItem collection").await?;
+        let number = |name: &str| current.as_ref().and_then(|i| number_attr(i, name));
+        let version: i64 = number("version").unwrap_or(0);
         let first = [number("first_event_ms"), update.first_ms]
             .into_iter()
             .flatten()
