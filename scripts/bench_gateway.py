@@ -26,8 +26,25 @@ from confluent_kafka import Producer
 described = json.loads(sys.argv[1])
 mode = sys.argv[2]
 paths = {}
+# CLIENT_STATS=1: the client's own librdkafka statistics each second, per path: how long a record
+# waited in the client's queue, and the round trip of its produce requests as the client saw it.
+client_stats = {path["name"]: [] for path in described["paths"]}
+
+
+def stats_callback(name):
+    def callback(text):
+        for broker in json.loads(text)["brokers"].values():
+            if broker["nodeid"] >= 0 and broker["rtt"]["cnt"]:
+                client_stats[name].append({window: [broker[window]["p50"], broker[window]["p99"]]
+                                           for window in ("int_latency", "outbuf_latency", "rtt")})
+    return callback
+
+
 for path in described["paths"]:
     topic = path["config"].pop("topic")
+    if os.environ.get("CLIENT_STATS") == "1":
+        path["config"].update({"statistics.interval.ms": 1000,
+                               "stats_cb": stats_callback(path["name"])})
     paths[path["name"]] = (Producer(path["config"]), topic)
 processes = dict(described["processes"], client=os.getpid())
 hz = os.sysconf("SC_CLK_TCK")
@@ -141,6 +158,9 @@ for index in range(slices):
         results[name]["records"] += outcome["records"]
         results[name]["slices"].append(outcome)
 for name, latencies in pooled.items():
+    if client_stats[name]:
+        results[name]["client_stats"] = client_stats[name]
+        client_stats[name] = []
     # Cores each process kept busy while this path ran.
     result = results[name]
     result["cores"] = {p: t / hz / result["seconds"] for p, t in result["ticks"].items()}

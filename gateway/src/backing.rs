@@ -11,7 +11,7 @@ use rdkafka::{ClientConfig, ClientContext, Statistics};
 use sha2::{Digest, Sha256};
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 /// Room for the tenant headers and record framing on top of a maximal customer batch. The
@@ -41,6 +41,15 @@ pub struct BatchAck {
     first_offset: AtomicI64,
     failure: Mutex<Option<KafkaError>>,
     done: Mutex<Option<oneshot::Sender<()>>>,
+}
+
+/// A batch the backing cluster acknowledged.
+pub struct Acknowledged {
+    /// The offset of the batch's first record.
+    pub first_offset: i64,
+    /// When the last record was handed to the producer: what follows is librdkafka's linger,
+    /// the round trip to the cluster and the delivery reports.
+    pub handed_over: Instant,
 }
 
 /// Where delivery reports go.
@@ -159,16 +168,18 @@ impl Backing {
     }
 
     /// Writes `records`, with the `tenant` headers, to `partition` and waits until every one is
-    /// acknowledged; returns the offset of the first. Any failure fails the whole batch (the
-    /// client resends it).
+    /// acknowledged. Any failure fails the whole batch (the client resends it).
     pub async fn send(
         &self,
         partition: i32,
         tenant: &TenantHeaders,
         records: &[OutboundRecord],
-    ) -> Result<i64, BackingError> {
+    ) -> Result<Acknowledged, BackingError> {
         if records.is_empty() {
-            return Ok(-1);
+            return Ok(Acknowledged {
+                first_offset: -1,
+                handed_over: Instant::now(),
+            });
         }
         let (done, acknowledged) = oneshot::channel();
         let ack = Arc::new(BatchAck {
@@ -217,6 +228,7 @@ impl Backing {
                 }
             }
         }
+        let handed_over = Instant::now();
         if acknowledged.await.is_err() {
             return Err(BackingError::Canceled);
         }
@@ -228,7 +240,10 @@ impl Backing {
         {
             return Err(BackingError::Kafka(error));
         }
-        Ok(ack.first_offset.load(Ordering::Acquire))
+        Ok(Acknowledged {
+            first_offset: ack.first_offset.load(Ordering::Acquire),
+            handed_over,
+        })
     }
 
     /// Waits until everything sent is acknowledged, or `timeout` (blocking: use spawn_blocking).

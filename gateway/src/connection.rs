@@ -384,6 +384,7 @@ impl Connection {
         correlation_id: i32,
         permits: Permits,
     ) -> Result<Option<Duration>, Stop> {
+        let received = Instant::now();
         let Some(session) = self.session.clone() else {
             return Err(Stop::Protocol("produce before authentication".into()));
         };
@@ -422,8 +423,15 @@ impl Connection {
             .map_err(|_| Stop::WriterGone)?;
         let gateway = self.gateway.clone();
         tokio::spawn(async move {
-            let (response, failed) =
-                crate::produce::handle(&gateway, &principal, request, version, throttle_ms).await;
+            let (response, failed) = crate::produce::handle(
+                &gateway,
+                &principal,
+                request,
+                version,
+                throttle_ms,
+                received,
+            )
+            .await;
             let reply = if acks == 0 {
                 if failed { Reply::Close } else { Reply::Nothing }
             } else {

@@ -45,7 +45,13 @@ pub async fn handle(
     request: ProduceRequest,
     version: i16,
     throttle_time_ms: i32,
+    received: Instant,
 ) -> (ProduceResponse, bool) {
+    let stages = &gateway.metrics.produce_stages;
+    let started = Instant::now();
+    stages
+        .scheduling
+        .observe(started.duration_since(received).as_secs_f64());
     let transactional = request
         .transactional_id
         .as_ref()
@@ -98,6 +104,7 @@ pub async fn handle(
             (name, partitions)
         })
         .collect();
+    stages.decoding.observe(started.elapsed().as_secs_f64());
     let written = join_all(decoded.into_iter().map(|(name, partitions)| async move {
         let outcomes = join_all(
             partitions
@@ -126,6 +133,7 @@ pub async fn handle(
     let response = ProduceResponse::default()
         .with_responses(topics)
         .with_throttle_time_ms(throttle_time_ms);
+    stages.request.observe(received.elapsed().as_secs_f64());
     (response, failed)
 }
 
@@ -228,11 +236,22 @@ async fn write_partition(
         .send(inbound, &batch.tenant, &batch.records)
         .await
     {
-        Ok(base_offset) => {
-            gateway
-                .metrics
+        Ok(acknowledged) => {
+            let base_offset = acknowledged.first_offset;
+            let metrics = &gateway.metrics;
+            metrics
                 .backing_latency_seconds
                 .observe(started.elapsed().as_secs_f64());
+            let stages = &metrics.produce_stages;
+            stages.handing_over.observe(
+                acknowledged
+                    .handed_over
+                    .duration_since(started)
+                    .as_secs_f64(),
+            );
+            stages
+                .acknowledgement
+                .observe(acknowledged.handed_over.elapsed().as_secs_f64());
             gateway
                 .metrics
                 .records_accepted

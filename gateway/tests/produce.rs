@@ -139,4 +139,18 @@ async fn a_kip368_client_reauthenticates_and_keeps_producing() {
         successes > connections,
         "{successes} authentications over {connections} connections: the client re-authenticated in place"
     );
+    // Each produce request (one record, one partition) is timed stage by stage, and the wait for
+    // the backing cluster is part of the request's time.
+    let stage = |stage: &str, what: &str| {
+        gateway.metric(&format!(
+            "keen_gateway_produce_stage_seconds_{what}{{stage=\"{stage}\"}}"
+        ))
+    };
+    let requests = stage("request", "count");
+    assert!(requests >= 7.0, "{requests} produce requests timed");
+    for each in ["scheduling", "decoding", "handing_over", "acknowledgement"] {
+        assert_eq!(stage(each, "count"), requests, "stage {each}");
+    }
+    assert!(stage("acknowledgement", "sum") > 0.0);
+    assert!(stage("acknowledgement", "sum") < stage("request", "sum"));
 }
