@@ -109,8 +109,9 @@ impl BackingSettings {
 pub struct BackingConfig {
     /// Where and as whom.
     pub connection: BackingSettings,
-    /// librdkafka `linger.ms` (a decimal: librdkafka takes fractions of a millisecond): the
-    /// latency the backing producer may add to batch records.
+    /// librdkafka `linger.ms`: the latency the backing producer may add to batch records. A
+    /// decimal, as librdkafka takes it, but its broker thread sleeps in whole milliseconds
+    /// (rounded up), so values between 0 and 1 wait about 1 ms unless other work wakes it.
     pub linger_ms: f64,
     /// librdkafka `compression.type` towards the backing cluster (`lz4`, `zstd`, `none`…).
     pub compression: String,
