@@ -14,9 +14,7 @@
 //! - Listed dead letters are the full §8 envelope: the payload is read (parts joined and
 //!   decompressed) for each one returned, never for those filtered out.
 
-use super::store::{
-    Item, StoreError, conditional_update, read_dead_letter, stored_envelope, string_attr,
-};
+use super::store::{Item, StoreError, conditional, read_dead_letter, stored_envelope, string_attr};
 use crate::dead_letter::{DeadLetter, PayloadRef, table_keys};
 use crate::storage;
 use aws_sdk_dynamodb::Client;
@@ -305,7 +303,7 @@ pub async fn update_dead_letter_error(
         .expression_attribute_values(":code", AttributeValue::S(letter.error.code.clone()))
         .send()
         .await;
-    conditional_update(result, "UpdateItem dead letter")
+    conditional(result, "UpdateItem dead letter")
 }
 
 fn store_error<E, R>(

@@ -306,22 +306,11 @@ pub async fn claim_token(
         .expression_attribute_values(":id", s(keen_id))
         .send()
         .await;
-    match result {
-        Ok(_) => Ok(Claim::Won),
-        Err(error) => {
-            let conditional = error
-                .as_service_error()
-                .is_some_and(|e| e.is_conditional_check_failed_exception());
-            if conditional {
-                Ok(Claim::Duplicate)
-            } else {
-                Err(StoreError::new(
-                    "PutItem dedupe",
-                    aws_sdk_dynamodb::error::DisplayErrorContext(error),
-                ))
-            }
-        }
-    }
+    Ok(if conditional(result, "PutItem dedupe")? {
+        Claim::Won
+    } else {
+        Claim::Duplicate
+    })
 }
 
 /// The Dedupe key under which a dead letter's first failure time is kept.
@@ -354,18 +343,8 @@ pub async fn claim_dead_letter(
         .condition_expression("attribute_not_exists(pk)")
         .send()
         .await;
-    let error = match result {
-        Ok(_) => return Ok(failed_at_ms),
-        Err(error) => error,
-    };
-    let claimed = error
-        .as_service_error()
-        .is_some_and(|e| e.is_conditional_check_failed_exception());
-    if !claimed {
-        return Err(StoreError::new(
-            "PutItem dead letter claim",
-            aws_sdk_dynamodb::error::DisplayErrorContext(error),
-        ));
+    if conditional(result, "PutItem dead letter claim")? {
+        return Ok(failed_at_ms);
     }
     let key = Item::from([("pk".to_owned(), s(key))]);
     let existing = get_consistent(client, table, key, "GetItem dead letter claim").await?;
@@ -532,21 +511,10 @@ pub async fn add_to_counter(
                 .condition_expression("#m = :prev")
                 .expression_attribute_values(":prev", n(p)),
         };
-        match update.send().await {
-            Ok(_) => return Ok(fresh.len() as u64),
-            Err(error) => {
-                let conditional = error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception());
-                if !conditional {
-                    return Err(StoreError::new(
-                        "UpdateItem counter",
-                        aws_sdk_dynamodb::error::DisplayErrorContext(error),
-                    ));
-                }
-                // Someone moved the mark meanwhile (a concurrent retry): read again.
-            }
+        if conditional(update.send().await, "UpdateItem counter")? {
+            return Ok(fresh.len() as u64);
         }
+        // Someone moved the mark meanwhile (a concurrent retry): read again.
     }
     Err(StoreError::new(
         "UpdateItem counter",
@@ -597,29 +565,39 @@ pub async fn count_replayed(
         .expression_attribute_values(":member", s(member))
         .send()
         .await;
-    conditional_update(result, "UpdateItem replay counter")
+    conditional(result, "UpdateItem replay counter")
 }
 
-/// An UpdateItem's answer when its condition may fail: whether it was applied.
-pub(crate) fn conditional_update<R: std::fmt::Debug>(
-    result: Result<
-        aws_sdk_dynamodb::operation::update_item::UpdateItemOutput,
-        aws_sdk_dynamodb::error::SdkError<
-            aws_sdk_dynamodb::operation::update_item::UpdateItemError,
-            R,
-        >,
-    >,
+/// A write that carries a condition: PutItem or UpdateItem.
+pub(crate) trait ConditionalWrite {
+    /// The condition did not hold (not a failure of the call).
+    fn condition_failed(&self) -> bool;
+}
+
+impl ConditionalWrite for aws_sdk_dynamodb::operation::update_item::UpdateItemError {
+    fn condition_failed(&self) -> bool {
+        self.is_conditional_check_failed_exception()
+    }
+}
+
+impl ConditionalWrite for aws_sdk_dynamodb::operation::put_item::PutItemError {
+    fn condition_failed(&self) -> bool {
+        self.is_conditional_check_failed_exception()
+    }
+}
+
+/// A conditional write's answer: whether it was applied (false: its condition did not hold).
+pub(crate) fn conditional<T, E, R>(
+    result: Result<T, aws_sdk_dynamodb::error::SdkError<E, R>>,
     operation: &'static str,
-) -> Result<bool, StoreError> {
+) -> Result<bool, StoreError>
+where
+    E: ConditionalWrite + std::error::Error + 'static,
+    R: std::fmt::Debug,
+{
     match result {
         Ok(_) => Ok(true),
-        Err(error)
-            if error
-                .as_service_error()
-                .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
-        {
-            Ok(false)
-        }
+        Err(error) if error.as_service_error().is_some_and(E::condition_failed) => Ok(false),
         Err(error) => Err(StoreError::new(
             operation,
             aws_sdk_dynamodb::error::DisplayErrorContext(error),
@@ -750,20 +728,10 @@ pub async fn update_collection(
         } else {
             put.condition_expression("attribute_not_exists(pk)")
         };
-        match put.send().await {
-            Ok(_) => return Ok(()),
-            Err(error) => {
-                let conditional = error
-                    .as_service_error()
-                    .is_some_and(|e| e.is_conditional_check_failed_exception());
-                if !conditional {
-                    return Err(StoreError::new(
-                        "PutItem collection",
-                        aws_sdk_dynamodb::error::DisplayErrorContext(error),
-                    ));
-                }
-            }
+        if conditional(put.send().await, "PutItem collection")? {
+            return Ok(());
         }
+        // Changed meanwhile by another batch: read again.
     }
     Err(StoreError::new(
         "PutItem collection",
