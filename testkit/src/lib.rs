@@ -13,6 +13,7 @@
 //!   code the local stack uses ([`keen_shared::adapters::provision`]).
 
 pub mod kafka;
+pub mod process;
 
 pub use kafka::{
     BackingRecord, Fault, FaultProxy, Isolation, TansuBroker, read_topic, read_topic_blocking,

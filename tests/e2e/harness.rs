@@ -11,12 +11,13 @@ use keen_authorizer::Authorizer;
 use keen_shared::adapters::keys_table::KeysTable;
 use keen_shared::adapters::secrets::Pepper;
 use keen_testkit::kafka::TansuBroker;
+use keen_testkit::process::ServerProcess;
 use keen_testkit::{MotoServer, Provisioned, unique_prefix};
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -69,9 +70,7 @@ pub fn free_addr() -> SocketAddr {
 
 /// One process of the stack; killed on drop.
 pub struct Service {
-    name: String,
-    child: Option<Child>,
-    log: PathBuf,
+    process: ServerProcess,
     /// The address it serves, when it serves one.
     pub addr: Option<SocketAddr>,
 }
@@ -80,93 +79,33 @@ impl Service {
     /// Spawns `binary` with exactly `env` (plus PATH) and waits until its first stdout line
     /// contains `ready`.
     fn spawn(name: &str, binary: &str, env: &[(String, String)], ready: &str) -> Service {
-        let log = std::env::temp_dir().join(format!(
-            "keen-e2e-{}-{name}-{}.log",
-            std::process::id(),
-            unique_prefix("")
-        ));
-        let log_file = std::fs::File::create(&log).expect("log file");
-        let mut child = Command::new(binaries().join(binary))
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .envs(env.iter().map(|(k, v)| (k, v)))
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log_file)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {binary}: {e}"));
-        let stdout = child.stdout.take().expect("stdout");
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
-                let _ = ready_tx.send(line);
-            }
-            for _ in lines {}
-        });
-        let service = Service {
-            name: name.to_owned(),
-            child: Some(child),
-            log,
-            addr: None,
-        };
-        match ready_rx.recv_timeout(Duration::from_secs(60)) {
-            Ok(line) if line.contains(ready) => service,
-            other => panic!(
-                "{name} did not start ({other:?}); log:\n{}",
-                service.log_text()
+        Service {
+            process: ServerProcess::start(
+                name,
+                &binaries().join(binary),
+                env,
+                ready,
+                Duration::from_secs(60),
             ),
+            addr: None,
         }
     }
 
     /// The process's log (stderr).
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.process.log_text()
     }
 
     /// Its pid, 0 once stopped.
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
+        self.process.pid()
     }
 
     /// Sends `signal` (`TERM`, `KILL`) and waits for the exit; returns whether it exited 0.
     pub fn stop(&mut self, signal: &str) -> bool {
-        let Some(mut child) = self.child.take() else {
-            return true;
-        };
-        let _ = Command::new("kill")
-            .args([&format!("-{signal}"), &child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                return status.success();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} ignored SIG{signal}; log:\n{}",
-                self.name,
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!(
-                "--- {} log ({}):\n{}",
-                self.name,
-                self.log.display(),
-                self.log_text()
-            );
-        }
+        self.process
+            .stop(signal)
+            .is_none_or(|status| status.success())
     }
 }
 

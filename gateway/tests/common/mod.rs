@@ -7,13 +7,13 @@ use keen_authorizer::Authorizer;
 use keen_shared::adapters::keys_table::KeysTable;
 use keen_shared::adapters::secrets::Pepper;
 use keen_testkit::kafka::TansuBroker;
+use keen_testkit::process::ServerProcess;
 use keen_testkit::{MotoServer, Provisioned, unique_prefix};
 use serde_json::{Value, json};
-use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
-use std::path::PathBuf;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::path::{Path, PathBuf};
+use std::process::ExitStatus;
+use std::time::Duration;
 
 pub const INBOUND_TOPIC: &str = "keen-inbound";
 pub const INBOUND_PARTITIONS: i32 = 8;
@@ -141,51 +141,25 @@ pub fn free_addr() -> SocketAddr {
 
 /// A running `keen-gateway` process; killed on drop.
 pub struct Gateway {
-    child: Option<Child>,
+    process: ServerProcess,
     pub addr: SocketAddr,
     pub metrics: SocketAddr,
-    pub log: PathBuf,
 }
 
 impl Gateway {
     fn spawn(env: Vec<(String, String)>, addr: SocketAddr, metrics: SocketAddr) -> Gateway {
-        let log = std::env::temp_dir().join(format!(
-            "keen-gateway-{}-{}.log",
-            std::process::id(),
-            addr.port()
-        ));
-        let log_file = std::fs::File::create(&log).expect("log file");
-        let mut child = Command::new(env!("CARGO_BIN_EXE_keen-gateway"))
-            .env_clear()
-            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
-            .envs(env)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(log_file)
-            .spawn()
-            .expect("spawn keen-gateway");
         // The binary prints one line to stdout once it listens.
-        let stdout = child.stdout.take().expect("stdout");
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(line)) = lines.next() {
-                let _ = ready_tx.send(line);
-            }
-            for _ in lines {}
-        });
-        let gateway = Gateway {
-            child: Some(child),
+        let process = ServerProcess::start(
+            "gateway",
+            Path::new(env!("CARGO_BIN_EXE_keen-gateway")),
+            &env,
+            "listening",
+            Duration::from_secs(30),
+        );
+        Gateway {
+            process,
             addr,
             metrics,
-            log,
-        };
-        match ready_rx.recv_timeout(Duration::from_secs(30)) {
-            Ok(line) if line.contains("listening") => gateway,
-            other => panic!(
-                "gateway did not start ({other:?}); log:\n{}",
-                gateway.log_text()
-            ),
         }
     }
 
@@ -194,11 +168,11 @@ impl Gateway {
     }
 
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.process.log_text()
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
+        self.process.pid()
     }
 
     /// Peak resident memory (VmHWM) in KiB.
@@ -208,56 +182,18 @@ impl Gateway {
 
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
-        self.child
-            .as_mut()
-            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
-    }
-
-    /// Sends SIGTERM and waits for the process to exit.
-    pub fn terminate(&mut self) -> ExitStatus {
-        let mut child = self.child.take().expect("running");
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(Some(status)) = child.try_wait() {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "gateway ignored SIGTERM; log:\n{}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.process.is_running()
     }
 
     /// Waits up to `timeout` for the process to exit on its own (after [`Gateway::signal_term`]);
     /// `None` if it is still running then.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let status = self
-                .child
-                .as_mut()
-                .and_then(|c| c.try_wait().ok().flatten());
-            if let Some(status) = status {
-                self.child = None;
-                return Some(status);
-            }
-            if Instant::now() >= deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.process.wait_exit(timeout)
     }
 
     /// Sends SIGTERM without waiting.
     pub fn signal_term(&self) {
-        let _ = Command::new("kill")
-            .args(["-TERM", &self.pid().to_string()])
-            .status();
+        self.process.signal("TERM");
     }
 
     /// The Prometheus text of the metrics port.
@@ -281,22 +217,6 @@ impl Gateway {
                     .and_then(|rest| rest.trim().parse().ok())
             })
             .unwrap_or(0.0)
-    }
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-        if std::thread::panicking() {
-            eprintln!(
-                "--- gateway log ({}):\n{}",
-                self.log.display(),
-                self.log_text()
-            );
-        }
     }
 }
 
