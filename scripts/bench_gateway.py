@@ -14,7 +14,8 @@ PATHS_JSON is {"paths": [{"name", "config" (the producer's, with "topic")}, ...]
 {name: pid}}: the direct path and one path per gateway (a second build can run beside the
 first, for a comparison paired slice by slice), and the server processes whose CPU time is
 counted while each path runs (a gateway's under its path's name), besides this client's own.
-Prints one JSON line with each slice's figures (the summary is the shell script's)."""
+Prints one JSON line with each slice's figures (the summary is the shell script's); with
+CLIENT_STATS=1 also the client's own librdkafka statistics of each second, per path."""
 import gc
 import json
 import os
@@ -160,7 +161,6 @@ for index in range(slices):
 for name, latencies in pooled.items():
     if client_stats[name]:
         results[name]["client_stats"] = client_stats[name]
-        client_stats[name] = []
     # Cores each process kept busy while this path ran.
     result = results[name]
     result["cores"] = {p: t / hz / result["seconds"] for p, t in result["ticks"].items()}
