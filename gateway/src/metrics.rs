@@ -1,7 +1,6 @@
 //! Prometheus metrics, served as text on their own port (`GATEWAY_METRICS_LISTEN`): connections,
-//! authentications by outcome, records and bytes accepted per project, backing-cluster latency,
-//! throttling, refusals and limits hit, and where a produce request's time goes inside the
-//! gateway.
+//! authentications by outcome, records and bytes accepted per project, throttling, refusals and
+//! limits hit, and where a produce request's time goes — the backing-cluster latency among it.
 
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
@@ -29,7 +28,6 @@ pub struct Metrics {
     pub produce_errors: Family<Labels, Counter>,
     pub refused_requests: Family<Labels, Counter>,
     pub throttle_seconds: Family<Labels, Counter<f64>>,
-    pub backing_latency_seconds: Histogram,
     pub produce_stages: ProduceStages,
     pub inflight_bytes: Gauge,
     pub malformed_frames: Counter,
@@ -49,9 +47,6 @@ impl Default for Metrics {
             produce_errors: Family::default(),
             refused_requests: Family::default(),
             throttle_seconds: Family::default(),
-            backing_latency_seconds: Histogram::new([
-                0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
-            ]),
             produce_stages: ProduceStages::default(),
             inflight_bytes: Gauge::default(),
             malformed_frames: Counter::default(),
@@ -62,7 +57,8 @@ impl Default for Metrics {
             "Where a produce request's time goes inside the gateway, by stage: scheduling (read \
              to handled), decoding (every partition's records), handing_over (records given to \
              the backing producer, per partition), acknowledgement (from then to the backing \
-             cluster's last acknowledgement, per partition), request (read to answer ready)",
+             cluster's last acknowledgement, per partition: the backing-cluster latency), \
+             request (read to answer ready)",
             metrics.produce_stages.family.clone(),
         );
         registry.register(
@@ -114,11 +110,6 @@ impl Default for Metrics {
             "throttle_seconds",
             "Throttle time imposed by the produce quota, per project",
             metrics.throttle_seconds.clone(),
-        );
-        registry.register(
-            "backing_latency_seconds",
-            "Time from sending a batch to the backing cluster to its last acknowledgement",
-            metrics.backing_latency_seconds.clone(),
         );
         registry.register(
             "inflight_bytes",

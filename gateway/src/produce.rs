@@ -239,9 +239,6 @@ async fn write_partition(
         Ok(acknowledged) => {
             let base_offset = acknowledged.first_offset;
             let metrics = &gateway.metrics;
-            metrics
-                .backing_latency_seconds
-                .observe(started.elapsed().as_secs_f64());
             let stages = &metrics.produce_stages;
             stages.handing_over.observe(
                 acknowledged
@@ -252,13 +249,11 @@ async fn write_partition(
             stages
                 .acknowledgement
                 .observe(acknowledged.handed_over.elapsed().as_secs_f64());
-            gateway
-                .metrics
+            metrics
                 .records_accepted
                 .get_or_create(&project)
                 .inc_by(batch.records.len() as u64);
-            gateway
-                .metrics
+            metrics
                 .bytes_accepted
                 .get_or_create(&project)
                 .inc_by(batch.wire_bytes as u64);
