@@ -262,6 +262,7 @@ async fn dead_letters_are_listed_shown_and_replayed_after_a_key_is_reinstated() 
         dead_letter_queue_url: env["DEAD_LETTER_QUEUE_URL"].clone(),
         geoip_database: None,
         shards: 16,
+        time_reserve: keen_ingest::DEFAULT_TIME_RESERVE,
     };
     let ingest = keen_ingest::Ingest::with_clients(
         config.clone(),

@@ -16,6 +16,26 @@ pub fn merge(event: &mut EventObject, autofill: &EventObject) {
     merge_objects(event, autofill, true);
 }
 
+/// The part of an autofill that must still hold after the add-ons ran: everything outside
+/// `keen`, with its placeholders resolved as the event's were. Add-ons run after autofill (so
+/// that autofill may configure them), and an add-on's `output` or `remove_ip_property` would
+/// otherwise overwrite or delete an autofilled path: the one guard a customer has against a
+/// sub-tenant writing as another (product.md §5).
+pub fn guard(autofill: &EventObject, resolve: impl FnOnce(&mut EventObject)) -> EventObject {
+    let mut guard: EventObject = autofill
+        .iter()
+        .filter(|(name, _)| name.as_str() != KEEN)
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect();
+    resolve(&mut guard);
+    guard
+}
+
+/// Merges a [`guard`] back into the event after the add-ons: autofilled paths win again.
+pub fn reassert(event: &mut EventObject, guard: &EventObject) {
+    merge_objects(event, guard, false);
+}
+
 fn merge_objects(target: &mut EventObject, autofill: &EventObject, top_level: bool) {
     for (name, fill) in autofill {
         let in_keen = top_level && name == KEEN;
@@ -68,6 +88,27 @@ mod tests {
         };
         merge(&mut event, &autofill);
         Value::Object(event)
+    }
+
+    #[test]
+    fn a_guard_restores_autofilled_paths_and_keeps_the_rest() {
+        let Value::Object(fill) = json!({"user": {"id": "t7"}, "ip": "1.2.3.4", "keen": {"addons": []}})
+        else {
+            panic!("object")
+        };
+        let guard = guard(&fill, |g| {
+            g.insert("resolved".into(), json!(true));
+        });
+        assert!(!guard.contains_key("keen"), "keen is the add-ons' own");
+        // An add-on wrote over user (output "user") and removed the ip.
+        let Value::Object(mut event) = json!({"user": {"family": "Firefox"}, "page": 1}) else {
+            panic!("object")
+        };
+        reassert(&mut event, &guard);
+        assert_eq!(
+            Value::Object(event),
+            json!({"user": {"family": "Firefox", "id": "t7"}, "ip": "1.2.3.4", "page": 1, "resolved": true})
+        );
     }
 
     #[test]

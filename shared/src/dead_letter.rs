@@ -85,10 +85,33 @@ pub struct DeadLetter {
     /// Where the full dead letter is stored, when the announcement could carry no payload at all.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub payload_ref: Option<PayloadRef>,
+    /// Set when the whole dead letter could not be stored or announced (a service refused it):
+    /// why. This form then carries the record's identity and the reason only, so that the record
+    /// is still accounted for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_resort: Option<String>,
     /// When processing failed, `YYYY-MM-DDTHH:MM:SS.sssZ`.
     pub failed_at: String,
     /// The service version that rejected it.
     pub service_version: String,
+}
+
+/// The longest error message a dead letter keeps: messages are the service's own words, and a
+/// bound keeps a quoted value from growing the envelope.
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024;
+/// The longest error path a dead letter keeps (100 levels of 255-character names stay within).
+pub const MAX_PATH_BYTES: usize = 32 * 1024;
+
+/// `text` cut to at most `max` bytes on a character boundary, marked with `…` when cut.
+fn capped(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_owned();
+    }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &text[..end])
 }
 
 /// The DeadLetters table item holding a dead letter.
@@ -114,8 +137,8 @@ impl DeadLetter {
             collection: tenant.map(|t| t.collection.clone()).unwrap_or_default(),
             error: DeadLetterError {
                 code: rejection.code.as_str().to_owned(),
-                message: rejection.message.clone(),
-                path: rejection.path.clone(),
+                message: capped(&rejection.message, MAX_MESSAGE_BYTES),
+                path: rejection.path.as_deref().map(|p| capped(p, MAX_PATH_BYTES)),
                 detail: rejection.detail.map(str::to_owned),
             },
             source: Source {
@@ -130,6 +153,7 @@ impl DeadLetter {
             payload_b64: None,
             payload_zstd_b64: None,
             payload_ref: None,
+            last_resort: None,
             failed_at: crate::timestamp::format_millis(failed_at_ms),
             service_version: SERVICE_VERSION.to_owned(),
         };
@@ -210,6 +234,33 @@ impl DeadLetter {
         copy.payload_b64 = None;
         copy.payload_zstd_b64 = None;
         copy.payload_ref = Some(reference);
+        copy
+    }
+
+    /// The same dead letter without the record's content (payload, key, headers), pointing at
+    /// the table item that holds it whole: an announcement no record can make too large.
+    pub fn with_source_ref(&self, reference: PayloadRef) -> DeadLetter {
+        let mut copy = self.with_payload_ref(reference);
+        copy.source.key_b64 = None;
+        copy.source.headers = Vec::new();
+        copy
+    }
+
+    /// The last-resort form of this dead letter, for when a service refused the whole one for
+    /// `reason`: the record's identity (topic, partition, offset, timestamp), tenant, error and
+    /// the reason, nothing of the record's content, so that it is small and plain by
+    /// construction and the record stays accounted for (replay reads the record again from the
+    /// inbound topic while it is retained).
+    pub fn last_resort(&self, reason: &str) -> DeadLetter {
+        let mut copy = self.clone();
+        copy.payload = None;
+        copy.payload_b64 = None;
+        copy.payload_zstd_b64 = None;
+        copy.payload_ref = None;
+        copy.source.key_b64 = None;
+        copy.source.headers = Vec::new();
+        copy.error.path = copy.error.path.map(|p| capped(&p, 1_024));
+        copy.last_resort = Some(capped(reason, 1_024));
         copy
     }
 
@@ -296,6 +347,38 @@ mod tests {
         let referenced = letter.with_payload_ref(table_keys(&letter));
         assert_eq!(referenced.value_bytes(), None);
         assert!(referenced.payload_ref.is_some());
+        let bare = letter.with_source_ref(table_keys(&letter));
+        assert_eq!((bare.source.key_b64, bare.source.headers.len()), (None, 0));
+        assert_eq!(bare.source.offset, 77);
+
+        let last = letter.last_resort("ValidationException: too large");
+        assert_eq!(last.value_bytes(), None);
+        assert_eq!(last.source.headers.len(), 0);
+        assert_eq!(last.id, letter.id);
+        assert_eq!(last.error, letter.error);
+        assert_eq!(
+            last.last_resort.as_deref(),
+            Some("ValidationException: too large")
+        );
+    }
+
+    #[test]
+    fn messages_and_paths_are_bounded() {
+        let record = InboundRecord {
+            topic: "t",
+            partition: 0,
+            offset: 0,
+            timestamp_ms: 0,
+            key: None,
+            value: Some(b"{}"),
+            headers: &[],
+        };
+        let rejection = Rejection::new(ErrorCode::InvalidEventError, "é".repeat(10_000))
+            .with_path("$.".to_owned() + &"a".repeat(100_000));
+        let letter = DeadLetter::new(&record, None, &rejection, 0);
+        assert!(letter.error.message.len() <= MAX_MESSAGE_BYTES);
+        assert!(letter.error.message.ends_with('…'));
+        assert!(letter.error.path.as_ref().is_some_and(|p| p.len() <= MAX_PATH_BYTES));
     }
 
     #[test]

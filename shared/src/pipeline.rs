@@ -119,10 +119,12 @@ fn process_inner(
 
     let mut event = event::decode(record.value)?;
     check_key(&tenant, key)?;
-    if let Some(fill) = key.and_then(KeyModel::autofill) {
+    let placeholders = PlaceholderValues::from_record(record);
+    let fill = key.and_then(KeyModel::autofill);
+    if let Some(fill) = fill {
         autofill::merge(&mut event, fill);
     }
-    placeholder::resolve(&mut event, &PlaceholderValues::from_record(record));
+    placeholder::resolve(&mut event, &placeholders);
     event::validate(&event, record.value)?;
 
     let id = keen_id(record, &tenant);
@@ -133,7 +135,13 @@ fn process_inner(
             created_at_ms: record.timestamp_ms,
         },
     )?;
-    apply_addons(&mut event, &keen.addons, data)?;
+    if let Some(fill) = fill.filter(|_| !keen.addons.is_empty()) {
+        let guard = autofill::guard(fill, |g| placeholder::resolve(g, &placeholders));
+        apply_addons(&mut event, &keen.addons, data)?;
+        autofill::reassert(&mut event, &guard);
+    } else {
+        apply_addons(&mut event, &keen.addons, data)?;
+    }
 
     let shape = crate::storage::shape_fingerprint(&event);
     Ok(StoredEvent {

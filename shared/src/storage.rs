@@ -29,6 +29,13 @@ pub const DEDUPE_TTL_SECONDS: i64 = 31 * 24 * 3600;
 pub const DEAD_LETTER_TTL_SECONDS: i64 = 14 * 24 * 3600;
 /// At most this many property paths are recorded per collection.
 pub const MAX_SCHEMA_PATHS: usize = 1_000;
+/// At most this many bytes of recorded schema (its JSON form) per collection: with the count
+/// alone, 1,000 paths of 25 KB each (255-character names, 100 levels deep) would pass
+/// DynamoDB's 400 KB item limit and stop the collection's updates for good.
+pub const MAX_SCHEMA_BYTES: usize = 256 * 1024;
+/// A path longer than this (its JSON form) is not recorded: no dashboard shows such a path, and
+/// one would spend the byte budget of hundreds of ordinary ones.
+pub const MAX_SCHEMA_PATH_BYTES: usize = 1_024;
 
 /// How events are spread over partition keys.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,8 +150,14 @@ impl Body {
 
     /// Compresses any bytes (a dead letter's payload) and splits them past `chunk` bytes.
     pub fn of_bytes(bytes: &[u8], chunk: usize) -> Body {
+        Body::of_bytes_within(bytes, chunk, chunk)
+    }
+
+    /// Compresses bytes; inline when at most `inline_max` bytes compressed (the room a head
+    /// item has left), else parts of at most `chunk` bytes.
+    pub fn of_bytes_within(bytes: &[u8], inline_max: usize, chunk: usize) -> Body {
         let compressed = compress(bytes);
-        if compressed.len() <= chunk {
+        if compressed.len() <= inline_max {
             Body::Inline(compressed)
         } else {
             Body::Parts(
@@ -257,33 +270,56 @@ pub fn shape_fingerprint(event: &EventObject) -> u64 {
     hasher.finish()
 }
 
-/// Merges newly seen paths into a collection's known ones, respecting [`MAX_SCHEMA_PATHS`].
-/// Returns whether something was left out. A path seen with a second type keeps both, as
-/// `number|string`, so the listing tells the customer their data is mixed. `seen` may itself
-/// hold such unions (one invocation's merged view).
+/// Merges newly seen paths into a collection's known ones, within [`MAX_SCHEMA_PATHS`],
+/// [`MAX_SCHEMA_BYTES`] and [`MAX_SCHEMA_PATH_BYTES`]. Returns whether something was left out.
+/// A path seen with a second type keeps both, as `number|string`, so the listing tells the
+/// customer their data is mixed. `seen` may itself hold such unions (one invocation's merged
+/// view).
 pub fn merge_schema<S: AsRef<str>>(
     known: &mut BTreeMap<String, String>,
     seen: &BTreeMap<String, S>,
 ) -> bool {
     let mut truncated = false;
+    let mut bytes: usize = known.iter().map(|(p, t)| schema_entry_bytes(p, t)).sum();
     for (path, kinds) in seen {
-        let room = known.len() < MAX_SCHEMA_PATHS;
         match known.get_mut(path) {
             Some(types) => {
                 let all: std::collections::BTreeSet<&str> =
                     types.split('|').chain(kinds.as_ref().split('|')).collect();
                 let joined = all.into_iter().collect::<Vec<_>>().join("|");
-                if joined != *types {
+                let grown = joined.len() - types.len().min(joined.len());
+                if joined != *types && bytes + grown <= MAX_SCHEMA_BYTES {
+                    bytes += grown;
                     *types = joined;
+                } else if joined != *types {
+                    truncated = true;
                 }
             }
-            None if room => {
-                known.insert(path.clone(), kinds.as_ref().to_owned());
+            None => {
+                let entry = schema_entry_bytes(path, kinds.as_ref());
+                let fits = known.len() < MAX_SCHEMA_PATHS
+                    && json_len(path) <= MAX_SCHEMA_PATH_BYTES
+                    && bytes + entry <= MAX_SCHEMA_BYTES;
+                if fits {
+                    bytes += entry;
+                    known.insert(path.clone(), kinds.as_ref().to_owned());
+                } else {
+                    truncated = true;
+                }
             }
-            None => truncated = true,
         }
     }
     truncated
+}
+
+/// The bytes one schema entry takes in the stored JSON object (`"path":"types",`).
+fn schema_entry_bytes(path: &str, types: &str) -> usize {
+    json_len(path) + json_len(types) + 2
+}
+
+/// The length of `text` as a JSON string, quotes and escapes included.
+fn json_len(text: &str) -> usize {
+    serde_json::to_string(text).map_or(text.len() * 6 + 2, |json| json.len())
 }
 
 #[cfg(test)]
@@ -436,5 +472,26 @@ mod tests {
             .collect();
         assert!(merge_schema(&mut known, &many));
         assert_eq!(known.len(), MAX_SCHEMA_PATHS);
+    }
+
+    #[test]
+    fn schema_is_bounded_in_bytes() {
+        // 1,000 paths of 400 characters: within the count bound, over the item limit before.
+        let long: BTreeMap<String, &str> = (0..1_000)
+            .map(|i| (format!("{i:04}{}", "p".repeat(396)), "string"))
+            .collect();
+        let mut known = BTreeMap::new();
+        assert!(merge_schema(&mut known, &long));
+        let stored = serde_json::to_string(&known).expect("json");
+        assert!(stored.len() <= MAX_SCHEMA_BYTES, "{}", stored.len());
+        assert!(known.len() >= 600, "{} paths kept", known.len());
+        // A path longer than the per-path bound is never recorded, even into an empty schema.
+        let huge: BTreeMap<String, &str> =
+            BTreeMap::from([("x".repeat(MAX_SCHEMA_PATH_BYTES), "number")]);
+        let mut empty = BTreeMap::new();
+        assert!(merge_schema(&mut empty, &huge));
+        assert!(empty.is_empty());
+        // Escaped characters count as stored: control characters take six bytes each.
+        assert_eq!(json_len("a\u{1}"), 2 + 1 + 6);
     }
 }

@@ -180,6 +180,7 @@ fn invocation_memory(payload: Vec<u8>, events: usize) {
             dead_letter_queue_url: aws.name("DEAD_LETTER_QUEUE_URL").to_owned(),
             geoip_database: Some(geoip),
             shards: 16,
+            time_reserve: keen_ingest::DEFAULT_TIME_RESERVE,
         };
         let ingest = Ingest::new(
             config.clone(),

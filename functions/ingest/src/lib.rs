@@ -26,15 +26,17 @@ use aws_sdk_dynamodb::Client as DynamoDb;
 use aws_sdk_dynamodb::types::AttributeValue;
 use keen_shared::Outcome;
 use keen_shared::adapters::batch::{TableWrite, WriteBatcher, WriteOp};
-use keen_shared::adapters::dlq::{Announcement, DeadLetterQueue};
+use keen_shared::adapters::dlq::{self, Announcement, DeadLetterQueue};
 use keen_shared::adapters::store::{self, Claim, CollectionUpdate, CounterKey, EventFacts, Tables};
 use keen_shared::addon::ReferenceData;
 use keen_shared::dead_letter::{DeadLetter, table_keys};
+use keen_shared::reject::{ErrorCode, Rejection};
 use keen_shared::record::Tenant;
 use keen_shared::storage::{self, EventLayout};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 /// Everything the function reads from its environment.
 #[derive(Debug, Clone)]
@@ -49,7 +51,15 @@ pub struct Config {
     pub geoip_database: Option<std::path::PathBuf>,
     /// Shards per (project, collection, day).
     pub shards: u16,
+    /// Time kept back from the invocation's deadline for the writes after judging
+    /// (`INGEST_TIME_RESERVE_MS`, default [`DEFAULT_TIME_RESERVE`]).
+    pub time_reserve: Duration,
 }
+
+/// Time kept back for the writes: half the template's 120 s timeout; the writes of a batch take
+/// well under a second, and even a throttled table spends at most about 15 s per write step
+/// (eight attempts, waits up to 2 s).
+pub const DEFAULT_TIME_RESERVE: Duration = Duration::from_secs(60);
 
 /// A configuration problem, named after the variable.
 #[derive(Debug, thiserror::Error)]
@@ -58,7 +68,8 @@ pub struct ConfigError(&'static str, &'static str);
 
 impl Config {
     /// Reads `EVENTS_TABLE`, `COUNTERS_TABLE`, `COLLECTIONS_TABLE`, `DEDUPE_TABLE`, `DEAD_LETTERS_TABLE`,
-    /// `KEYS_TABLE`, `DEAD_LETTER_QUEUE_URL`, `GEOIP_DATABASE` and `EVENT_SHARDS`.
+    /// `KEYS_TABLE`, `DEAD_LETTER_QUEUE_URL`, `GEOIP_DATABASE`, `EVENT_SHARDS` and
+    /// `INGEST_TIME_RESERVE_MS`.
     pub fn from_env() -> Result<Config, ConfigError> {
         let var = |name: &'static str, what: &'static str| {
             std::env::var(name).map_err(|_| ConfigError(name, what))
@@ -81,6 +92,15 @@ impl Config {
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(storage::DEFAULT_SHARDS),
+            time_reserve: match std::env::var("INGEST_TIME_RESERVE_MS") {
+                Err(_) => DEFAULT_TIME_RESERVE,
+                Ok(text) => text.trim().parse().map(Duration::from_millis).map_err(|_| {
+                    ConfigError(
+                        "INGEST_TIME_RESERVE_MS",
+                        "milliseconds kept back from the invocation's deadline (a whole number)",
+                    )
+                })?,
+            },
         })
     }
 }
@@ -95,6 +115,8 @@ pub struct Ingest {
     data: Arc<ReferenceData>,
     layout: EventLayout,
     clock: fn() -> i64,
+    /// What this process knows the Collections table already holds.
+    collections: Mutex<CollectionMemo>,
 }
 
 /// Milliseconds since the epoch, from the system clock.
@@ -139,6 +161,8 @@ struct Judged {
     tenants: Vec<Option<Tenant>>,
     outcomes: Vec<Option<Outcome>>,
     fates: Vec<Fate>,
+    /// Records left unjudged for the next invocation (time ran out).
+    deferred: u64,
 }
 
 /// What became of a batch.
@@ -147,6 +171,8 @@ struct Batch {
     fates: Vec<Fate>,
     /// Replays only: the records this run counted (the others were counted by an earlier one).
     newly_counted: HashSet<usize>,
+    /// Records left unjudged for the next invocation (time ran out).
+    deferred: u64,
 }
 
 impl Ingest {
@@ -170,6 +196,7 @@ impl Ingest {
             data,
             layout,
             clock: system_clock_ms,
+            collections: Mutex::new(CollectionMemo::default()),
         }
     }
 
@@ -199,12 +226,28 @@ impl Ingest {
     /// Handles one MSK event. Returns the partial batch response (empty list when everything was
     /// stored or dead-lettered) and the counts.
     pub async fn handle(&self, records: Vec<DecodedRecord>) -> (Value, Counts) {
+        self.handle_until(records, None).await
+    }
+
+    /// [`Ingest::handle`] within a time budget: records not yet judged when less than
+    /// [`Config::time_reserve`] is left before `deadline` (the invocation's, from Lambda) are
+    /// left to the next invocation through the partial batch response, so that a slow batch
+    /// still makes progress instead of timing out and being retried whole, forever. At least one
+    /// record is always judged.
+    pub async fn handle_until(
+        &self,
+        records: Vec<DecodedRecord>,
+        deadline: Option<Instant>,
+    ) -> (Value, Counts) {
         let mut counts = Counts {
             received: records.len() as u64,
             ..Counts::default()
         };
         let now_ms = (self.clock)();
-        let batch = self.run(&records, Mode::Live, now_ms, &mut counts).await;
+        let cutoff = deadline.map(|d| d.checked_sub(self.config.time_reserve).unwrap_or(d));
+        let batch = self
+            .run(&records, Mode::Live, now_ms, cutoff, &mut counts)
+            .await;
         let (outcomes, fates) = (batch.outcomes, batch.fates);
 
         let first_failed = first_failed_offsets(&records, &fates);
@@ -224,6 +267,7 @@ impl Ingest {
                 Fate::Retry => counts.retried += 1,
             }
         }
+        counts.deferred = batch.deferred;
         let failures: Vec<Value> = first_failed
             .iter()
             .map(|((topic, partition), offset)| {
@@ -235,7 +279,7 @@ impl Ingest {
 
     /// Steps 1–3 of a batch: tenants, keys (each looked up once), the core record by record,
     /// and one record per keen.id.
-    async fn judge(&self, records: &[DecodedRecord]) -> Judged {
+    async fn judge(&self, records: &[DecodedRecord], cutoff: Option<Instant>) -> Judged {
         let mut fates: Vec<Fate> = vec![Fate::Retry; records.len()];
 
         // 1. Tenants and keys, each key looked up once.
@@ -250,9 +294,15 @@ impl Ingest {
             .collect();
         let looked_up = self.keys.lookup_all(wanted).await;
 
-        // 2. The core, record by record.
+        // 2. The core, record by record, while time is left (the records after are retried).
         let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(records.len());
+        let mut deferred = 0;
         for (i, record) in records.iter().enumerate() {
+            if i > 0 && cutoff.is_some_and(|cutoff| Instant::now() >= cutoff) {
+                deferred = records.len() - i;
+                outcomes.resize(records.len(), None);
+                break;
+            }
             let outcome = match &tenants[i] {
                 None => Some(keen_shared::process(&record.as_inbound(), None, &self.data)),
                 Some(tenant) => {
@@ -283,10 +333,17 @@ impl Ingest {
                 fates[i] = Fate::Resend;
             }
         }
+        if deferred > 0 {
+            tracing::warn!(
+                deferred,
+                "the invocation's time is running out: the remaining records go to the next one"
+            );
+        }
         Judged {
             tenants,
             outcomes,
             fates,
+            deferred: deferred as u64,
         }
     }
 
@@ -296,14 +353,16 @@ impl Ingest {
         records: &[DecodedRecord],
         mode: Mode,
         now_ms: i64,
+        cutoff: Option<Instant>,
         counts: &mut Counts,
     ) -> Batch {
         // 1–3.
         let Judged {
             tenants,
-            outcomes,
+            mut outcomes,
             mut fates,
-        } = self.judge(records).await;
+            deferred,
+        } = self.judge(records, cutoff).await;
 
         // 4. Uniqueness tokens: claim before writing.
         self.claim_tokens(&outcomes, &mut fates, now_ms).await;
@@ -314,12 +373,14 @@ impl Ingest {
             .await;
 
         // 6. Events: parts first, then heads of events whose parts all landed.
-        self.write_events(records, &outcomes, &mut fates, counts, mode, now_ms)
+        // An event the table refuses for good (none should be: items are bounded by
+        // construction) is dead-lettered rather than retried forever.
+        self.write_events(records, &mut outcomes, &mut fates, counts, mode, now_ms)
             .await;
 
         // 7. Dead letters: table and queue. A replay keeps its one dead letter itself.
         if mode == Mode::Live {
-            self.dead_letter(records, &tenants, &outcomes, &mut fates, now_ms)
+            self.dead_letter(records, &tenants, &outcomes, &mut fates, counts, now_ms)
                 .await;
         }
 
@@ -336,6 +397,7 @@ impl Ingest {
             outcomes,
             fates,
             newly_counted,
+            deferred,
         }
     }
 
@@ -420,7 +482,7 @@ impl Ingest {
     async fn write_events(
         &self,
         records: &[DecodedRecord],
-        outcomes: &[Option<Outcome>],
+        outcomes: &mut [Option<Outcome>],
         fates: &mut [Fate],
         counts: &mut Counts,
         mode: Mode,
@@ -465,20 +527,27 @@ impl Ingest {
                 tag: i,
             });
         }
-        if !parts.is_empty() {
-            let report = self.batcher.write_all(parts).await;
-            counts.write_retries += u64::from(report.retries);
-            for tag in report.failed_tags {
-                fates[tag] = Fate::Retry;
+        for writes in [parts, heads] {
+            // A head is written only once all its parts are: readers start from heads.
+            let writes: Vec<TableWrite> = writes
+                .into_iter()
+                .filter(|w| fates[w.tag] == Fate::Store)
+                .collect();
+            if writes.is_empty() {
+                continue;
             }
-        }
-        // A head is written only once all its parts are: readers start from heads.
-        heads.retain(|w| fates[w.tag] == Fate::Store);
-        if !heads.is_empty() {
-            let report = self.batcher.write_all(heads).await;
+            let report = self.batcher.write_all(writes).await;
             counts.write_retries += u64::from(report.retries);
+            let refused: BTreeMap<usize, String> = report.refused().into_iter().collect();
             for tag in report.failed_tags {
-                fates[tag] = Fate::Retry;
+                match refused.get(&tag) {
+                    Some(reason) => {
+                        tracing::error!(%reason, "the Events table refused an event; dead-lettering it");
+                        fates[tag] = Fate::DeadLetter;
+                        outcomes[tag] = Some(Outcome::DeadLettered(store_refused(reason)));
+                    }
+                    None => fates[tag] = Fate::Retry,
+                }
             }
         }
     }
@@ -489,6 +558,7 @@ impl Ingest {
         tenants: &[Option<Tenant>],
         outcomes: &[Option<Outcome>],
         fates: &mut [Fate],
+        counts: &mut Counts,
         now_ms: i64,
     ) {
         // Each record's dead letter is kept under the time it first failed (claimed in the Dedupe
@@ -523,40 +593,96 @@ impl Ingest {
         })
         .await;
 
-        let mut writes = Vec::new();
-        let mut announcements = Vec::new();
-        for (&i, letter) in &letters {
-            if fates[i] != Fate::DeadLetter {
-                continue;
+        // The table: each dead letter whole; one refused for good in its last-resort form.
+        let pending: Vec<usize> = letters
+            .keys()
+            .copied()
+            .filter(|&i| fates[i] == Fate::DeadLetter)
+            .collect();
+        let refused = self.store_dead_letters(&letters, &pending, fates).await;
+        let mut stored_whole: HashSet<usize> = pending.iter().copied().collect();
+        if !refused.is_empty() {
+            let mut last_resorts = BTreeMap::new();
+            for (i, reason) in refused {
+                tracing::error!(%reason, id = %letters[&i].id, "the DeadLetters table refused a dead letter; writing its last-resort form");
+                stored_whole.remove(&i);
+                last_resorts.insert(i, letters[&i].last_resort(&reason));
             }
-            let (parts, head) = store::dead_letter_items(letter, now_ms / 1000);
-            for part in parts {
+            let tags: Vec<usize> = last_resorts.keys().copied().collect();
+            counts.last_resort += tags.len() as u64;
+            for (i, reason) in self.store_dead_letters(&last_resorts, &tags, fates).await {
+                // Bounded and plain by construction: this cannot happen short of a bug. The log
+                // line (and the metric) is then the record's only trace: never retried forever.
+                tracing::error!(%reason, id = %last_resorts[&i].id, source = ?last_resorts[&i].source, "the last-resort dead letter was refused too");
+                counts.unrecorded += 1;
+            }
+            letters.extend(last_resorts);
+        }
+
+        // The queue: each announcement as it fits; one refused for good in its last-resort form.
+        let announcements: Vec<Announcement> = letters
+            .iter()
+            .filter(|(i, _)| fates[**i] == Fate::DeadLetter)
+            .map(|(&i, letter)| announcement(letter, i))
+            .collect();
+        let refused = self.announce(announcements, fates).await;
+        if !refused.is_empty() {
+            let mut last_resorts = Vec::new();
+            for (i, reason) in refused {
+                tracing::error!(%reason, id = %letters[&i].id, "SQS refused a dead letter announcement; announcing its last-resort form");
+                let mut last = letters[&i].last_resort(&reason);
+                if stored_whole.contains(&i) {
+                    last.payload_ref = Some(table_keys(&letters[&i]));
+                }
+                last_resorts.push(announcement(&last, i));
+            }
+            counts.last_resort += last_resorts.len() as u64;
+            for (i, reason) in self.announce(last_resorts, fates).await {
+                tracing::error!(%reason, id = %letters[&i].id, "the last-resort announcement was refused too");
+                counts.unrecorded += 1;
+            }
+        }
+    }
+
+    /// Writes the dead letters `tags` of `letters` to the DeadLetters table. Those that failed
+    /// transiently become [`Fate::Retry`]; those the table refused for good are returned with
+    /// the reason (their fate stays: retrying them is useless).
+    async fn store_dead_letters(
+        &self,
+        letters: &BTreeMap<usize, DeadLetter>,
+        tags: &[usize],
+        fates: &mut [Fate],
+    ) -> Vec<(usize, String)> {
+        let now_s = (self.clock)() / 1000;
+        let mut writes = Vec::new();
+        for &i in tags {
+            let (parts, head) = store::dead_letter_items(&letters[&i], now_s);
+            for item in parts.into_iter().chain([head]) {
                 writes.push(TableWrite {
                     table: self.config.tables.dead_letters.clone(),
-                    op: WriteOp::Put(part),
+                    op: WriteOp::Put(item),
                     tag: i,
                 });
             }
-            writes.push(TableWrite {
-                table: self.config.tables.dead_letters.clone(),
-                op: WriteOp::Put(head),
-                tag: i,
-            });
-            announcements.push(announcement(letter, i));
         }
-        if !writes.is_empty() {
-            let report = self.batcher.write_all(writes).await;
-            for tag in report.failed_tags {
-                fates[tag] = Fate::Retry;
-            }
+        if writes.is_empty() {
+            return Vec::new();
         }
-        announcements.retain(|a| fates[a.tag] == Fate::DeadLetter);
-        if !announcements.is_empty() {
-            let report = self.queue.announce_all(announcements).await;
-            for tag in report.failed_tags {
-                fates[tag] = Fate::Retry;
-            }
+        let report = self.batcher.write_all(writes).await;
+        settle(&report, fates)
+    }
+
+    /// Announces on the dead letter queue; as [`Ingest::store_dead_letters`] for the outcome.
+    async fn announce(
+        &self,
+        announcements: Vec<Announcement>,
+        fates: &mut [Fate],
+    ) -> Vec<(usize, String)> {
+        if announcements.is_empty() {
+            return Vec::new();
         }
+        let report = self.queue.announce_all(announcements).await;
+        settle(&report, fates)
     }
 
     async fn count_and_describe(
@@ -657,6 +783,11 @@ impl Ingest {
                     update, members, ..
                 },
             )| async move {
+                let update = self
+                    .collections
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .novel(&project, &collection, update);
                 let result = store::update_collection(
                     &self.dynamodb,
                     &self.config.tables.collections,
@@ -665,6 +796,12 @@ impl Ingest {
                     &update,
                 )
                 .await;
+                if let Ok(recorded) = &result {
+                    self.collections
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .learn(&project, &collection, &update, recorded.as_ref());
+                }
                 (result, members)
             },
         );
@@ -673,20 +810,22 @@ impl Ingest {
             futures_util::future::join_all(collection_updates),
         )
         .await;
-        for (result, members) in counted {
-            if let Err(error) = result {
-                tracing::warn!(%error, "counter update failed; the records will be retried");
-                for i in members {
-                    fates[i] = Fate::Retry;
-                }
+        let failures = counted
+            .into_iter()
+            .filter_map(|(result, members)| result.err().map(|e| ("counter", e, members)))
+            .chain(described.into_iter().filter_map(|(result, members)| {
+                result.err().map(|e| ("collection", e, members))
+            }));
+        for (what, error, members) in failures {
+            if error.refuses_content() {
+                // Bounded by construction, so a bug: the events are stored, and retrying can
+                // never succeed. Say so loudly and let the partition go on.
+                tracing::error!(%error, what, "the update was refused for good; not retried");
+                continue;
             }
-        }
-        for (result, members) in described {
-            if let Err(error) = result {
-                tracing::warn!(%error, "collection update failed; the records will be retried");
-                for i in members {
-                    fates[i] = Fate::Retry;
-                }
+            tracing::warn!(%error, what, "update failed; the records will be retried");
+            for i in members {
+                fates[i] = Fate::Retry;
             }
         }
         newly_counted
@@ -759,32 +898,129 @@ fn apply_dead_letter_claim(
 }
 
 /// The SQS announcement of a dead letter: whole when it fits, else with the payload compressed,
-/// else pointing at the table item that holds it (never truncated).
+/// else pointing at the table item that holds it (never truncated). Characters SQS refuses are
+/// JSON escapes, and attribute values are made acceptable, so that no record's content can make
+/// the announcement refused.
 fn announcement(letter: &DeadLetter, tag: usize) -> Announcement {
     let attributes = vec![
-        ("project_id".to_owned(), letter.project_id.clone()),
-        ("collection".to_owned(), letter.collection.clone()),
-        ("error_code".to_owned(), letter.error.code.clone()),
+        ("project_id".to_owned(), dlq::sqs_safe_text(&letter.project_id)),
+        ("collection".to_owned(), dlq::sqs_safe_text(&letter.collection)),
+        ("error_code".to_owned(), dlq::sqs_safe_text(&letter.error.code)),
     ];
-    let make = |body: String| Announcement {
-        body,
+    let make = |form: DeadLetter| Announcement {
+        body: dlq::sqs_safe_json(form.to_json()),
         attributes: attributes.clone(),
         tag,
         dedupe_id: letter.id.clone(),
     };
-    let whole = make(letter.to_json());
-    if keen_shared::adapters::dlq::message_size(&whole)
-        <= keen_shared::adapters::dlq::MAX_MESSAGE_BYTES
-    {
+    let fits = |a: &Announcement| dlq::message_size(a) <= dlq::MAX_MESSAGE_BYTES;
+    if letter.last_resort.is_some() {
+        return make(letter.clone());
+    }
+    let whole = make(letter.clone());
+    if fits(&whole) {
         return whole;
     }
-    let compressed = make(letter.with_compressed_payload().to_json());
-    if keen_shared::adapters::dlq::message_size(&compressed)
-        <= keen_shared::adapters::dlq::MAX_MESSAGE_BYTES
-    {
+    let compressed = make(letter.with_compressed_payload());
+    if fits(&compressed) {
         return compressed;
     }
-    make(letter.with_payload_ref(table_keys(letter)).to_json())
+    let referenced = make(letter.with_payload_ref(table_keys(letter)));
+    if fits(&referenced) {
+        return referenced;
+    }
+    // A key or headers near the record limit: the table item holds them too.
+    make(letter.with_source_ref(table_keys(letter)))
+}
+
+/// Applies a write or announcement report: transient failures become [`Fate::Retry`]; refusals
+/// of the content are returned with their reason (retrying them is useless).
+fn settle(report: &keen_shared::adapters::batch::WriteReport, fates: &mut [Fate]) -> Vec<(usize, String)> {
+    let refused = report.refused();
+    for &tag in &report.failed_tags {
+        if !refused.iter().any(|(t, _)| *t == tag) {
+            fates[tag] = Fate::Retry;
+        }
+    }
+    refused
+}
+
+/// The rejection of an event the Events table refused for good.
+fn store_refused(reason: &str) -> Rejection {
+    Rejection::new(
+        ErrorCode::InvalidEventError,
+        format!(
+            "the event store refused this event ({reason}); it is kept here and can be replayed \
+             once the fault is fixed"
+        ),
+    )
+    .with_detail("store_refused")
+}
+
+/// What this process knows of the Collections table: the (path, type) pairs each collection's
+/// schema already holds or can never hold (past its bounds), and the widest first/last event
+/// times written. Lets a batch skip the schema read and write when it brings nothing new.
+/// Bounded: forgotten whole when full (the next batches read again).
+#[derive(Default)]
+struct CollectionMemo {
+    paths: HashSet<u64>,
+    edges: HashMap<(String, String), (i64, i64)>,
+}
+
+impl CollectionMemo {
+    const MAX_PATHS: usize = 262_144;
+    const MAX_COLLECTIONS: usize = 16_384;
+
+    fn pair(project: &str, collection: &str, path: &str, kind: &str) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        (project, collection, path, kind).hash(&mut hasher);
+        hasher.finish()
+    }
+
+    /// `update` without what is known already.
+    fn novel(&self, project: &str, collection: &str, mut update: CollectionUpdate) -> CollectionUpdate {
+        update.paths.retain(|path, kinds| {
+            kinds
+                .split('|')
+                .any(|kind| !self.paths.contains(&Self::pair(project, collection, path, kind)))
+        });
+        if let Some(&(first, last)) = self.edges.get(&(project.to_owned(), collection.to_owned())) {
+            update.first_ms = update.first_ms.filter(|&f| f < first);
+            update.last_ms = update.last_ms.filter(|&l| l > last);
+        }
+        update
+    }
+
+    /// Records what a successful update made known.
+    fn learn(
+        &mut self,
+        project: &str,
+        collection: &str,
+        update: &CollectionUpdate,
+        recorded: Option<&BTreeMap<String, String>>,
+    ) {
+        if self.paths.len() >= Self::MAX_PATHS || self.edges.len() >= Self::MAX_COLLECTIONS {
+            self.paths.clear();
+            self.edges.clear();
+        }
+        let seen = update.paths.iter();
+        for (path, kinds) in seen.chain(recorded.into_iter().flatten()) {
+            for kind in kinds.split('|') {
+                self.paths.insert(Self::pair(project, collection, path, kind));
+            }
+        }
+        let edge = self
+            .edges
+            .entry((project.to_owned(), collection.to_owned()))
+            .or_insert((i64::MAX, i64::MIN));
+        if let Some(first) = update.first_ms {
+            edge.0 = edge.0.min(first);
+        }
+        if let Some(last) = update.last_ms {
+            edge.1 = edge.1.max(last);
+        }
+    }
 }
 
 /// The first offset of each partition whose record must be retried.

@@ -5,6 +5,7 @@ use keen_ingest::{Config, Ingest, decode_event, system_clock_ms};
 use keen_shared::addon::ReferenceData;
 use lambda_runtime::{Error, LambdaEvent, service_fn};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
@@ -37,7 +38,10 @@ async fn main() -> Result<(), Error> {
     let ingest = &ingest;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<MskEvent>| async move {
         let records = decode_event(&event.payload);
-        let (response, counts) = ingest.handle(records).await;
+        // Lambda's deadline is wall-clock milliseconds; the handler watches a monotonic one.
+        let left_ms = (event.context.deadline as i64).saturating_sub(system_clock_ms()).max(0);
+        let deadline = Instant::now() + Duration::from_millis(left_ms as u64);
+        let (response, counts) = ingest.handle_until(records, Some(deadline)).await;
         tracing::info!(
             received = counts.received,
             stored = counts.stored,
@@ -46,6 +50,9 @@ async fn main() -> Result<(), Error> {
             dead_lettered = counts.dead_lettered_total(),
             dead_lettered_by_code = ?counts.dead_lettered,
             retried = counts.retried,
+            deferred = counts.deferred,
+            last_resort = counts.last_resort,
+            unrecorded = counts.unrecorded,
             "batch processed"
         );
         println!("{}", counts.embedded_metrics(system_clock_ms()));

@@ -22,6 +22,12 @@ pub struct Counts {
     pub write_retries: u64,
     /// Compressed body bytes written.
     pub stored_bytes: u64,
+    /// Records left to the next invocation because this one's time was running out.
+    pub deferred: u64,
+    /// Dead letters stored or announced in their last-resort form (the whole one was refused).
+    pub last_resort: u64,
+    /// Dead letters refused even in their last-resort form: only the log line holds them.
+    pub unrecorded: u64,
 }
 
 impl Counts {
@@ -46,7 +52,10 @@ impl Counts {
                         {"Name": "DeadLettered", "Unit": "Count"},
                         {"Name": "Retried", "Unit": "Count"},
                         {"Name": "WriteRetries", "Unit": "Count"},
-                        {"Name": "StoredBytes", "Unit": "Bytes"}
+                        {"Name": "StoredBytes", "Unit": "Bytes"},
+                        {"Name": "Deferred", "Unit": "Count"},
+                        {"Name": "LastResortDeadLetters", "Unit": "Count"},
+                        {"Name": "UnrecordedDeadLetters", "Unit": "Count"}
                     ]
                 }]
             },
@@ -59,6 +68,9 @@ impl Counts {
             "Retried": self.retried,
             "WriteRetries": self.write_retries,
             "StoredBytes": self.stored_bytes,
+            "Deferred": self.deferred,
+            "LastResortDeadLetters": self.last_resort,
+            "UnrecordedDeadLetters": self.unrecorded,
         });
         if let Value::Object(map) = &mut line {
             for (code, n) in &self.dead_lettered {

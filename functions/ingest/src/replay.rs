@@ -157,7 +157,9 @@ impl Ingest {
         }
 
         let mut counts = crate::Counts::default();
-        let batch = self.run(&records, Mode::Replay, now_ms, &mut counts).await;
+        let batch = self
+            .run(&records, Mode::Replay, now_ms, None, &mut counts)
+            .await;
 
         for (r, &i) in replayed.iter().enumerate() {
             let letter = &letters[i];
@@ -246,7 +248,7 @@ impl Ingest {
                 None => outcomes[i] = Some(failed("the dead letter carries no payload".to_owned())),
             }
         }
-        let judged = self.judge(&records).await;
+        let judged = self.judge(&records, None).await;
         for (r, &i) in previewed.iter().enumerate() {
             outcomes[i] = Some(match (&judged.fates[r], &judged.outcomes[r]) {
                 (Fate::Resend, _) => duplicate("another letter replayed with it has its keen.id"),

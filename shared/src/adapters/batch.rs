@@ -176,7 +176,36 @@ const TRANSIENT_CODES: &[&str] = &[
     "KmsThrottled",
 ];
 
+/// Codes by which a service refuses the content of a request (an item too large, a character it
+/// does not take, a malformed value): the same request can never succeed, so the record that
+/// produced it must reach another terminal outcome instead of being retried. Other permanent
+/// codes (a missing table or queue, denied access) are the deployment's fault, not the record's:
+/// retrying until an operator fixes them is right.
+pub const CONTENT_REFUSALS: &[&str] = &[
+    "ValidationException",
+    "ItemCollectionSizeLimitExceededException",
+    "InvalidMessageContents",
+    "MessageTooLong",
+    "InvalidParameterValue",
+    "InvalidAttributeName",
+    "InvalidAttributeValue",
+    "BatchRequestTooLong",
+];
+
+/// Whether an error text (`{code}: {message}`, as [`CallError`] displays and the reports keep)
+/// names a [`CONTENT_REFUSALS`] code.
+pub fn refuses_content(text: &str) -> bool {
+    let code = text.split(':').next().unwrap_or_default().trim();
+    let bare = code.rsplit('.').next().unwrap_or(code);
+    CONTENT_REFUSALS.contains(&bare)
+}
+
 impl CallError {
+    /// Whether the service refused the request's content ([`CONTENT_REFUSALS`]).
+    pub fn refuses_content(&self) -> bool {
+        self.kind == WriteErrorKind::Permanent && refuses_content(&self.code)
+    }
+
     /// A failure worth retrying.
     pub fn transient(code: impl Into<String>, message: impl Into<String>) -> Self {
         CallError {
@@ -350,6 +379,23 @@ impl WriteReport {
         tags.sort_unstable();
         tags.dedup();
         tags
+    }
+
+    /// The tags whose content the service refused ([`CONTENT_REFUSALS`]), ascending, each once,
+    /// with the first such reason: retrying them is useless.
+    pub fn refused(&self) -> Vec<(usize, String)> {
+        let mut refused: Vec<(usize, String)> = Vec::new();
+        for (tag, kind, message) in &self.errors {
+            if *kind == WriteErrorKind::Permanent
+                && refuses_content(message)
+                && refused.last().is_none_or(|(last, _)| last != tag)
+            {
+                refused.push((*tag, message.clone()));
+            }
+        }
+        refused.sort_by_key(|(tag, _)| *tag);
+        refused.dedup_by_key(|(tag, _)| *tag);
+        refused
     }
 
     pub(crate) fn fail(&mut self, tag: usize, kind: WriteErrorKind, message: String) {

@@ -122,6 +122,33 @@ fn sqs_allows(c: char) -> bool {
     matches!(c, '\t' | '\n' | '\r' | '\u{20}'..='\u{D7FF}' | '\u{E000}'..='\u{FFFD}' | '\u{10000}'..)
 }
 
+/// `json` with every character SQS refuses written as a JSON `\uXXXX` escape: a JSON reader
+/// gets the same text back, and SQS takes it. Only for JSON text, where such characters can
+/// only stand inside strings (serde_json leaves U+FFFE and U+FFFF raw; a record's payload may
+/// hold them).
+pub fn sqs_safe_json(json: String) -> String {
+    if refused_character(&json).is_none() {
+        return json;
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if sqs_allows(c) {
+            out.push(c);
+        } else {
+            out.push_str(&format!("\\u{:04X}", u32::from(c)));
+        }
+    }
+    out
+}
+
+/// `text` with every character SQS refuses replaced by U+FFFD, for attribute values (labels
+/// for filtering, not data: the body carries the exact text).
+pub fn sqs_safe_text(text: &str) -> String {
+    text.chars()
+        .map(|c| if sqs_allows(c) { c } else { char::REPLACEMENT_CHARACTER })
+        .collect()
+}
+
 fn refused_character(text: &str) -> Option<(usize, char)> {
     text.char_indices().find(|(_, c)| !sqs_allows(*c))
 }

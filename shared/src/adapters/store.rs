@@ -33,8 +33,8 @@ pub struct Tables {
     pub dead_letters: String,
 }
 
-/// Why a storage call failed. Everything here is transient from the record's point of view:
-/// the batch is retried, never dead-lettered.
+/// Why a storage call failed. Transient from the record's point of view (the batch is retried),
+/// unless [`StoreError::refuses_content`]: then the same call can never succeed.
 #[derive(Debug, thiserror::Error)]
 #[error("{operation} failed: {message}")]
 pub struct StoreError {
@@ -50,6 +50,12 @@ impl StoreError {
             operation,
             message: error.to_string(),
         }
+    }
+
+    /// Whether DynamoDB refused the request's content (an item too large, a bad value): the
+    /// same request can never succeed, so it must not be retried.
+    pub fn refuses_content(&self) -> bool {
+        super::batch::refuses_content(&self.message)
     }
 }
 
@@ -168,6 +174,10 @@ async fn read_split(
         return Ok(None);
     };
     let mut chunks: Vec<Vec<u8>> = Vec::new();
+    if !head.contains_key(attr) && !head.contains_key("parts") {
+        // A last-resort dead letter: the head alone, nothing of the record's content.
+        return Ok(Some((head, Vec::new())));
+    }
     if let Some(AttributeValue::B(body)) = head.get(attr) {
         chunks.push(body.as_ref().to_vec());
     } else if let Some(AttributeValue::N(count)) = head.get("parts") {
@@ -592,16 +602,22 @@ pub(crate) fn conditional<T, E, R>(
     operation: &'static str,
 ) -> Result<bool, StoreError>
 where
-    E: ConditionalWrite + std::error::Error + 'static,
+    E: ConditionalWrite + aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
     R: std::fmt::Debug,
 {
     match result {
         Ok(_) => Ok(true),
         Err(error) if error.as_service_error().is_some_and(E::condition_failed) => Ok(false),
-        Err(error) => Err(StoreError::new(
-            operation,
-            aws_sdk_dynamodb::error::DisplayErrorContext(error),
-        )),
+        Err(error) => {
+            // `{code}: …` first, so that a refusal of the content is recognised as such.
+            let code = error
+                .as_service_error()
+                .and_then(|e| e.code())
+                .unwrap_or("Unknown")
+                .to_owned();
+            let context = aws_sdk_dynamodb::error::DisplayErrorContext(error);
+            Err(StoreError::new(operation, format!("{code}: {context}")))
+        }
     }
 }
 
@@ -651,39 +667,79 @@ pub struct CollectionUpdate {
     pub first_ms: Option<i64>,
     /// Latest keen.timestamp seen, ms.
     pub last_ms: Option<i64>,
-    /// Property paths and types seen (`number|string` where mixed).
+    /// Property paths and types seen (`number|string` where mixed) that the caller does not know
+    /// to be recorded already; empty: the schema is not touched.
     pub paths: BTreeMap<String, String>,
 }
 
-/// Merges an invocation's view of a collection into its Collections item (optimistic locking
-/// on a version attribute, so concurrent invocations for other partitions do not lose paths).
+/// Merges an invocation's view of a collection into its Collections item. The first and last
+/// event times are each one conditional UpdateItem (moved only outwards, so concurrent batches of
+/// other partitions never lose a value); the schema is read and rewritten only when
+/// `update.paths` is not empty, under an optimistic lock on `version`, and only if it changes.
+/// Returns the recorded schema when it was read, so that the caller can skip paths it already
+/// knows next time.
 pub async fn update_collection(
     client: &Client,
     table: &str,
     project_id: &str,
     collection: &str,
     update: &CollectionUpdate,
-) -> Result<(), StoreError> {
-    for _ in 0..8 {
-        let key = Item::from([
+) -> Result<Option<BTreeMap<String, String>>, StoreError> {
+    let key = || {
+        Item::from([
             ("pk".to_owned(), s(project_id)),
             ("sk".to_owned(), s(collection)),
-        ]);
-        let current = get_consistent(client, table, key, "GetItem collection").await?;
-        let number = |name: &str| current.as_ref().and_then(|i| number_attr(i, name));
-        let version: i64 = number("version").unwrap_or(0);
-        let first = [number("first_event_ms"), update.first_ms]
-            .into_iter()
-            .flatten()
-            .min();
-        let last = [number("last_event_ms"), update.last_ms]
-            .into_iter()
-            .flatten()
-            .max();
+        ])
+    };
+    let edge = |name: &'static str, at: Option<i64>, outwards: &'static str| {
+        let key = key();
+        async move {
+            let Some(at) = at else { return Ok(true) };
+            let result = client
+                .update_item()
+                .table_name(table)
+                .set_key(Some(key))
+                .update_expression(format!("SET {name}_ms = :ms, {name}_at = :at"))
+                .condition_expression(format!(
+                    "attribute_not_exists({name}_ms) OR {name}_ms {outwards} :ms"
+                ))
+                .expression_attribute_values(":ms", n(at))
+                .expression_attribute_values(":at", s(crate::timestamp::format_millis(at)))
+                .send()
+                .await;
+            // A condition that did not hold means the item already reaches further: done.
+            conditional(result, "UpdateItem collection times").map(|_| true)
+        }
+    };
+    let (first, last) = tokio::join!(
+        edge("first_event", update.first_ms, ">"),
+        edge("last_event", update.last_ms, "<"),
+    );
+    first?;
+    last?;
+    if update.paths.is_empty() {
+        return Ok(None);
+    }
+    for _ in 0..8 {
+        let current = client
+            .get_item()
+            .table_name(table)
+            .set_key(Some(key()))
+            .consistent_read(true)
+            .projection_expression("properties, properties_truncated, version")
+            .send()
+            .await
+            .map_err(|e| {
+                StoreError::new(
+                    "GetItem collection",
+                    aws_sdk_dynamodb::error::DisplayErrorContext(e),
+                )
+            })?
+            .item;
+        let version: Option<i64> = current.as_ref().and_then(|i| number_attr(i, "version"));
         let mut known: BTreeMap<String, String> = current
             .as_ref()
-            .and_then(|i| i.get("properties"))
-            .and_then(|v| v.as_s().ok())
+            .and_then(|i| string_attr(i, "properties"))
             .and_then(|text| serde_json::from_str(text).ok())
             .unwrap_or_default();
         let was_truncated = current
@@ -694,62 +750,90 @@ pub async fn update_collection(
             .unwrap_or(false);
         let before = known.clone();
         let truncated = storage::merge_schema(&mut known, &update.paths) || was_truncated;
-        if current.is_some()
-            && before == known
-            && first == number("first_event_ms")
-            && last == number("last_event_ms")
-        {
-            return Ok(()); // nothing new: spare the write
+        if before == known && truncated == was_truncated {
+            return Ok(Some(known)); // nothing new: spare the write
         }
-        let mut put = client
-            .put_item()
+        let mut write = client
+            .update_item()
             .table_name(table)
-            .item("pk", s(project_id))
-            .item("sk", s(collection))
-            .item("version", n(version + 1))
-            .item(
-                "properties",
+            .set_key(Some(key()))
+            .update_expression("SET properties = :p, properties_truncated = :t, version = :next")
+            .expression_attribute_values(
+                ":p",
                 s(serde_json::to_string(&known).unwrap_or_else(|_| "{}".to_owned())),
             )
-            .item("properties_truncated", AttributeValue::Bool(truncated));
-        if let Some(first) = first {
-            put = put
-                .item("first_event_ms", n(first))
-                .item("first_event_at", s(crate::timestamp::format_millis(first)));
-        }
-        if let Some(last) = last {
-            put = put
-                .item("last_event_ms", n(last))
-                .item("last_event_at", s(crate::timestamp::format_millis(last)));
-        }
-        put = if current.is_some() {
-            put.condition_expression("version = :v")
-                .expression_attribute_values(":v", n(version))
-        } else {
-            put.condition_expression("attribute_not_exists(pk)")
+            .expression_attribute_values(":t", AttributeValue::Bool(truncated))
+            .expression_attribute_values(":next", n(version.unwrap_or(0) + 1));
+        write = match version {
+            Some(version) => write
+                .condition_expression("version = :v")
+                .expression_attribute_values(":v", n(version)),
+            None => write.condition_expression("attribute_not_exists(version)"),
         };
-        if conditional(put.send().await, "PutItem collection")? {
-            return Ok(());
+        if conditional(write.send().await, "UpdateItem collection schema")? {
+            return Ok(Some(known));
         }
         // Changed meanwhile by another batch: read again.
     }
     Err(StoreError::new(
-        "PutItem collection",
-        "the collection item kept changing; retry the batch",
+        "UpdateItem collection schema",
+        "the collection's schema kept changing; retry the batch",
     ))
 }
 
 /// The DeadLetters table items of a dead letter: the envelope without payload as JSON, the
 /// payload zstd-compressed, split into parts like a large event when needed.
+///
+/// Bounded by construction, whatever the record: the envelope's own texts are capped
+/// ([`crate::dead_letter::MAX_MESSAGE_BYTES`], [`crate::dead_letter::MAX_PATH_BYTES`]); a key
+/// and headers of more than [`MAX_INLINE_SOURCE_BYTES`] move out of the envelope into the
+/// compressed body (with the payload; head flag [`SOURCE_IN_BODY`]); and the payload stays inline
+/// only when it fits beside the envelope, else it goes to parts of at most
+/// [`storage::MAX_BODY_CHUNK`] bytes.
 pub fn dead_letter_items(letter: &DeadLetter, now_s: i64) -> (Vec<Item>, Item) {
     let keys = table_keys(letter);
-    let value = letter.value_bytes().unwrap_or_default();
     let expires = [("expires_at", n(now_s + storage::DEAD_LETTER_TTL_SECONDS))];
-    let body = Body::of_bytes(&value, storage::MAX_BODY_CHUNK);
-    let (parts, mut head) = split_items(&keys.pk, &keys.sk, body, "payload", &expires);
+    let (envelope, content, source_in_body) = if letter.last_resort.is_some() {
+        (letter.to_json(), None, false)
+    } else if source_bytes(letter) > MAX_INLINE_SOURCE_BYTES {
+        let record = RecordContent {
+            key_b64: letter.source.key_b64.clone(),
+            headers: letter.source.headers.clone(),
+            payload_b64: letter
+                .value_bytes()
+                .map(|v| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, v)),
+        };
+        let json = serde_json::to_vec(&record).unwrap_or_default();
+        (stored_envelope(letter), Some(json), true)
+    } else {
+        (
+            stored_envelope(letter),
+            Some(letter.value_bytes().unwrap_or_default()),
+            false,
+        )
+    };
+    let (parts, mut head) = match content {
+        Some(bytes) => {
+            // Room left in the head beside the envelope and the other attributes.
+            let inline_max = storage::MAX_BODY_CHUNK.saturating_sub(envelope.len() + 2_048);
+            let body = Body::of_bytes_within(&bytes, inline_max, storage::MAX_BODY_CHUNK);
+            split_items(&keys.pk, &keys.sk, body, "payload", &expires)
+        }
+        None => {
+            let mut head = Item::from([
+                ("pk".to_owned(), s(keys.pk.clone())),
+                ("sk".to_owned(), s(keys.sk.clone())),
+            ]);
+            head.extend(expires.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+            (Vec::new(), head)
+        }
+    };
     head.insert("id".to_owned(), s(letter.id.clone()));
     head.insert("error_code".to_owned(), s(letter.error.code.clone()));
-    head.insert("envelope".to_owned(), s(stored_envelope(letter)));
+    head.insert("envelope".to_owned(), s(envelope));
+    if source_in_body {
+        head.insert(SOURCE_IN_BODY.to_owned(), AttributeValue::Bool(true));
+    }
     // The key of the index that lists a whole project. Only heads carry it, so parts stay out
     // of the index; and a record without tenant headers has no project, which an index key
     // cannot be (DynamoDB refuses an empty string there).
@@ -765,13 +849,42 @@ pub fn dead_letter_items(letter: &DeadLetter, now_s: i64) -> (Vec<Item>, Item) {
 /// The DeadLetters head attribute keying the `by_project` index (template.yaml).
 pub const DEAD_LETTER_PROJECT_ATTR: &str = "project_id";
 
-/// The envelope as a head item keeps it: JSON without the payload, which lives in `payload`.
+/// Key and headers (their JSON) of more than this many bytes are kept in the compressed body
+/// rather than in the head's envelope: a record may carry a ~1 MB key or header.
+pub const MAX_INLINE_SOURCE_BYTES: usize = 64 * 1024;
+
+/// Head flag: the body holds the record's key, headers and payload ([`RecordContent`]), and
+/// the envelope has none of them.
+pub const SOURCE_IN_BODY: &str = "source_in_body";
+
+/// What a dead letter's body holds when its key and headers are too large for the head.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct RecordContent {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    key_b64: Option<String>,
+    headers: Vec<crate::dead_letter::SourceHeader>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    payload_b64: Option<String>,
+}
+
+/// The bytes the record's key and headers take in an envelope.
+fn source_bytes(letter: &DeadLetter) -> usize {
+    letter.source.key_b64.as_ref().map_or(0, String::len)
+        + serde_json::to_string(&letter.source.headers).map_or(usize::MAX, |json| json.len())
+}
+
+/// The envelope as a head item keeps it: JSON without the payload, which lives in `payload`
+/// (and without key and headers when they are too large for the head).
 pub fn stored_envelope(letter: &DeadLetter) -> String {
     let mut envelope = letter.clone();
     envelope.payload = None;
     envelope.payload_b64 = None;
     envelope.payload_zstd_b64 = None;
     envelope.payload_ref = None;
+    if source_bytes(letter) > MAX_INLINE_SOURCE_BYTES {
+        envelope.source.key_b64 = None;
+        envelope.source.headers = Vec::new();
+    }
     envelope.to_json()
 }
 
@@ -781,14 +894,31 @@ pub async fn read_dead_letter(
     table: &str,
     keys: &crate::dead_letter::PayloadRef,
 ) -> Result<Option<DeadLetter>, StoreError> {
-    let Some((head, payload)) = read_split(client, table, &keys.pk, &keys.sk, "payload").await?
+    let Some((head, body)) = read_split(client, table, &keys.pk, &keys.sk, "payload").await?
     else {
         return Ok(None);
     };
     let envelope = string_attr(&head, "envelope").unwrap_or_default();
     let mut letter: DeadLetter =
         serde_json::from_str(envelope).map_err(|e| StoreError::new("decode dead letter", e))?;
-    letter.set_payload(&payload);
+    if letter.last_resort.is_some() {
+        return Ok(Some(letter));
+    }
+    if head.get(SOURCE_IN_BODY).is_some() {
+        let content: RecordContent = serde_json::from_slice(&body)
+            .map_err(|e| StoreError::new("decode dead letter content", e))?;
+        let value = content
+            .payload_b64
+            .map(|b64| base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64))
+            .transpose()
+            .map_err(|e| StoreError::new("decode dead letter payload", e))?
+            .unwrap_or_default();
+        letter.source.key_b64 = content.key_b64;
+        letter.source.headers = content.headers;
+        letter.set_payload(&value);
+    } else {
+        letter.set_payload(&body);
+    }
     Ok(Some(letter))
 }
 

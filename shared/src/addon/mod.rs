@@ -40,6 +40,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// instance sees between cold starts.
 const CACHE_ENTRIES: usize = 10_000;
 
+/// At most this many add-ons run on one event (its own and its key's autofill together): each
+/// costs a lookup or a parse, and honest events use a handful. Over it: `InvalidAddonError`.
+pub const MAX_ADDONS_PER_EVENT: usize = 32;
+
+/// The most bytes an add-on parses from one input. A user agent is matched against hundreds of
+/// patterns, so its bound is the tightest (real ones are 100–300 bytes, the longest seen in the
+/// wild about 1 KB); URLs run to a few KB with tracking parameters; addresses and date-times
+/// are short. Over it: `InvalidAddonError`, never a slow parse.
+pub fn max_input_bytes(input: &str) -> usize {
+    match input {
+        "ua_string" => 2_048,
+        "url" | "referrer_url" | "page_url" => 8_192,
+        _ => 256,
+    }
+}
+
 /// User agents longer than this are parsed but not cached: real ones are 100–300 bytes, and a
 /// bound keeps 10,000 cache entries from holding 10,000-character strings.
 const MAX_CACHED_UA_BYTES: usize = 512;
@@ -194,11 +210,36 @@ pub fn apply_addons(
     specs: &[Value],
     data: &ReferenceData,
 ) -> Result<(), Rejection> {
+    if specs.len() > MAX_ADDONS_PER_EVENT {
+        let root = JsonPath::Root;
+        let keen = root.key("keen");
+        return Err(invalid(
+            &keen.key("addons"),
+            format!(
+                "keen.addons holds {} add-ons (with the key's autofill), over the limit of \
+                 {MAX_ADDONS_PER_EVENT} per event; run each add-on once per output",
+                specs.len()
+            ),
+        ));
+    }
+    // Parsed user agents of this event: a user agent too long for the shared cache is still
+    // parsed once per event, however many specs read it.
+    let mut user_agents: Vec<(String, Value)> = Vec::new();
     for (index, spec) in specs.iter().enumerate() {
         let spec = Spec::parse(index, spec)?;
         let output = match spec.addon {
             AddOn::IpToGeo => data.ip_to_geo(spec.string_input(event, "ip")?),
-            AddOn::UaParser => data.parse_user_agent(spec.string_input(event, "ua_string")?),
+            AddOn::UaParser => {
+                let ua = spec.string_input(event, "ua_string")?;
+                match user_agents.iter().find(|(seen, _)| seen == ua) {
+                    Some((_, parsed)) => parsed.clone(),
+                    None => {
+                        let parsed = data.parse_user_agent(ua);
+                        user_agents.push((ua.to_owned(), parsed.clone()));
+                        parsed
+                    }
+                }
+            }
             AddOn::UrlParser => url::parse(spec.string_input(event, "url")?),
             AddOn::ReferrerParser => {
                 let referrer_url = spec.string_input(event, "referrer_url")?;
@@ -503,6 +544,17 @@ impl<'a> Spec<'a> {
             ));
         };
         match lookup(event, path) {
+            Some(Value::String(text)) if text.len() > max_input_bytes(name) => Err(Rejection::new(
+                ErrorCode::InvalidAddonError,
+                format!(
+                    "{label}: input `{name}` reads `{path}`, which is {} bytes long, over the {} \
+                     bytes this add-on parses; send {} of at most that length",
+                    text.len(),
+                    max_input_bytes(name),
+                    AddOn::describe_input(name)
+                ),
+            )
+            .with_path(dotted_to_json_path(path))),
             Some(Value::String(text)) => Ok(text),
             Some(other) => Err(Rejection::new(
                 ErrorCode::InvalidAddonError,

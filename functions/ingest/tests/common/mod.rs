@@ -60,6 +60,7 @@ impl Harness {
             dead_letter_queue_url: aws.name("DEAD_LETTER_QUEUE_URL").to_owned(),
             geoip_database: Some(geoip()),
             shards: 16,
+            time_reserve: keen_ingest::DEFAULT_TIME_RESERVE,
         };
         let harness = Harness { moto, aws, config };
         harness.put_key(true).await;
