@@ -221,6 +221,41 @@ fn autofill_add_ons_run_after_the_events_own() {
 }
 
 #[test]
+fn autofilled_paths_win_over_add_on_outputs_and_removals() {
+    // The key pins the tenant and the ip; the event's add-ons try to overwrite the one and
+    // remove the other.
+    let autofill = key(json!({"options": {"writes": {"autofill": {
+        "tenant": {"id": "t7"}, "ip": "${keen.ip}"
+    }}}}));
+    let value = br#"{"page":"https://a.example/x","keen":{"addons":[
+        {"name":"keen:url_parser","input":{"url":"page"},"output":"tenant"},
+        {"name":"keen:ip_to_geo","input":{"ip":"ip","remove_ip_property":true},"output":"geo"}
+    ]}}"#;
+    let h = headers("purchases", &[("keen-ip", "81.2.69.142")]);
+    let event = match run(Some(value), &h, Some(&autofill)) {
+        Outcome::Stored(event) => event,
+        Outcome::DeadLettered(r) => panic!("dead-lettered: {r:?}"),
+    };
+    let stored: Value = serde_json::from_str(&event.json).expect("json");
+    assert_eq!(stored["tenant"]["id"], "t7", "the autofilled path wins");
+    assert_eq!(stored["tenant"]["domain"], "a.example", "the output lands around it");
+    assert_eq!(stored["ip"], "81.2.69.142", "an autofilled input is not removed");
+    assert!(stored["geo"].is_object());
+
+    // Without autofill the same add-ons do as they say.
+    let own = br#"{"page":"https://a.example/x","ip":"81.2.69.142","tenant":{"id":"t7"},"keen":{"addons":[
+        {"name":"keen:url_parser","input":{"url":"page"},"output":"tenant"},
+        {"name":"keen:ip_to_geo","input":{"ip":"ip","remove_ip_property":true},"output":"geo"}
+    ]}}"#;
+    let Outcome::Stored(event) = run(Some(own), &h, Some(&key(json!({})))) else {
+        panic!("stored")
+    };
+    let stored: Value = serde_json::from_str(&event.json).expect("json");
+    assert!(stored.get("ip").is_none());
+    assert!(stored["tenant"].get("id").is_none());
+}
+
+#[test]
 fn placeholders_feed_add_ons_and_a_missing_header_fails_the_add_on() {
     let value = br#"{"ua":"${keen.user_agent}","keen":{"addons":[{"name":"keen:ua_parser","input":{"ua_string":"ua"},"output":"tech"}]}}"#;
     let ua = "Mozilla/5.0 (iPhone; CPU iPhone OS 8_3 like Mac OS X) AppleWebKit/600.1.4 (KHTML, like Gecko) CriOS/41.0.2272.58 Mobile/12F70 Safari/600.1.4";

@@ -244,7 +244,10 @@ impl Ingest {
             ..Counts::default()
         };
         let now_ms = (self.clock)();
-        let cutoff = deadline.map(|d| d.checked_sub(self.config.time_reserve).unwrap_or(d));
+        let cutoff = deadline.map(|d| {
+            d.checked_sub(self.config.time_reserve)
+                .unwrap_or_else(Instant::now)
+        });
         let batch = self
             .run(&records, Mode::Live, now_ms, cutoff, &mut counts)
             .await;
@@ -728,7 +731,9 @@ impl Ingest {
             if entry.shapes.insert(event.shape)
                 && let Ok(Value::Object(map)) = serde_json::from_str::<Value>(&event.json)
             {
-                storage::merge_schema(&mut entry.update.paths, &storage::property_paths(&map));
+                let left_out =
+                    storage::merge_schema(&mut entry.update.paths, &storage::property_paths(&map));
+                entry.update.truncated |= left_out;
             }
             entry.members.push(i);
         }
@@ -958,13 +963,22 @@ fn store_refused(reason: &str) -> Rejection {
 }
 
 /// What this process knows of the Collections table: the (path, type) pairs each collection's
-/// schema already holds or can never hold (past its bounds), and the widest first/last event
-/// times written. Lets a batch skip the schema read and write when it brings nothing new.
-/// Bounded: forgotten whole when full (the next batches read again).
+/// schema already holds or can never hold (past its bounds), the widest first/last event times
+/// written, and whether the schema says paths were left out. Lets a batch skip the schema read
+/// and write when it brings nothing new. Bounded: forgotten whole when full (the next batches
+/// read again).
 #[derive(Default)]
 struct CollectionMemo {
     paths: HashSet<u64>,
-    edges: HashMap<(String, String), (i64, i64)>,
+    collections: HashMap<(String, String), Known>,
+}
+
+/// What is known written of one collection.
+#[derive(Clone, Copy)]
+struct Known {
+    first_ms: i64,
+    last_ms: i64,
+    truncated: bool,
 }
 
 impl CollectionMemo {
@@ -979,15 +993,22 @@ impl CollectionMemo {
     }
 
     /// `update` without what is known already.
-    fn novel(&self, project: &str, collection: &str, mut update: CollectionUpdate) -> CollectionUpdate {
+    fn novel(
+        &self,
+        project: &str,
+        collection: &str,
+        mut update: CollectionUpdate,
+    ) -> CollectionUpdate {
         update.paths.retain(|path, kinds| {
             kinds
                 .split('|')
                 .any(|kind| !self.paths.contains(&Self::pair(project, collection, path, kind)))
         });
-        if let Some(&(first, last)) = self.edges.get(&(project.to_owned(), collection.to_owned())) {
-            update.first_ms = update.first_ms.filter(|&f| f < first);
-            update.last_ms = update.last_ms.filter(|&l| l > last);
+        let key = (project.to_owned(), collection.to_owned());
+        if let Some(known) = self.collections.get(&key) {
+            update.first_ms = update.first_ms.filter(|&f| f < known.first_ms);
+            update.last_ms = update.last_ms.filter(|&l| l > known.last_ms);
+            update.truncated &= !known.truncated;
         }
         update
     }
@@ -1000,26 +1021,32 @@ impl CollectionMemo {
         update: &CollectionUpdate,
         recorded: Option<&BTreeMap<String, String>>,
     ) {
-        if self.paths.len() >= Self::MAX_PATHS || self.edges.len() >= Self::MAX_COLLECTIONS {
+        if self.paths.len() >= Self::MAX_PATHS || self.collections.len() >= Self::MAX_COLLECTIONS
+        {
             self.paths.clear();
-            self.edges.clear();
+            self.collections.clear();
         }
-        let seen = update.paths.iter();
-        for (path, kinds) in seen.chain(recorded.into_iter().flatten()) {
+        for (path, kinds) in update.paths.iter().chain(recorded.into_iter().flatten()) {
             for kind in kinds.split('|') {
-                self.paths.insert(Self::pair(project, collection, path, kind));
+                self.paths
+                    .insert(Self::pair(project, collection, path, kind));
             }
         }
-        let edge = self
-            .edges
+        let known = self
+            .collections
             .entry((project.to_owned(), collection.to_owned()))
-            .or_insert((i64::MAX, i64::MIN));
+            .or_insert(Known {
+                first_ms: i64::MAX,
+                last_ms: i64::MIN,
+                truncated: false,
+            });
         if let Some(first) = update.first_ms {
-            edge.0 = edge.0.min(first);
+            known.first_ms = known.first_ms.min(first);
         }
         if let Some(last) = update.last_ms {
-            edge.1 = edge.1.max(last);
+            known.last_ms = known.last_ms.max(last);
         }
+        known.truncated |= update.truncated;
     }
 }
 

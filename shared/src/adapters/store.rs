@@ -668,8 +668,10 @@ pub struct CollectionUpdate {
     /// Latest keen.timestamp seen, ms.
     pub last_ms: Option<i64>,
     /// Property paths and types seen (`number|string` where mixed) that the caller does not know
-    /// to be recorded already; empty: the schema is not touched.
+    /// to be recorded already; empty (and not `truncated`): the schema is not touched.
     pub paths: BTreeMap<String, String>,
+    /// Whether paths were seen that the schema's bounds leave out.
+    pub truncated: bool,
 }
 
 /// Merges an invocation's view of a collection into its Collections item. The first and last
@@ -717,7 +719,7 @@ pub async fn update_collection(
     );
     first?;
     last?;
-    if update.paths.is_empty() {
+    if update.paths.is_empty() && !update.truncated {
         return Ok(None);
     }
     for _ in 0..8 {
@@ -749,7 +751,8 @@ pub async fn update_collection(
             .copied()
             .unwrap_or(false);
         let before = known.clone();
-        let truncated = storage::merge_schema(&mut known, &update.paths) || was_truncated;
+        let truncated =
+            storage::merge_schema(&mut known, &update.paths) || was_truncated || update.truncated;
         if before == known && truncated == was_truncated {
             return Ok(Some(known)); // nothing new: spare the write
         }
