@@ -8,7 +8,6 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientConfig, ClientContext, Statistics};
-use sha2::{Digest, Sha256};
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -252,51 +251,12 @@ impl Backing {
     }
 }
 
-/// hash(project, collection, client partition) mod partitions.
-pub fn inbound_partition(
-    project_id: &str,
-    collection: &str,
-    client_partition: i32,
-    partitions: i32,
-) -> i32 {
-    let digest = Sha256::new()
-        .chain_update(project_id.as_bytes())
-        .chain_update([0])
-        .chain_update(collection.as_bytes())
-        .chain_update([0])
-        .chain_update(client_partition.to_be_bytes())
-        .finalize();
-    let mut first = [0u8; 8];
-    first.copy_from_slice(&digest[..8]);
-    (u64::from_be_bytes(first) % u64::from(partitions.max(1).unsigned_abs())) as i32
-}
+/// The inbound partition of a record lives with the physical record's contract.
+pub use keen_shared::record::inbound_partition;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashSet;
-
-    #[test]
-    fn partition_mapping_is_stable_and_spreads_one_collection() {
-        let p = inbound_partition("4f1c9a3be6d2a1b07c3e5f11", "purchases", 3, 8);
-        assert_eq!(
-            p,
-            inbound_partition("4f1c9a3be6d2a1b07c3e5f11", "purchases", 3, 8)
-        );
-        assert!((0..8).contains(&p));
-        let spread: HashSet<i32> = (0..8)
-            .map(|c| inbound_partition("4f1c9a3be6d2a1b07c3e5f11", "purchases", c, 8))
-            .collect();
-        assert!(spread.len() >= 4, "8 client partitions land on {spread:?}");
-        // The separator keeps ("ab","c") and ("a","bc") apart.
-        let a: Vec<i32> = (0..16)
-            .map(|c| inbound_partition("ab", "c", c, 1024))
-            .collect();
-        let b: Vec<i32> = (0..16)
-            .map(|c| inbound_partition("a", "bc", c, 1024))
-            .collect();
-        assert_ne!(a, b);
-    }
 
     #[test]
     fn a_maximal_batch_with_headers_fits_the_backing_limit() {

@@ -198,9 +198,54 @@ pub fn check_project_id(project_id: &str) -> Result<(), &'static str> {
     Ok(())
 }
 
+/// The partition of the inbound topic a customer's record goes to: hash(project, collection,
+/// client partition) mod partitions (architecture.md), so a producer's per-partition order is
+/// kept and one hot collection still spreads over many partitions.
+pub fn inbound_partition(
+    project_id: &str,
+    collection: &str,
+    client_partition: i32,
+    partitions: i32,
+) -> i32 {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::new()
+        .chain_update(project_id.as_bytes())
+        .chain_update([0])
+        .chain_update(collection.as_bytes())
+        .chain_update([0])
+        .chain_update(client_partition.to_be_bytes())
+        .finalize();
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    (u64::from_be_bytes(first) % u64::from(partitions.max(1).unsigned_abs())) as i32
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn partition_mapping_is_stable_and_spreads_one_collection() {
+        let p = inbound_partition("4f1c9a3be6d2a1b07c3e5f11", "purchases", 3, 8);
+        assert_eq!(
+            p,
+            inbound_partition("4f1c9a3be6d2a1b07c3e5f11", "purchases", 3, 8)
+        );
+        assert!((0..8).contains(&p));
+        let spread: std::collections::HashSet<i32> = (0..8)
+            .map(|c| inbound_partition("4f1c9a3be6d2a1b07c3e5f11", "purchases", c, 8))
+            .collect();
+        assert!(spread.len() >= 4, "8 client partitions land on {spread:?}");
+        // The separator keeps ("ab","c") and ("a","bc") apart.
+        let a: Vec<i32> = (0..16)
+            .map(|c| inbound_partition("ab", "c", c, 1024))
+            .collect();
+        let b: Vec<i32> = (0..16)
+            .map(|c| inbound_partition("a", "bc", c, 1024))
+            .collect();
+        assert_ne!(a, b);
+    }
+
 
     fn record(headers: &[Header]) -> InboundRecord<'_> {
         InboundRecord {

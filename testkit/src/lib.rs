@@ -296,14 +296,32 @@ fn http_request(port: u16, method: &str, path: &str) -> std::io::Result<String> 
     }
 }
 
+/// A file removed when dropped.
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 /// Runs a Kafka client script of `gateway/tests/clients/` (Python or Node, by `program`) with one
 /// JSON argument, from `tests/node` (where kafkajs is installed), and returns its JSON answer:
 /// the last line of its stdout. Panics with both outputs when there is none.
 pub fn run_client(program: &str, script: &str, argument: &serde_json::Value) -> serde_json::Value {
     let path = repo_root().join("gateway/tests/clients").join(script);
+    // One argument may not pass 128 KiB (Linux's MAX_ARG_STRLEN): a larger one goes in a file,
+    // passed as `@path` (confluent_produce.py reads it).
+    let mut text = argument.to_string();
+    let _file = (text.len() > 100_000).then(|| {
+        let file = std::env::temp_dir().join(format!("{}.json", unique_prefix("client-args")));
+        std::fs::write(&file, &text).expect("write the client's argument file");
+        text = format!("@{}", file.display());
+        TempFile(file)
+    });
     let output = Command::new(program)
         .arg(&path)
-        .arg(argument.to_string())
+        .arg(&text)
         .current_dir(repo_root().join("tests/node"))
         .output()
         .unwrap_or_else(|e| panic!("running {program} {script}: {e}"));

@@ -10,6 +10,8 @@ use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod poison;
+
 const A: &str = "aaaa0000aaaa0000aaaa0000";
 const B: &str = "bbbb0000bbbb0000bbbb0000";
 const FIREFOX: &str = "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0";

@@ -4,14 +4,20 @@ JSON line: {"delivered": n, "errors": [...], "offsets": [[partition, offset], ..
 Argument: a JSON object with bootstrap, mechanism, username, password, topic, records
 ([{"value": str, "key": str|null, "headers": {name: value}, "partition": int|null}]), and
 optional "config" (extra librdkafka properties) and "interval" (seconds between records, waiting
-for each acknowledgement: a slow producer that outlives a SASL session)."""
+for each acknowledgement: a slow producer that outlives a SASL session). "@path" instead of the
+JSON reads it from that file."""
 import json
 import sys
 import time
 
 from confluent_kafka import Producer
 
-args = json.loads(sys.argv[1])
+# "@path": the argument is in that file (too large for the command line).
+raw = sys.argv[1]
+if raw.startswith("@"):
+    with open(raw[1:], encoding="utf-8") as f:
+        raw = f.read()
+args = json.loads(raw)
 config = {
     "bootstrap.servers": args["bootstrap"],
     "security.protocol": args.get("security_protocol", "SASL_PLAINTEXT"),
