@@ -274,9 +274,10 @@ mod tests {
             producer: Some(bytes::Bytes::from(
                 "9223372036854775807:32767:2147483647:2147483647",
             )),
+            producer_timestamp: Some(bytes::Bytes::from(i64::MIN.to_string())),
             timestamp_ms: 0,
         };
-        assert_eq!(record.header_count(), 4);
+        assert_eq!(record.header_count(), 5);
         // Kafka's record batch overhead is 61 bytes plus ≤ 21 per record: far inside the margin.
         assert!(record.size(&tenant) + 61 + 21 < BACKING_MAX_MESSAGE_BYTES);
     }

@@ -11,7 +11,8 @@ use bytes::{Buf, Bytes};
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{Compression, RecordBatchDecoder, TimestampType};
 use keen_shared::record::{
-    HEADER_COLLECTION, HEADER_KEY_ID, HEADER_PRODUCER, HEADER_PROJECT_ID, ProducerIdentity,
+    HEADER_COLLECTION, HEADER_KEY_ID, HEADER_PRODUCER, HEADER_PRODUCER_TIMESTAMP,
+    HEADER_PROJECT_ID, ProducerIdentity,
     RESERVED_HEADERS,
 };
 use std::fmt::Write as _;
@@ -95,6 +96,9 @@ pub struct OutboundRecord {
     pub customer_headers: Vec<(StrBytes, Bytes)>,
     /// The value of `keen-producer`: a slice of one buffer per batch.
     pub producer: Option<Bytes>,
+    /// The value of `keen-producer-timestamp`: an idempotent producer's own timestamp, when
+    /// `timestamp_ms` replaced it.
+    pub producer_timestamp: Option<Bytes>,
     pub timestamp_ms: i64,
 }
 
@@ -117,11 +121,19 @@ impl OutboundRecord {
                     .as_deref()
                     .map(|value| (HEADER_PRODUCER, value)),
             )
+            .chain(
+                self.producer_timestamp
+                    .as_deref()
+                    .map(|value| (HEADER_PRODUCER_TIMESTAMP, value)),
+            )
     }
 
     /// How many headers [`OutboundRecord::headers`] yields.
     pub fn header_count(&self) -> usize {
-        self.customer_headers.len() + 3 + usize::from(self.producer.is_some())
+        self.customer_headers.len()
+            + 3
+            + usize::from(self.producer.is_some())
+            + usize::from(self.producer_timestamp.is_some())
     }
 
     /// Bytes the record occupies in the backing topic, roughly: what the backing limit bounds.
@@ -259,6 +271,10 @@ pub fn decode_batch(
             }
             _ => now_ms,
         };
+        // A resend of an idempotent producer's record gets another clock reading: say so, so
+        // that the ingest finds the first copy by keen.id.
+        let producer_timestamp = (identities.is_some() && timestamp_ms != record.timestamp)
+            .then(|| Bytes::from(record.timestamp.to_string()));
         let customer_headers: Vec<(StrBytes, Bytes)> = record
             .headers
             .into_iter()
@@ -274,6 +290,7 @@ pub fn decode_batch(
             value: record.value,
             customer_headers,
             producer,
+            producer_timestamp,
             timestamp_ms,
         });
     }
@@ -680,6 +697,13 @@ mod tests {
         let decoded = decode_batch(&batch, &mut (1 << 20), &tenant(), NOW).expect("decodes");
         assert_eq!(decoded.records[0].timestamp_ms, NOW);
         assert_eq!(decoded.records[1].timestamp_ms, NOW + MAX_TIMESTAMP_SKEW_MS);
+        // The idempotent producer's own timestamp travels with a replaced one, last header.
+        let replaced = (NOW - MAX_TIMESTAMP_SKEW_MS - 1).to_string();
+        assert_eq!(
+            decoded.records[0].headers(&decoded.tenant).last(),
+            Some((HEADER_PRODUCER_TIMESTAMP, replaced.as_bytes()))
+        );
+        assert_eq!(decoded.records[1].producer_timestamp, None);
 
         // Found by the request_decode fuzz target: the skew check overflowed (a panic with
         // overflow checks, a wrong answer without) for timestamps near i64::MIN.

@@ -14,12 +14,18 @@ pub const HEADER_COLLECTION: &str = "keen-collection";
 pub const HEADER_KEY_ID: &str = "keen-key-id";
 /// `{producer_id}:{epoch}:{client_partition}:{sequence}` of an idempotent producer's record.
 pub const HEADER_PRODUCER: &str = "keen-producer";
+/// An idempotent producer's own record timestamp (decimal milliseconds), set when the gateway
+/// replaced it by its clock (more than an hour off): a resend of that record through another
+/// instance, or after a restart, gets another clock reading, so the ingest finds it by keen.id
+/// instead of by its (different) sort key.
+pub const HEADER_PRODUCER_TIMESTAMP: &str = "keen-producer-timestamp";
 /// Headers only the gateway may set.
-pub const RESERVED_HEADERS: [&str; 4] = [
+pub const RESERVED_HEADERS: [&str; 5] = [
     HEADER_PROJECT_ID,
     HEADER_COLLECTION,
     HEADER_KEY_ID,
     HEADER_PRODUCER,
+    HEADER_PRODUCER_TIMESTAMP,
 ];
 /// Customer header feeding the `${keen.ip}` placeholder.
 pub const HEADER_IP: &str = "keen-ip";

@@ -128,6 +128,13 @@ pub fn dedupe_key(project_id: &str, collection: &str, token: &str) -> String {
     format!("{project_id}#{collection}#{token}")
 }
 
+/// The Dedupe key under which an idempotent producer's record whose timestamp the gateway
+/// replaced keeps the sort key of its first copy (a resend gets another clock reading). Starts
+/// with a word, never with a project id, so no uniqueness token can collide with it.
+pub fn clock_resend_key(project_id: &str, collection: &str, id: &KeenId) -> String {
+    format!("resend#{project_id}#{collection}#{}", id.to_hex())
+}
+
 /// The body of an event as stored: either inline in the head item or split into parts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Body {

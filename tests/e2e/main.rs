@@ -169,6 +169,29 @@ async fn two_projects_and_four_clients_are_counted_and_extracted_per_project() {
 /// again; both copies carry the same `keen-producer` identity, so one event is stored per record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_resend_through_two_gateways_yields_one_event_per_record() {
+    resend_through_two_gateways(None).await;
+}
+
+/// The same with a producer clock two hours behind: each instance replaces the timestamps with
+/// its own clock reading, so the two copies differ in timestamp (and sort key); still one event
+/// per record. The second instance knows nothing of the first, as after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resend_with_a_skewed_producer_clock_yields_one_event_per_record() {
+    let two_hours_ago = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_millis() as i64
+        - 2 * 3_600_000;
+    let events = resend_through_two_gateways(Some(two_hours_ago)).await;
+    for event in events {
+        let created = event["keen"]["created_at"].as_str().expect("created_at");
+        assert!(created > "2026", "the gateway's clock, not the producer's: {created}");
+    }
+}
+
+/// Produces ten idempotent records (with `timestamp_ms`, if given) through two gateway
+/// instances, the first produce response dropped; returns the extraction.
+async fn resend_through_two_gateways(timestamp_ms: Option<i64>) -> Vec<Value> {
     let mut stack = LocalStack::start().await;
     let a = stack.project(A, json!({})).await;
     let proxy = FaultProxy::start_many(Vec::new(), Fault::DropFirstProduceResponse);
@@ -179,7 +202,7 @@ async fn a_resend_through_two_gateways_yields_one_event_per_record() {
     let second = stack.start_gateway(&[("GATEWAY_ADVERTISED", advertised.as_str())]);
     proxy.set_upstreams(vec![first]);
     let records: Vec<Value> = (0..10)
-        .map(|n| json!({"value": json!({"resend": n}).to_string()}))
+        .map(|n| json!({"value": json!({"resend": n}).to_string(), "timestamp": timestamp_ms}))
         .collect();
     let producer = {
         let mut args = client_args(&proxy.bootstrap(), &a, "resends", json!(records));
@@ -209,6 +232,7 @@ async fn a_resend_through_two_gateways_yields_one_event_per_record() {
     let values: BTreeSet<i64> = events.iter().filter_map(|e| e["resend"].as_i64()).collect();
     assert_eq!(values, (0..10).collect());
     assert_eq!(events.len(), 10);
+    events
 }
 
 /// Stopping the event source mapping (SIGTERM) and killing it (SIGKILL) while producers write

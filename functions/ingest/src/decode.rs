@@ -37,6 +37,11 @@ pub struct DecodedRecord {
 }
 
 impl DecodedRecord {
+    /// Whether the record carries a header named exactly `name`.
+    pub fn header(&self, name: &str) -> bool {
+        self.headers.iter().any(|h| h.name == name)
+    }
+
     /// The core's view of the record.
     pub fn as_inbound(&self) -> InboundRecord<'_> {
         InboundRecord {

@@ -31,7 +31,7 @@ use keen_shared::adapters::store::{self, Claim, CollectionUpdate, CounterKey, Ev
 use keen_shared::addon::ReferenceData;
 use keen_shared::dead_letter::{DeadLetter, table_keys};
 use keen_shared::reject::{ErrorCode, Rejection};
-use keen_shared::record::Tenant;
+use keen_shared::record::{HEADER_PRODUCER_TIMESTAMP, Tenant};
 use keen_shared::storage::{self, EventLayout};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -368,7 +368,8 @@ impl Ingest {
         } = self.judge(records, cutoff).await;
 
         // 4. Uniqueness tokens: claim before writing.
-        self.claim_tokens(&outcomes, &mut fates, now_ms).await;
+        self.claim_tokens(records, &outcomes, &mut fates, now_ms)
+            .await;
 
         // 5. Resends of idempotent producers' records already stored from another offset (and,
         // for a replay, events the ingest itself stored meanwhile).
@@ -404,7 +405,13 @@ impl Ingest {
         }
     }
 
-    async fn claim_tokens(&self, outcomes: &[Option<Outcome>], fates: &mut [Fate], now_ms: i64) {
+    async fn claim_tokens(
+        &self,
+        records: &[DecodedRecord],
+        outcomes: &[Option<Outcome>],
+        fates: &mut [Fate],
+        now_ms: i64,
+    ) {
         let mut claims = Vec::new();
         for (i, outcome) in outcomes.iter().enumerate() {
             if fates[i] != Fate::Store {
@@ -427,6 +434,35 @@ impl Ingest {
             }));
         }
         bounded(claims, |i, result| apply_claim(fates, i, result)).await;
+
+        // An idempotent producer's record whose timestamp the gateway replaced by its clock: a
+        // resend through another instance or after a restart got another reading, hence another
+        // sort key. The first copy claims the keen.id with its sort key; a later copy finds
+        // another sort key there and is a resend of a stored record.
+        let mut claims = Vec::new();
+        for (i, outcome) in outcomes.iter().enumerate() {
+            let Some(Outcome::Stored(event)) = outcome else {
+                continue;
+            };
+            if fates[i] != Fate::Store || !records[i].header(HEADER_PRODUCER_TIMESTAMP) {
+                continue;
+            }
+            let client = self.dynamodb.clone();
+            let table = self.config.tables.dedupe.clone();
+            let key = storage::clock_resend_key(&event.project_id, &event.collection, &event.keen_id);
+            let sort_key = storage::sort_key(event.timestamp_ms, &event.keen_id);
+            fates[i] = Fate::Retry;
+            claims.push((i, async move {
+                store::claim_token(&client, &table, &key, &sort_key, now_ms / 1000).await
+            }));
+        }
+        bounded(claims, |i, result| {
+            apply_claim(fates, i, result);
+            if fates[i] == Fate::Duplicate {
+                fates[i] = Fate::Resend;
+            }
+        })
+        .await;
     }
 
     async fn skip_resends(

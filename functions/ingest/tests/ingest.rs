@@ -378,6 +378,33 @@ async fn a_resend_in_a_later_invocation_is_stored_and_counted_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resend_with_a_replaced_timestamp_is_found_by_its_keen_id() {
+    let h = Harness::start("clock").await;
+    let ingest = h.ingest(WriteBatcher::new(h.aws.dynamodb.clone()));
+    // A producer two hours behind: each gateway instance that took a copy put its own clock in
+    // the record timestamp, and said so.
+    let copy = |offset: i64, clock_ms: i64| {
+        let mut record = simple_record(offset);
+        record.timestamp_ms = clock_ms;
+        record.headers.extend([
+            Header::new("keen-producer", "78:0:1:9"),
+            Header::new("keen-producer-timestamp", "1709992800000"),
+        ]);
+        record
+    };
+    no_failures(&ingest.handle(vec![copy(400, 1_710_000_000_000)]).await.0);
+    let (response, counts) = ingest.handle(vec![copy(401, 1_710_000_004_321)]).await;
+    no_failures(&response);
+    assert_eq!((counts.stored, counts.resends), (0, 1), "{counts:?}");
+    assert_eq!(h.event_heads().await.len(), 1);
+    assert_eq!(h.count("clicks").await, 1);
+    // A retry of the first copy rewrites its own item.
+    let (_, counts) = ingest.handle(vec![copy(400, 1_710_000_000_000)]).await;
+    assert_eq!((counts.stored, counts.resends), (1, 0));
+    assert_eq!(h.count("clicks").await, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_letter_too_large_for_sqs_is_announced_by_reference_and_kept_whole() {
     let h = Harness::start("bigdl").await;
     let ingest = h.ingest(WriteBatcher::new(h.aws.dynamodb.clone()));

@@ -2,7 +2,8 @@
 JSON line: {"delivered": n, "errors": [...], "offsets": [[partition, offset], ...]}.
 
 Argument: a JSON object with bootstrap, mechanism, username, password, topic, records
-([{"value": str, "key": str|null, "headers": {name: value}, "partition": int|null}]), and
+([{"value": str, "key": str|null, "headers": {name: value}, "partition": int|null,
+"timestamp": ms|null}]), and
 optional "config" (extra librdkafka properties) and "interval" (seconds between records, waiting
 for each acknowledgement: a slow producer that outlives a SASL session). "@path" instead of the
 JSON reads it from that file."""
@@ -45,6 +46,8 @@ for record in args["records"]:
     kwargs = {}
     if record.get("partition") is not None:
         kwargs["partition"] = record["partition"]
+    if record.get("timestamp") is not None:
+        kwargs["timestamp"] = record["timestamp"]
     producer.produce(
         args["topic"],
         value=None if record.get("value") is None else record["value"].encode(),
