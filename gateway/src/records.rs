@@ -305,11 +305,14 @@ pub fn decode_batch(
 }
 
 /// A customer header whose name is one of the gateway's: dropped, so no customer can write
-/// into another project. Compared without case, so look-alikes are dropped too.
+/// into another project. Compared without case, so look-alikes are dropped too, and up to the
+/// first NUL: a consumer that reads header names as C strings (librdkafka's API does, and so
+/// the local event source mapping) would see `keen-producer\0x` as `keen-producer`.
 fn is_reserved(name: &str) -> bool {
+    let seen_as_c_string = name.split('\0').next().unwrap_or(name);
     RESERVED_HEADERS
         .iter()
-        .any(|reserved| reserved.eq_ignore_ascii_case(name))
+        .any(|reserved| reserved.eq_ignore_ascii_case(seen_as_c_string))
 }
 
 fn corrupt(reason: impl Into<String>) -> RecordsError {
@@ -683,6 +686,36 @@ mod tests {
             assert_eq!(second.timestamp_ms, NOW + 1);
             assert!(budget < 1 << 20);
         }
+    }
+
+    #[test]
+    fn reserved_names_cut_at_a_nul_are_dropped_and_other_nul_names_kept() {
+        let batch = encode(
+            &[record(
+                b"{}",
+                &[
+                    ("keen-producer\0x", b"1:0:0:0"),
+                    ("Keen-Project-Id\0", b"victim"),
+                    ("trace\0id", b"kept"),
+                ],
+                NOW,
+                0,
+            )],
+            Compression::None,
+        );
+        let decoded = decode_batch(&batch, &mut (1 << 20), &tenant(), NOW).expect("decodes");
+        let record = &decoded.records[0];
+        let headers: Vec<(&str, &[u8])> = record.headers(&decoded.tenant).collect();
+        assert_eq!(headers[0], ("trace\0id", &b"kept"[..]));
+        assert_eq!(
+            headers.iter().filter(|(n, _)| n.contains('\0')).count(),
+            1,
+            "{headers:?}"
+        );
+        assert_eq!(
+            headers.iter().find(|(n, _)| *n == "keen-project-id").map(|h| h.1),
+            Some(&b"4f1c9a3be6d2a1b07c3e5f11"[..])
+        );
     }
 
     #[test]

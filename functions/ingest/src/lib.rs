@@ -244,10 +244,7 @@ impl Ingest {
             ..Counts::default()
         };
         let now_ms = (self.clock)();
-        let cutoff = deadline.map(|d| {
-            d.checked_sub(self.config.time_reserve)
-                .unwrap_or_else(Instant::now)
-        });
+        let cutoff = deadline.map(|d| judging_cutoff(d, self.config.time_reserve, Instant::now()));
         let batch = self
             .run(&records, Mode::Live, now_ms, cutoff, &mut counts)
             .await;
@@ -1098,4 +1095,34 @@ fn first_failed_offsets(records: &[DecodedRecord], fates: &[Fate]) -> BTreeMap<(
         }
     }
     first
+}
+
+/// When judging stops: `reserve` before the deadline, but never more than half of the time left
+/// at `start`, so a function with a short timeout (or a local runtime's default) still judges
+/// records instead of deferring them all.
+fn judging_cutoff(deadline: Instant, reserve: Duration, start: Instant) -> Instant {
+    let left = deadline.saturating_duration_since(start);
+    deadline - reserve.min(left / 2)
+}
+
+#[cfg(test)]
+mod cutoff_tests {
+    use super::*;
+
+    #[test]
+    fn the_reserve_is_kept_back_but_never_more_than_half_the_time_left() {
+        let start = Instant::now();
+        let reserve = Duration::from_secs(60);
+        // Lambda's 120 s timeout: judge for 60 s, keep 60 s for the writes.
+        let deadline = start + Duration::from_secs(120);
+        assert_eq!(judging_cutoff(deadline, reserve, start), start + Duration::from_secs(60));
+        // A 30 s timeout: judge for 15 s.
+        let deadline = start + Duration::from_secs(30);
+        assert_eq!(judging_cutoff(deadline, reserve, start), start + Duration::from_secs(15));
+        // A 15 minute timeout: the reserve alone.
+        let deadline = start + Duration::from_secs(900);
+        assert_eq!(judging_cutoff(deadline, reserve, start), start + Duration::from_secs(840));
+        // Past the deadline: stop now (the first record is still judged).
+        assert_eq!(judging_cutoff(start, reserve, start), start);
+    }
 }

@@ -17,6 +17,7 @@ pub use engine::Bounds;
 
 use keen_shared::adapters::dead_letters::{DeadLetterQuery, list_dead_letters};
 use keen_shared::adapters::reads::read_collections;
+use keen_shared::key::KeyModel;
 use keen_shared::query::QueryError;
 use serde_json::{Value, json};
 
@@ -244,7 +245,10 @@ impl QueryService {
             Route::Extraction(project) => {
                 engine::extraction(self.engine(), project, &params, &key, (self.clock)()).await
             }
-            Route::Collections(project) => self.collections(project).await,
+            Route::Collections(project) => match refuse_filtered_listing(&key) {
+                Some(error) => Err(engine::Failure::Query(error)),
+                None => self.collections(project).await,
+            },
             Route::DeadLetters(project) => self.dead_letters(project, &params).await,
         };
         match result {
@@ -302,4 +306,23 @@ impl QueryService {
             list_dead_letters(&self.dynamodb, &self.config.dead_letters_table, &query).await?;
         Ok(json!({ "result": letters }))
     }
+}
+
+/// The collections listing shows every event's count and every property path; it cannot apply
+/// an access key's `queries.filters` (product.md §5, §9), so a key restricted by filters is
+/// refused rather than shown what its filters hide.
+fn refuse_filtered_listing(key: &KeyModel) -> Option<QueryError> {
+    let filtered = key
+        .options
+        .queries
+        .as_ref()
+        .is_some_and(|queries| !queries.filters.is_empty());
+    filtered.then(|| {
+        QueryError::InvalidApiKey(
+            "This key's queries are restricted by its options.queries.filters, which the \
+             collections listing cannot apply: list collections with the read or master key, \
+             and query with this key (its filters are applied to every query)."
+                .to_owned(),
+        )
+    })
 }

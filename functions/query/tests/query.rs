@@ -132,6 +132,7 @@ impl Harness {
             keys_table: self.config.keys_table.clone(),
             dead_letter_queue_url: self.aws.name("DEAD_LETTER_QUEUE_URL").to_owned(),
             geoip_database: None,
+            time_reserve: keen_ingest::DEFAULT_TIME_RESERVE,
             shards: self.config.shards,
         };
         Ingest::new(
@@ -467,6 +468,25 @@ async fn counts_and_extractions_read_what_ingest_stored() {
     assert_eq!(listing[0]["last_event_at"], "2024-03-10T11:59:30.000Z");
     assert_eq!(listing[0]["properties"]["price"], "number");
     assert_eq!(listing[0]["properties"]["user.name"], "string");
+
+    // A key restricted by filters would see counts and properties its filters hide: refused,
+    // with the reason.
+    let reply = get(
+        &service,
+        &format!("/3.0/projects/{PROJECT}/events"),
+        "",
+        Some(GOLD_ONLY),
+    )
+    .await;
+    assert_eq!(reply.status, 401, "{}", reply.body);
+    assert_eq!(reply.body["error_code"], "InvalidApiKeyError");
+    assert!(
+        reply.body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("options.queries.filters")),
+        "{}",
+        reply.body
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
