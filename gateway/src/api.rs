@@ -205,7 +205,7 @@ mod tests {
         let topic = |name: &str| TopicName(StrBytes::from_string(name.to_owned()));
         let check = |api: ApiKey, version: i16, body: Vec<u8>| match body_policy(api, version) {
             BodyPolicy::Decode(shape) => {
-                crate::wire::check_shape(&body, &shape)
+                crate::wire::check_shape(&body, &shape, crate::decode::DEFAULT_MAX_ELEMENTS)
                     .unwrap_or_else(|e| panic!("{api:?} v{version}: {e}"));
             }
             BodyPolicy::HeaderOnly => panic!("{api:?} is decoded"),

@@ -12,7 +12,7 @@ use keen_shared::key::{
     ProjectSalt, StoredKey, fake_salt_for_unknown_project, find_key_by_password,
 };
 use keen_shared::record::check_project_id;
-use keen_shared::scram::{ClientFirst, ScramMechanism, ServerExchange, ServerNonce};
+use keen_shared::scram::{ClientFirst, ScramMechanism, ScramVerifier, ServerExchange, ServerNonce};
 use quick_cache::sync::Cache;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -32,20 +32,28 @@ pub struct ProjectCredentials {
     pub keys: Vec<StoredKey>,
 }
 
-/// The Keys table behind a bounded cache.
+/// The Keys table behind two bounded caches: projects that exist, and ids that do not.
 pub struct Credentials {
     table: KeysTable,
     pepper: Pepper,
-    cache: Cache<String, (Instant, Option<Arc<ProjectCredentials>>)>,
+    known: Cache<String, (Instant, Arc<ProjectCredentials>)>,
+    /// Ids found missing: kept apart so that guessing random usernames never evicts a real
+    /// project's credentials, and costs one Keys-table read per id per TTL at most.
+    unknown: Cache<String, Instant>,
 }
+
+/// Projects whose credentials are cached per gateway task.
+const KNOWN_PROJECTS_CACHED: usize = 100_000;
+/// Missing project ids remembered per gateway task.
+const UNKNOWN_PROJECTS_CACHED: usize = 100_000;
 
 impl Credentials {
     pub fn new(table: KeysTable, pepper: Pepper) -> Self {
         Credentials {
             table,
             pepper,
-            // Unknown project ids are cached too, so the bound also caps what guessing costs.
-            cache: Cache::new(100_000),
+            known: Cache::new(KNOWN_PROJECTS_CACHED),
+            unknown: Cache::new(UNKNOWN_PROJECTS_CACHED),
         }
     }
 
@@ -54,19 +62,28 @@ impl Credentials {
         &self,
         project_id: &str,
     ) -> Result<Option<Arc<ProjectCredentials>>, KeysTableError> {
-        if let Some((at, found)) = self.cache.get(project_id)
+        if let Some((at, found)) = self.known.get(project_id)
             && at.elapsed() < CREDENTIALS_TTL
         {
-            return Ok(found);
+            return Ok(Some(found));
         }
-        let (salt, keys) = tokio::try_join!(
-            self.table.get_project(project_id),
-            self.table.list_keys(project_id)
-        )?;
-        let found = salt.map(|salt| Arc::new(ProjectCredentials { salt, keys }));
-        self.cache
+        if let Some(at) = self.unknown.get(project_id)
+            && at.elapsed() < CREDENTIALS_TTL
+        {
+            return Ok(None);
+        }
+        // The salt item first: an id without one costs a single read, not a read and a query.
+        let Some(salt) = self.table.get_project(project_id).await? else {
+            self.known.remove(project_id);
+            self.unknown.insert(project_id.to_owned(), Instant::now());
+            return Ok(None);
+        };
+        let keys = self.table.list_keys(project_id).await?;
+        let found = Arc::new(ProjectCredentials { salt, keys });
+        self.unknown.remove(project_id);
+        self.known
             .insert(project_id.to_owned(), (Instant::now(), found.clone()));
-        Ok(found)
+        Ok(Some(found))
     }
 
     /// Whether `key_id` of `project_id` may still write, by credentials at most 30 s old.
@@ -242,16 +259,16 @@ pub fn scram_final(pending: PendingScram, message: &[u8]) -> Result<Step, AuthEr
         .map_err(|_| AuthError::Malformed("SCRAM message is not UTF-8".into()))?;
     let mechanism = pending.exchange.mechanism();
     let project_id = pending.exchange.username().to_owned();
-    let candidates: Vec<_> = pending
-        .project
-        .as_ref()
-        .map(|p| {
-            p.keys
-                .iter()
-                .map(|k| k.scram_verifier(mechanism).clone())
-                .collect()
-        })
-        .unwrap_or_default();
+    // A project that does not exist is checked against one stand-in, so its final step costs
+    // what a one-key project's does and timing does not tell the two apart.
+    let candidates: Vec<ScramVerifier> = match &pending.project {
+        Some(project) => project
+            .keys
+            .iter()
+            .map(|k| k.scram_verifier(mechanism).clone())
+            .collect(),
+        None => vec![ScramVerifier::unmatchable(mechanism)],
+    };
     let (index, server_final) = match pending.exchange.finish(text, &candidates) {
         Ok(matched) => matched,
         Err(keen_shared::scram::ScramError::InvalidProof) => {

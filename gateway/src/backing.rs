@@ -174,11 +174,24 @@ impl Backing {
         tenant: &TenantHeaders,
         records: &[OutboundRecord],
     ) -> Result<Acknowledged, BackingError> {
+        self.enqueue(partition, tenant, records)
+            .await?
+            .acknowledged()
+            .await
+    }
+
+    /// Hands `records` to the producer, in order, and returns what waits for their
+    /// acknowledgement. Records enqueued before others on one partition are written before
+    /// them (the producer is idempotent), so a caller that enqueues in request order keeps
+    /// the order of a connection's pipelined requests.
+    pub async fn enqueue(
+        &self,
+        partition: i32,
+        tenant: &TenantHeaders,
+        records: &[OutboundRecord],
+    ) -> Result<Pending, BackingError> {
         if records.is_empty() {
-            return Ok(Acknowledged {
-                first_offset: -1,
-                handed_over: Instant::now(),
-            });
+            return Ok(Pending::Empty);
         }
         let (done, acknowledged) = oneshot::channel();
         let ack = Arc::new(BatchAck {
@@ -227,7 +240,45 @@ impl Backing {
                 }
             }
         }
-        let handed_over = Instant::now();
+        Ok(Pending::Batch {
+            ack,
+            acknowledged,
+            handed_over: Instant::now(),
+        })
+    }
+
+    /// Waits until everything sent is acknowledged, or `timeout` (blocking: use spawn_blocking).
+    pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
+        self.producer.flush(timeout)
+    }
+}
+
+/// A batch handed to the producer, waiting for its acknowledgement.
+pub enum Pending {
+    Empty,
+    Batch {
+        ack: Arc<BatchAck>,
+        acknowledged: oneshot::Receiver<()>,
+        handed_over: Instant,
+    },
+}
+
+impl Pending {
+    /// Waits until every record is acknowledged; any failure fails the whole batch.
+    pub async fn acknowledged(self) -> Result<Acknowledged, BackingError> {
+        let (ack, acknowledged, handed_over) = match self {
+            Pending::Empty => {
+                return Ok(Acknowledged {
+                    first_offset: -1,
+                    handed_over: Instant::now(),
+                });
+            }
+            Pending::Batch {
+                ack,
+                acknowledged,
+                handed_over,
+            } => (ack, acknowledged, handed_over),
+        };
         if acknowledged.await.is_err() {
             return Err(BackingError::Canceled);
         }
@@ -243,11 +294,6 @@ impl Backing {
             first_offset: ack.first_offset.load(Ordering::Acquire),
             handed_over,
         })
-    }
-
-    /// Waits until everything sent is acknowledged, or `timeout` (blocking: use spawn_blocking).
-    pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
-        self.producer.flush(timeout)
     }
 }
 

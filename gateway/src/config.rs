@@ -139,6 +139,13 @@ pub struct Limits {
     pub sasl_timeout: Duration,
     /// A connection with no request for this long is closed (`GATEWAY_IDLE_TIMEOUT_MS`).
     pub idle_timeout: Duration,
+    /// Open connections from one source address (`GATEWAY_MAX_CONNECTIONS_PER_SOURCE`).
+    pub max_connections_per_source: usize,
+    /// Time from a request's length prefix to its last byte (`GATEWAY_FRAME_TIMEOUT_MS`).
+    pub frame_timeout: Duration,
+    /// Array elements in one request, all arrays together: topics of a Metadata request,
+    /// topics and partitions of a Produce (`GATEWAY_MAX_REQUEST_ELEMENTS`).
+    pub max_request_elements: usize,
 }
 
 impl Default for Limits {
@@ -152,6 +159,9 @@ impl Default for Limits {
             max_connections: 10_000,
             sasl_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(600),
+            max_connections_per_source: 1_000,
+            frame_timeout: Duration::from_secs(30),
+            max_request_elements: 10_000,
         }
     }
 }
@@ -175,8 +185,12 @@ pub struct Config {
     /// instance advertises the same (load balancer) address.
     pub node_id: i32,
     pub limits: Limits,
-    /// Produce bytes per second per project; 0 = unlimited (`GATEWAY_PROJECT_QUOTA_BYTES_PER_SEC`).
+    /// Decompressed produce bytes per second per project and task; 0 = unlimited
+    /// (`GATEWAY_PROJECT_QUOTA_BYTES_PER_SEC`).
     pub project_quota_bytes_per_sec: u64,
+    /// Produced records per second per project and task; 0 = unlimited
+    /// (`GATEWAY_PROJECT_QUOTA_RECORDS_PER_SEC`).
+    pub project_quota_records_per_sec: u64,
     /// SASL session lifetime announced to clients (KIP-368), and enforced.
     pub session_lifetime: Duration,
     /// How long in-flight produces may take to finish on shutdown.
@@ -199,6 +213,10 @@ impl std::fmt::Debug for Config {
             .field(
                 "project_quota_bytes_per_sec",
                 &self.project_quota_bytes_per_sec,
+            )
+            .field(
+                "project_quota_records_per_sec",
+                &self.project_quota_records_per_sec,
             )
             .field("session_lifetime", &self.session_lifetime)
             .finish_non_exhaustive()
@@ -288,6 +306,21 @@ impl Config {
                 "GATEWAY_IDLE_TIMEOUT_MS",
                 defaults.idle_timeout.as_millis() as u64,
             )?),
+            max_connections_per_source: number(
+                &get,
+                "GATEWAY_MAX_CONNECTIONS_PER_SOURCE",
+                defaults.max_connections_per_source,
+            )?,
+            frame_timeout: Duration::from_millis(number(
+                &get,
+                "GATEWAY_FRAME_TIMEOUT_MS",
+                defaults.frame_timeout.as_millis() as u64,
+            )?),
+            max_request_elements: number(
+                &get,
+                "GATEWAY_MAX_REQUEST_ELEMENTS",
+                defaults.max_request_elements,
+            )?,
         };
         if limits.max_request_bytes < MAX_BATCH_BYTES + 1024 {
             return Err(ConfigError::Invalid {
@@ -339,7 +372,16 @@ impl Config {
             )?,
             node_id: number(&get, "GATEWAY_NODE_ID", 1)?,
             limits,
-            project_quota_bytes_per_sec: number(&get, "GATEWAY_PROJECT_QUOTA_BYTES_PER_SEC", 0)?,
+            project_quota_bytes_per_sec: number(
+                &get,
+                "GATEWAY_PROJECT_QUOTA_BYTES_PER_SEC",
+                crate::quota::DEFAULT_BYTES_PER_SEC,
+            )?,
+            project_quota_records_per_sec: number(
+                &get,
+                "GATEWAY_PROJECT_QUOTA_RECORDS_PER_SEC",
+                crate::quota::DEFAULT_RECORDS_PER_SEC,
+            )?,
             session_lifetime: Duration::from_millis(number(
                 &get,
                 "GATEWAY_SESSION_LIFETIME_MS",
@@ -463,6 +505,10 @@ mod tests {
         assert_eq!(config.limits, Limits::default());
         assert!(!config.proxy_protocol);
         assert!(config.tls.is_none());
+        assert_eq!(config.project_quota_bytes_per_sec, 16 * 1024 * 1024);
+        assert_eq!(config.project_quota_records_per_sec, 50_000);
+        assert_eq!(config.limits.max_connections_per_source, 1_000);
+        assert_eq!(config.limits.max_request_elements, 10_000);
     }
 
     #[test]

@@ -10,7 +10,7 @@
 use crate::Gateway;
 use crate::api::allowed_before_authentication;
 use crate::auth::{self, AuthError, Mechanism, PendingScram, Principal, Step};
-use crate::decode::{DecodeError, decode_request};
+use crate::decode::{DecodeError, decode_request_within};
 use crate::handlers::{self, Broker};
 use crate::metrics::Metrics;
 use crate::wire::{self, RequestPrefix, WireError};
@@ -89,7 +89,7 @@ enum Stop {
 }
 
 /// Serves one connection until it ends.
-pub async fn serve<S>(gateway: Arc<Gateway>, stream: S, peer: SocketAddr)
+pub async fn serve<S>(gateway: Arc<Gateway>, stream: S, peer: SocketAddr, accepted: Instant)
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
@@ -107,6 +107,9 @@ where
         sasl: Sasl::Idle,
         raw_sasl: false,
         queue,
+        accepted,
+        muted_until: Arc::default(),
+        last_enqueued: None,
     };
     let stop = connection.read_requests(&mut reader).await;
     match &stop {
@@ -178,6 +181,14 @@ struct Connection {
     raw_sasl: bool,
     queue: mpsc::Sender<oneshot::Receiver<Reply>>,
     per_connection: Arc<Semaphore>,
+    /// When the TCP connection was accepted: authentication must finish within
+    /// `GATEWAY_SASL_TIMEOUT_MS` of it.
+    accepted: Instant,
+    /// Quota: nothing more is read from the client before this instant.
+    muted_until: Arc<std::sync::Mutex<Option<Instant>>>,
+    /// Signalled once the last Produce read has handed its records to the producer: the next
+    /// one waits for it, so pipelined produces keep their order per partition.
+    last_enqueued: Option<oneshot::Receiver<()>>,
 }
 
 /// The in-flight budget a request holds until it is answered.
@@ -202,11 +213,27 @@ impl Connection {
             if *shutdown.borrow_and_update() {
                 return Stop::Shutdown;
             }
+            // Quota: a produce task that found its request over the project's rate paused
+            // the connection; nothing more is read until then.
+            let muted = self
+                .muted_until
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .take()
+                .map(|until| until.saturating_duration_since(Instant::now()));
+            if let Some(pause) = muted.filter(|p| !p.is_zero()) {
+                tokio::select! {
+                    _ = shutdown.changed() => return Stop::Shutdown,
+                    _ = tokio::time::sleep(pause) => {}
+                }
+            }
             let limits = &self.gateway.config.limits;
+            // Before authentication the deadline runs from accept, not per read: a client that
+            // sends ApiVersions every few seconds does not keep a slot without ever logging in.
             let (limit, wait) = match self.session {
                 None => (
                     limits.max_unauthenticated_request_bytes,
-                    limits.sasl_timeout,
+                    (self.accepted + limits.sasl_timeout).saturating_duration_since(Instant::now()),
                 ),
                 Some(_) => (limits.max_request_bytes, limits.idle_timeout),
             };
@@ -227,8 +254,14 @@ impl Connection {
                 Some(permits) => permits,
                 None => return Stop::Shutdown,
             };
+            // The body must follow its length within the frame deadline: a client trickling
+            // it holds its reservation that long at most.
+            let body_wait = match self.session {
+                None => wait,
+                Some(_) => limits.frame_timeout,
+            };
             let mut frame = BytesMut::zeroed(size);
-            match tokio::time::timeout(wait, reader.read_exact(&mut frame)).await {
+            match tokio::time::timeout(body_wait, reader.read_exact(&mut frame)).await {
                 Err(_) => return Stop::Timeout,
                 Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                     return Stop::Protocol(format!("truncated frame: {size} bytes announced"));
@@ -298,23 +331,24 @@ impl Connection {
             }
         }
         // The one decoding path, the same the fuzz target drives.
-        let (prefix, api, request) = match decode_request(frame) {
-            Ok(decoded) => (decoded.prefix, decoded.api, decoded.body),
-            Err(DecodeError::UnsupportedVersion { prefix, api, .. })
-                if api == ApiKey::ApiVersions =>
-            {
-                // KIP-511: answer in v0 with UNSUPPORTED_VERSION and our table; the client retries.
-                let body = ResponseKind::ApiVersions(handlers::api_versions(
-                    ResponseError::UnsupportedVersion.code(),
-                ));
-                return self
-                    .answer(api, 0, prefix.correlation_id, &body)
-                    .await
-                    .map(|_| None);
-            }
-            Err(DecodeError::Wire(error)) => return Err(Stop::Wire(error)),
-            Err(error) => return Err(Stop::Protocol(error.to_string())),
-        };
+        let (prefix, api, request) =
+            match decode_request_within(frame, self.gateway.config.limits.max_request_elements) {
+                Ok(decoded) => (decoded.prefix, decoded.api, decoded.body),
+                Err(DecodeError::UnsupportedVersion { prefix, api, .. })
+                    if api == ApiKey::ApiVersions =>
+                {
+                    // KIP-511: answer in v0 with UNSUPPORTED_VERSION and our table; the client retries.
+                    let body = ResponseKind::ApiVersions(handlers::api_versions(
+                        ResponseError::UnsupportedVersion.code(),
+                    ));
+                    return self
+                        .answer(api, 0, prefix.correlation_id, &body)
+                        .await
+                        .map(|_| None);
+                }
+                Err(DecodeError::Wire(error)) => return Err(Stop::Wire(error)),
+                Err(error) => return Err(Stop::Protocol(error.to_string())),
+            };
         let version = prefix.api_version;
         let correlation_id = prefix.correlation_id;
         match request {
@@ -407,7 +441,9 @@ impl Connection {
         }
         let acks = request.acks;
         let size = permits.bytes;
-        let throttle = self.gateway.quota.charge(&principal.project_id, size);
+        // The wire bytes now, so a flood is paused before its next request is even read; the
+        // produce task charges the rest of what the request decodes to.
+        let throttle = self.gateway.quota.charge(&principal.project_id, size, 0);
         if !throttle.is_zero() {
             self.gateway
                 .metrics
@@ -415,7 +451,16 @@ impl Connection {
                 .get_or_create(&Metrics::label("project_id", principal.project_id.clone()))
                 .inc_by(throttle.as_secs_f64());
         }
-        let throttle_ms = i32::try_from(throttle.as_millis()).unwrap_or(i32::MAX);
+        let owed = crate::produce::Throttle {
+            charged_bytes: size,
+            read_wait: throttle,
+            muted_until: self.muted_until.clone(),
+        };
+        let (enqueued, next) = oneshot::channel();
+        let order = crate::produce::Order {
+            previous: self.last_enqueued.replace(next),
+            enqueued,
+        };
         let (slot, answer) = oneshot::channel();
         self.queue
             .send(answer)
@@ -424,12 +469,7 @@ impl Connection {
         let gateway = self.gateway.clone();
         tokio::spawn(async move {
             let (response, failed) = crate::produce::handle(
-                &gateway,
-                &principal,
-                request,
-                version,
-                throttle_ms,
-                received,
+                &gateway, &principal, request, version, owed, order, received,
             )
             .await;
             let reply = if acks == 0 {

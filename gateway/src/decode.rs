@@ -42,8 +42,22 @@ pub enum DecodeError {
     },
 }
 
+/// Array elements a request may hold unless the caller says otherwise
+/// ([`crate::config::Limits::max_request_elements`]).
+pub const DEFAULT_MAX_ELEMENTS: usize = 10_000;
+
 /// Decodes one request frame (the bytes after its length prefix).
 pub fn decode_request(frame: Bytes) -> Result<DecodedRequest, DecodeError> {
+    decode_request_within(frame, DEFAULT_MAX_ELEMENTS)
+}
+
+/// Decodes one request frame, refusing it before decoding when its arrays hold more than
+/// `max_elements` elements together (a Metadata request naming 200,000 topics is a few MB on
+/// the wire but many times that decoded and answered).
+pub fn decode_request_within(
+    frame: Bytes,
+    max_elements: usize,
+) -> Result<DecodedRequest, DecodeError> {
     let prefix = RequestPrefix::read(&frame).ok_or(DecodeError::Short(frame.len()))?;
     let api =
         ApiKey::try_from(prefix.api_key).map_err(|_| WireError::UnknownApiKey(prefix.api_key))?;
@@ -61,10 +75,12 @@ pub fn decode_request(frame: Bytes) -> Result<DecodedRequest, DecodeError> {
     let header = wire::decode_header(api, version, &mut body)?;
     let body = match body_policy(api, version) {
         BodyPolicy::Decode(shape) => {
-            wire::check_shape(&body, &shape).map_err(|reason| WireError::Malformed {
-                api,
-                version,
-                reason,
+            wire::check_shape(&body, &shape, max_elements).map_err(|reason| {
+                WireError::Malformed {
+                    api,
+                    version,
+                    reason,
+                }
             })?;
             Some(RequestKind::decode(api, &mut body, version).map_err(|e| {
                 WireError::Malformed {

@@ -48,7 +48,10 @@ impl Gateway {
     pub fn new(config: Config, credentials: Credentials, backing: Backing) -> Self {
         Gateway {
             inflight: Arc::new(Semaphore::new(config.limits.max_inflight_bytes)),
-            quota: ProduceQuota::new(config.project_quota_bytes_per_sec),
+            quota: ProduceQuota::new(
+                config.project_quota_bytes_per_sec,
+                config.project_quota_records_per_sec,
+            ),
             config,
             credentials,
             backing,

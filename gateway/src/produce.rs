@@ -44,7 +44,8 @@ pub async fn handle(
     principal: &Principal,
     request: ProduceRequest,
     version: i16,
-    throttle_time_ms: i32,
+    throttle: Throttle,
+    order: Order,
     received: Instant,
 ) -> (ProduceResponse, bool) {
     let stages = &gateway.metrics.produce_stages;
@@ -105,11 +106,52 @@ pub async fn handle(
         })
         .collect();
     stages.decoding.observe(started.elapsed().as_secs_f64());
-    let written = join_all(decoded.into_iter().map(|(name, partitions)| async move {
+    // The quota is charged on what the request decoded to: its wire bytes were charged as it
+    // was read; the rest of its decompressed bytes and its records are charged now.
+    let records: usize = decoded
+        .iter()
+        .flat_map(|(_, partitions)| partitions)
+        .map(|d| match d {
+            Decoded::Ready { batch, .. } => batch.records.len(),
+            Decoded::Answered(_) => 0,
+        })
+        .sum();
+    let decoded_bytes = (gateway.config.limits.max_decompressed_bytes - budget)
+        .saturating_sub(records * crate::records::DECODED_RECORD_OVERHEAD);
+    let wait = gateway.quota.charge(
+        &principal.project_id,
+        decoded_bytes.saturating_sub(throttle.charged_bytes),
+        records,
+    );
+    let wait = throttle.extend(wait);
+    if !wait.is_zero() {
+        gateway
+            .metrics
+            .throttle_seconds
+            .get_or_create(&Metrics::label("project_id", principal.project_id.clone()))
+            .inc_by(wait.as_secs_f64());
+    }
+    let throttle_time_ms = i32::try_from(throttle.total().as_millis()).unwrap_or(i32::MAX);
+    // Per-partition order across a connection's pipelined requests: this request hands its
+    // records to the producer only after the one before it did, then waits for its
+    // acknowledgements alongside the others.
+    if let Some(previous) = order.previous {
+        let _ = previous.await;
+    }
+    let mut staged = Vec::with_capacity(decoded.len());
+    for (name, partitions) in decoded {
+        let mut waiting = Vec::with_capacity(partitions.len());
+        for partition in partitions {
+            waiting.push(enqueue_partition(gateway, principal, name.as_str(), partition).await);
+        }
+        staged.push((name, waiting));
+    }
+    drop(order.enqueued);
+    let written = join_all(staged.into_iter().map(|(name, partitions)| async move {
         let outcomes = join_all(
             partitions
                 .into_iter()
-                .map(|d| write_partition(gateway, principal, name.as_str(), d)),
+                .map(|p| finish_partition(gateway, principal, p)),
         )
         .await;
         (name, outcomes)
@@ -135,6 +177,51 @@ pub async fn handle(
         .with_throttle_time_ms(throttle_time_ms);
     stages.request.observe(received.elapsed().as_secs_f64());
     (response, failed)
+}
+
+/// A request's place in its connection's order: it enqueues after `previous` signalled (or
+/// was dropped), and signals the next one by dropping `enqueued`.
+pub struct Order {
+    pub previous: Option<tokio::sync::oneshot::Receiver<()>>,
+    pub enqueued: tokio::sync::oneshot::Sender<()>,
+}
+
+/// A request's throttle: what was charged as it was read, and the connection's pause, which
+/// the produce task may lengthen once it knows what the request decoded to.
+pub struct Throttle {
+    /// Bytes already charged to the quota (the request's wire size).
+    pub charged_bytes: usize,
+    /// The wait already owed when the request was read.
+    pub read_wait: std::time::Duration,
+    /// The instant before which the connection reads nothing more; shared with its reader.
+    pub muted_until: std::sync::Arc<std::sync::Mutex<Option<Instant>>>,
+}
+
+impl Throttle {
+    /// Adds `wait` to the connection's pause; returns it.
+    fn extend(&self, wait: std::time::Duration) -> std::time::Duration {
+        if !wait.is_zero() {
+            let mut until = self
+                .muted_until
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let later = Instant::now() + wait;
+            *until = Some(until.map_or(later, |u| u.max(later)));
+        }
+        wait
+    }
+
+    /// The whole wait this request costs, as `throttle_time_ms` reports it.
+    fn total(&self) -> std::time::Duration {
+        let until = self
+            .muted_until
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let pending = until.map_or(std::time::Duration::ZERO, |u| {
+            u.saturating_duration_since(Instant::now())
+        });
+        pending.max(self.read_wait).min(crate::quota::MAX_THROTTLE)
+    }
 }
 
 /// A partition decoded and ready to write, or already answered.
@@ -193,14 +280,27 @@ fn decode_partition(
     }
 }
 
-async fn write_partition(
+/// A partition handed to the producer (or already answered), waiting for its acknowledgement.
+enum Staged {
+    Answered(PartitionOutcome),
+    Waiting {
+        index: i32,
+        collection: String,
+        batch: crate::records::Batch,
+        producer: Option<ProducerPartition>,
+        started: Instant,
+        pending: Result<crate::backing::Pending, crate::backing::BackingError>,
+    },
+}
+
+async fn enqueue_partition(
     gateway: &Gateway,
     principal: &Principal,
     collection: &str,
     decoded: Decoded,
-) -> PartitionOutcome {
+) -> Staged {
     let (index, batch) = match decoded {
-        Decoded::Answered(outcome) => return outcome,
+        Decoded::Answered(outcome) => return Staged::Answered(outcome),
         Decoded::Ready { index, batch } => (index, batch),
     };
     let producer = (batch.producer_id >= 0).then(|| ProducerPartition {
@@ -209,7 +309,6 @@ async fn write_partition(
         partition: index,
         producer_id: batch.producer_id,
     });
-    let project = Metrics::label("project_id", principal.project_id.clone());
     if let Some(key) = &producer
         && let Some(base_offset) = gateway.windows.duplicate_of(
             key,
@@ -219,23 +318,55 @@ async fn write_partition(
         )
     {
         // Kafka answers a resend it still remembers as a success with the original offset.
+        let project = Metrics::label("project_id", principal.project_id.clone());
         gateway.metrics.duplicates.get_or_create(&project).inc();
-        return PartitionOutcome {
+        return Staged::Answered(PartitionOutcome {
             index,
             error_code: 0,
             base_offset,
             message: None,
-        };
+        });
     }
     let inbound = gateway
         .backing
         .partition_for(&principal.project_id, collection, index);
     let started = Instant::now();
-    match gateway
+    let pending = gateway
         .backing
-        .send(inbound, &batch.tenant, &batch.records)
-        .await
-    {
+        .enqueue(inbound, &batch.tenant, &batch.records)
+        .await;
+    Staged::Waiting {
+        index,
+        collection: collection.to_owned(),
+        batch,
+        producer,
+        started,
+        pending,
+    }
+}
+
+async fn finish_partition(
+    gateway: &Gateway,
+    principal: &Principal,
+    staged: Staged,
+) -> PartitionOutcome {
+    let (index, collection, batch, producer, started, pending) = match staged {
+        Staged::Answered(outcome) => return outcome,
+        Staged::Waiting {
+            index,
+            collection,
+            batch,
+            producer,
+            started,
+            pending,
+        } => (index, collection, batch, producer, started, pending),
+    };
+    let project = Metrics::label("project_id", principal.project_id.clone());
+    let acknowledged = match pending {
+        Ok(pending) => pending.acknowledged().await,
+        Err(error) => Err(error),
+    };
+    match acknowledged {
         Ok(acknowledged) => {
             let base_offset = acknowledged.first_offset;
             let metrics = &gateway.metrics;

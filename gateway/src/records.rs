@@ -12,8 +12,7 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::records::{Compression, RecordBatchDecoder, TimestampType};
 use keen_shared::record::{
     HEADER_COLLECTION, HEADER_KEY_ID, HEADER_PRODUCER, HEADER_PRODUCER_TIMESTAMP,
-    HEADER_PROJECT_ID, ProducerIdentity,
-    RESERVED_HEADERS,
+    HEADER_PROJECT_ID, ProducerIdentity, RESERVED_HEADERS,
 };
 use std::fmt::Write as _;
 use std::io::Read;
@@ -148,6 +147,13 @@ impl OutboundRecord {
     }
 }
 
+/// What one record costs decoded, beyond its bytes: `kafka-protocol`'s record, the outbound
+/// record built from it, and its share of the batch's producer identities. Counted against
+/// the request's decompressed budget.
+pub const DECODED_RECORD_OVERHEAD: usize = std::mem::size_of::<kafka_protocol::records::Record>()
+    + std::mem::size_of::<OutboundRecord>()
+    + 40;
+
 /// One decoded batch and the idempotent producer fields of its header.
 #[derive(Debug, Clone)]
 pub struct Batch {
@@ -201,7 +207,14 @@ pub fn decode_batch(
     let record_count =
         usize::try_from(record_count).map_err(|_| corrupt("negative record count"))?;
 
-    let limit = *budget;
+    // Each record costs its decoded form on top of its bytes: millions of identical 7-byte
+    // records compress into 1 KB, and decoded they would be hundreds of MB. Counted before a
+    // byte is decompressed, from the header's count (which the decompressed bytes must match).
+    let overhead = record_count.saturating_mul(DECODED_RECORD_OVERHEAD);
+    let Some(limit) = budget.checked_sub(overhead) else {
+        return Err(RecordsError::DecompressedTooLarge { limit: *budget });
+    };
+    let request_limit = *budget;
     let used = std::cell::Cell::new(0usize);
     let decompress = |compressed: &mut Bytes, compression: Compression| -> anyhow::Result<Bytes> {
         let plain = decompress_bounded(compressed, compression, limit)?;
@@ -214,12 +227,14 @@ pub fn decode_batch(
         .map_err(|error| {
             let text = format!("{error:#}");
             if text.contains(DECOMPRESSED_LIMIT) {
-                RecordsError::DecompressedTooLarge { limit }
+                RecordsError::DecompressedTooLarge {
+                    limit: request_limit,
+                }
             } else {
                 corrupt(text)
             }
         })?;
-    *budget = budget.saturating_sub(used.get());
+    *budget = budget.saturating_sub(used.get().saturating_add(overhead));
     let Some(first) = set.records.first() else {
         return Err(corrupt("the batch holds no records"));
     };
@@ -689,6 +704,27 @@ mod tests {
     }
 
     #[test]
+    fn many_tiny_records_are_refused_by_their_decoded_size_before_decompression() {
+        // 200,000 empty records compress to under 256 KB with zstd; decoded they would
+        // take 200,000 times the per-record overhead.
+        let records: Vec<Record> = (0..200_000).map(|i| record(b"", &[], NOW, i)).collect();
+        let batch = encode(&records, Compression::Zstd);
+        assert!(batch.len() < 256 * 1024, "{} bytes", batch.len());
+        let mut budget = 16 << 20;
+        let error = decode_batch(&batch, &mut budget, &tenant(), NOW).expect_err("refused");
+        assert_eq!(
+            error,
+            RecordsError::DecompressedTooLarge { limit: 16 << 20 }
+        );
+        assert!(DECODED_RECORD_OVERHEAD > 100, "{DECODED_RECORD_OVERHEAD}");
+        // A thousand of them fit, and cost their overhead.
+        let batch = encode(&records[..1000], Compression::Zstd);
+        let mut budget = 16 << 20;
+        decode_batch(&batch, &mut budget, &tenant(), NOW).expect("decodes");
+        assert!((16 << 20) - budget >= 1000 * DECODED_RECORD_OVERHEAD);
+    }
+
+    #[test]
     fn reserved_names_cut_at_a_nul_are_dropped_and_other_nul_names_kept() {
         let batch = encode(
             &[record(
@@ -713,7 +749,10 @@ mod tests {
             "{headers:?}"
         );
         assert_eq!(
-            headers.iter().find(|(n, _)| *n == "keen-project-id").map(|h| h.1),
+            headers
+                .iter()
+                .find(|(n, _)| *n == "keen-project-id")
+                .map(|h| h.1),
             Some(&b"4f1c9a3be6d2a1b07c3e5f11"[..])
         );
     }
@@ -783,18 +822,25 @@ mod tests {
     #[test]
     fn lying_counts_are_refused_before_allocation() {
         let mut batch = encode(&[record(b"{}", &[], NOW, 0)], Compression::None).to_vec();
-        // Record count of i32::MAX: refused by the count check, the CRC is not even reached for
-        // that reason, so fix the CRC after patching to make the count the only problem.
-        batch[RECORD_COUNT_OFFSET..RECORD_COUNT_OFFSET + 4]
-            .copy_from_slice(&i32::MAX.to_be_bytes());
-        let crc = crc32c_of(&batch[21..]);
-        batch[17..21].copy_from_slice(&crc.to_be_bytes());
+        // A record count of 1,000 in a one-record batch: refused by the count check; fix the CRC
+        // after patching to make the count the only problem.
+        let mut patch_count = |count: i32| {
+            batch[RECORD_COUNT_OFFSET..RECORD_COUNT_OFFSET + 4]
+                .copy_from_slice(&count.to_be_bytes());
+            let crc = crc32c_of(&batch[21..]);
+            batch[17..21].copy_from_slice(&crc.to_be_bytes());
+            Bytes::from(batch.clone())
+        };
         let error =
-            decode_batch(&Bytes::from(batch), &mut (1 << 20), &tenant(), NOW).expect_err("refused");
+            decode_batch(&patch_count(1_000), &mut (1 << 20), &tenant(), NOW).expect_err("refused");
         assert!(
             matches!(error, RecordsError::Corrupt { ref reason } if reason.contains("cannot fit")),
             "{error:?}"
         );
+        // i32::MAX records would not fit the budget decoded: refused before anything else.
+        let error = decode_batch(&patch_count(i32::MAX), &mut (1 << 20), &tenant(), NOW)
+            .expect_err("refused");
+        assert_eq!(error, RecordsError::DecompressedTooLarge { limit: 1 << 20 });
 
         // A header count of 2^30 inside an otherwise valid record.
         let mut plain = Vec::new();

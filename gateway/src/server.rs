@@ -5,10 +5,11 @@ use crate::Gateway;
 use crate::metrics::Metrics;
 use proxy_header::ParseConfig;
 use proxy_header::io::ProxiedStream;
-use std::net::SocketAddr;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
@@ -68,6 +69,7 @@ pub async fn bind(addr: SocketAddr) -> Result<TcpListener, ListenError> {
 /// connection has finished (their in-flight produces answered) or the grace period ended.
 pub async fn run(gateway: Arc<Gateway>, listener: TcpListener, tls: Option<TlsAcceptor>) {
     let connections = Arc::new(Semaphore::new(gateway.config.limits.max_connections));
+    let sources = Arc::new(SourceConnections::default());
     let mut shutdown = gateway.shutdown.subscribe();
     let mut tasks = tokio::task::JoinSet::new();
     loop {
@@ -99,10 +101,11 @@ pub async fn run(gateway: Arc<Gateway>, listener: TcpListener, tls: Option<TlsAc
         let _ = stream.set_nodelay(true);
         let gateway = gateway.clone();
         let tls = tls.clone();
+        let sources = sources.clone();
         tasks.spawn(async move {
             gateway.metrics.connections_total.inc();
             gateway.metrics.connections_open.inc();
-            accept(gateway.clone(), stream, peer, tls).await;
+            accept(gateway.clone(), stream, peer, tls, sources).await;
             gateway.metrics.connections_open.dec();
             drop(slot);
         });
@@ -132,7 +135,9 @@ async fn accept(
     stream: TcpStream,
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
+    sources: Arc<SourceConnections>,
 ) {
+    let accepted = Instant::now();
     let refuse = |reason: &'static str| {
         gateway
             .metrics
@@ -164,9 +169,75 @@ async fn accept(
             .proxy_header()
             .proxied_address()
             .map_or(peer, |address| address.source);
-        serve_maybe_tls(gateway, proxied, source, tls).await;
+        let Some(_slot) = sources.take(
+            source.ip(),
+            gateway.config.limits.max_connections_per_source,
+        ) else {
+            refuse("source_limit");
+            tracing::warn!(%source, limit = gateway.config.limits.max_connections_per_source, "connections per source address reached: closing");
+            return;
+        };
+        serve_maybe_tls(gateway, proxied, source, tls, accepted).await;
     } else {
-        serve_maybe_tls(gateway, stream, peer, tls).await;
+        let Some(_slot) = sources.take(peer.ip(), gateway.config.limits.max_connections_per_source)
+        else {
+            refuse("source_limit");
+            tracing::warn!(%peer, limit = gateway.config.limits.max_connections_per_source, "connections per source address reached: closing");
+            return;
+        };
+        serve_maybe_tls(gateway, stream, peer, tls, accepted).await;
+    }
+}
+
+/// Open connections per source address (the PROXY header's client address behind a load
+/// balancer), so that one source cannot take every slot of `GATEWAY_MAX_CONNECTIONS`.
+#[derive(Default)]
+pub struct SourceConnections {
+    open: Mutex<HashMap<IpAddr, usize>>,
+}
+
+/// One connection's place in its source's count, given back when it drops.
+pub struct SourceSlot {
+    sources: Arc<SourceConnections>,
+    source: IpAddr,
+}
+
+impl SourceConnections {
+    /// A slot for one more connection from `source`, if it has fewer than `limit` open.
+    pub fn take(self: &Arc<Self>, source: IpAddr, limit: usize) -> Option<SourceSlot> {
+        let mut open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        let count = open.entry(source).or_insert(0);
+        if *count >= limit {
+            return None;
+        }
+        *count += 1;
+        Some(SourceSlot {
+            sources: self.clone(),
+            source,
+        })
+    }
+
+    #[cfg(test)]
+    fn open_from(&self, source: IpAddr) -> usize {
+        let open = self.open.lock().unwrap_or_else(PoisonError::into_inner);
+        open.get(&source).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for SourceSlot {
+    fn drop(&mut self) {
+        let mut open = self
+            .sources
+            .open
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        // The entry goes when its last connection does: the map holds open sources only.
+        if let Some(count) = open.get_mut(&self.source) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.source);
+            }
+        }
     }
 }
 
@@ -175,17 +246,21 @@ async fn serve_maybe_tls<S>(
     stream: S,
     peer: SocketAddr,
     tls: Option<TlsAcceptor>,
+    accepted: Instant,
 ) where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     match tls {
-        None => crate::connection::serve(gateway, stream, peer).await,
+        None => crate::connection::serve(gateway, stream, peer, accepted).await,
         Some(acceptor) => {
-            let handshake =
-                tokio::time::timeout(gateway.config.limits.sasl_timeout, acceptor.accept(stream))
-                    .await;
+            // The handshake counts against the time a client has to authenticate.
+            let left = (accepted + gateway.config.limits.sasl_timeout)
+                .saturating_duration_since(Instant::now());
+            let handshake = tokio::time::timeout(left, acceptor.accept(stream)).await;
             match handshake {
-                Ok(Ok(tls_stream)) => crate::connection::serve(gateway, tls_stream, peer).await,
+                Ok(Ok(tls_stream)) => {
+                    crate::connection::serve(gateway, tls_stream, peer, accepted).await
+                }
                 Ok(Err(error)) => {
                     gateway
                         .metrics
@@ -197,5 +272,25 @@ async fn serve_maybe_tls<S>(
                 Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_source_gets_its_own_share_and_gets_it_back() {
+        let sources = Arc::new(SourceConnections::default());
+        let attacker: IpAddr = [10, 0, 0, 9].into();
+        let honest: IpAddr = [10, 0, 0, 1].into();
+        let held: Vec<SourceSlot> = (0..3).filter_map(|_| sources.take(attacker, 3)).collect();
+        assert_eq!(held.len(), 3);
+        assert!(sources.take(attacker, 3).is_none());
+        assert!(sources.take(honest, 3).is_some());
+        drop(held);
+        assert_eq!(sources.open_from(attacker), 0);
+        assert!(sources.open.lock().expect("lock").is_empty());
+        assert!(sources.take(attacker, 3).is_some());
     }
 }

@@ -112,10 +112,13 @@ pub struct Shape {
 /// Walks `body` against `shape`, checking every length and array count against what remains.
 /// Trailing fields the shape leaves out are not checked, so a shape may stop after the last
 /// array.
-pub fn check_shape(body: &[u8], shape: &Shape) -> Result<(), String> {
+/// Every array's elements count towards `max_elements`, all arrays together.
+pub fn check_shape(body: &[u8], shape: &Shape, max_elements: usize) -> Result<(), String> {
     let mut walker = Walker {
         buf: body,
         flexible: shape.flexible,
+        elements_left: max_elements,
+        max_elements,
     };
     walker.fields(&shape.fields)
 }
@@ -123,6 +126,8 @@ pub fn check_shape(body: &[u8], shape: &Shape) -> Result<(), String> {
 struct Walker<'a> {
     buf: &'a [u8],
     flexible: bool,
+    elements_left: usize,
+    max_elements: usize,
 }
 
 impl Walker<'_> {
@@ -233,6 +238,12 @@ impl Walker<'_> {
                 self.buf.len()
             ));
         }
+        self.elements_left = self.elements_left.checked_sub(count).ok_or_else(|| {
+            format!(
+                "more than {} array elements in one request (GATEWAY_MAX_REQUEST_ELEMENTS)",
+                self.max_elements
+            )
+        })?;
         Ok(count)
     }
 
@@ -271,12 +282,12 @@ mod tests {
         // transactional id null, acks, timeout, then 2^31-1 topics in 0 remaining bytes.
         let mut body = vec![0xff, 0xff, 0, 1, 0, 0, 0x75, 0x30];
         body.extend_from_slice(&i32::MAX.to_be_bytes());
-        let error = check_shape(&body, &produce_shape(false)).expect_err("refused");
+        let error = check_shape(&body, &produce_shape(false), 100).expect_err("refused");
         assert!(error.contains("2147483647 elements"), "{error}");
         // Compact: varint 0xffffffff → count 4294967294.
         let mut body = vec![0x00, 0, 1, 0, 0, 0x75, 0x30];
         body.extend_from_slice(&[0xff, 0xff, 0xff, 0xff, 0x0f]);
-        assert!(check_shape(&body, &produce_shape(true)).is_err());
+        assert!(check_shape(&body, &produce_shape(true), 100).is_err());
     }
 
     #[test]
@@ -288,9 +299,28 @@ mod tests {
         body.extend_from_slice(&0i32.to_be_bytes()); // index 0
         body.extend_from_slice(&3i32.to_be_bytes()); // 3 bytes of records
         body.extend_from_slice(b"xyz");
-        check_shape(&body, &produce_shape(false)).expect("well formed");
-        let error = check_shape(&body[..body.len() - 1], &produce_shape(false)).expect_err("short");
+        check_shape(&body, &produce_shape(false), 100).expect("well formed");
+        let error =
+            check_shape(&body[..body.len() - 1], &produce_shape(false), 100).expect_err("short");
         assert!(error.contains("needs 3 more bytes"), "{error}");
+    }
+
+    #[test]
+    fn elements_of_every_array_count_towards_one_cap() {
+        // Three topics of two partitions each: 3 + 6 = 9 elements.
+        let mut body = vec![0xff, 0xff, 0, 1, 0, 0, 0x75, 0x30];
+        body.extend_from_slice(&3i32.to_be_bytes());
+        for _ in 0..3 {
+            body.extend_from_slice(&[0, 1, b'a']);
+            body.extend_from_slice(&2i32.to_be_bytes());
+            for index in 0..2i32 {
+                body.extend_from_slice(&index.to_be_bytes());
+                body.extend_from_slice(&0i32.to_be_bytes());
+            }
+        }
+        check_shape(&body, &produce_shape(false), 9).expect("nine elements fit");
+        let error = check_shape(&body, &produce_shape(false), 8).expect_err("eight do not");
+        assert!(error.contains("more than 8 array elements"), "{error}");
     }
 
     #[test]

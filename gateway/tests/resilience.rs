@@ -10,9 +10,9 @@ use common::{Gateway, INBOUND_PARTITIONS, INBOUND_TOPIC, Project, Stack, python,
 use kafka_protocol::indexmap::IndexMap;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, ApiVersionsResponse, ProduceRequest, ProduceResponse,
-    RequestHeader, ResponseHeader, SaslAuthenticateRequest, SaslAuthenticateResponse,
-    SaslHandshakeRequest, SaslHandshakeResponse, TopicName,
+    ApiKey, ApiVersionsRequest, ApiVersionsResponse, MetadataRequest, ProduceRequest,
+    ProduceResponse, RequestHeader, ResponseHeader, SaslAuthenticateRequest,
+    SaslAuthenticateResponse, SaslHandshakeRequest, SaslHandshakeResponse, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 use kafka_protocol::records::{Compression, Record, TimestampType};
@@ -469,6 +469,43 @@ impl RawClient {
         }
     }
 
+    /// A connection from another loopback address (`127.0.0.x`), as another source would be.
+    async fn connect_from(addr: SocketAddr, source: [u8; 4]) -> Option<RawClient> {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(SocketAddr::from((source, 0)))
+            .expect("bind a loopback source");
+        let stream = socket.connect(addr).await.ok()?.into_std().expect("std");
+        stream.set_nonblocking(false).expect("blocking");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        stream.set_nodelay(true).expect("nodelay");
+        Some(RawClient {
+            stream,
+            next_correlation_id: 1,
+        })
+    }
+
+    /// Whether the gateway still answers ApiVersions on this connection.
+    fn still_answers(&mut self) -> bool {
+        let (correlation_id, frame) = self.frame(
+            ApiKey::ApiVersions,
+            3,
+            &ApiVersionsRequest::default()
+                .with_client_software_name(StrBytes::from_static_str("keen-resilience"))
+                .with_client_software_version(StrBytes::from_static_str("1")),
+        );
+        if self.stream.write_all(&frame).is_err() {
+            return false;
+        }
+        match self.read_frame() {
+            Some(mut answer) => ResponseHeader::decode(&mut answer, 0)
+                .is_ok_and(|header| header.correlation_id == correlation_id),
+            None => false,
+        }
+    }
+
     /// An encoded request frame (length prefix included).
     fn frame<T: Encodable>(&mut self, api: ApiKey, version: i16, body: &T) -> (i32, BytesMut) {
         let correlation_id = self.next_correlation_id;
@@ -711,6 +748,198 @@ async fn a_zstd_bomb_is_refused_within_bounded_memory() {
         records[0].value.as_deref(),
         Some(&b"{\"after\":\"bomb\"}"[..])
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile connections.
+
+/// Slowloris from two other sources while an honest librdkafka producer works: one source opens
+/// 12 unauthenticated connections and keeps them busy with ApiVersions, another authenticates
+/// 4 and trickles the body of an 8 MiB request, one byte every 200 ms. The gateway takes 4 per
+/// source (GATEWAY_MAX_CONNECTIONS_PER_SOURCE), closes the unauthenticated ones 2 s after their
+/// accept however busy they keep (GATEWAY_SASL_TIMEOUT_MS) and the trickling ones 2 s after
+/// their length prefix (GATEWAY_FRAME_TIMEOUT_MS), and the honest producer is answered all along.
+#[tokio::test(flavor = "multi_thread")]
+async fn slowloris_from_other_sources_leaves_an_honest_producer_served() {
+    let stack = Stack::start().await;
+    let project = stack.project("abababababababababababab").await;
+    let gateway = stack.gateway(&[
+        ("GATEWAY_MAX_CONNECTIONS", "16"),
+        ("GATEWAY_MAX_CONNECTIONS_PER_SOURCE", "4"),
+        ("GATEWAY_SASL_TIMEOUT_MS", "2000"),
+        ("GATEWAY_FRAME_TIMEOUT_MS", "2000"),
+        ("GATEWAY_MAX_INFLIGHT_BYTES_PER_CONNECTION", "8388608"),
+        ("GATEWAY_MAX_INFLIGHT_BYTES", "33554432"),
+    ]);
+
+    // Unauthenticated, from 127.0.0.2: the fifth connection on is closed at once.
+    let mut idle = Vec::new();
+    for _ in 0..12 {
+        if let Some(client) = RawClient::connect_from(gateway.addr, [127, 0, 0, 2]).await {
+            idle.push(client);
+        }
+    }
+    let mut kept: Vec<RawClient> = idle
+        .into_iter()
+        .filter_map(|mut client| client.still_answers().then_some(client))
+        .collect();
+    assert_eq!(kept.len(), 4, "four connections per source");
+    assert!(
+        gateway.metric("keen_gateway_connections_refused_total{reason=\"source_limit\"}") >= 8.0
+    );
+
+    // Authenticated, from 127.0.0.3: each announces 8 MiB (its whole per-connection budget,
+    // a quarter of the instance's) and trickles it.
+    let mut trickling = Vec::new();
+    for _ in 0..4 {
+        let mut client = RawClient::connect_from(gateway.addr, [127, 0, 0, 3])
+            .await
+            .expect("connects");
+        client.authenticate(&project);
+        client.write(&(8 * 1024 * 1024 - 8i32).to_be_bytes());
+        trickling.push(client);
+    }
+    let trickle = std::thread::spawn(move || {
+        let started = Instant::now();
+        let mut open = trickling.len();
+        while open > 0 && started.elapsed() < Duration::from_secs(20) {
+            open = 0;
+            for client in &mut trickling {
+                if client.stream.write_all(&[0]).is_ok() {
+                    open += 1;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        (trickling, started.elapsed())
+    });
+
+    // Meanwhile the honest producer, from 127.0.0.1.
+    still_produces(&gateway, &project, "slowloris");
+
+    // The busy unauthenticated connections were closed by their deadline from accept.
+    let started = Instant::now();
+    while !kept.is_empty() && started.elapsed() < Duration::from_secs(20) {
+        kept.retain_mut(|client| client.still_answers());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    assert!(
+        kept.is_empty(),
+        "{} unauthenticated connections kept",
+        kept.len()
+    );
+    // The trickling ones were closed by their frame deadline.
+    let (mut trickling, took) = trickle.join().expect("trickle");
+    for client in &mut trickling {
+        assert_ne!(
+            client.ending(false, Duration::from_secs(1)),
+            Ending::StillOpen
+        );
+    }
+    assert!(took < Duration::from_secs(20), "trickled for {took:?}");
+    still_produces(&gateway, &project, "slowloris ended");
+}
+
+/// Pipelined produces of one connection to one partition land in the backing topic in the
+/// order they were sent (architecture.md: per-partition order): 40 requests of 50 records each,
+/// written without waiting for answers, the larger ones first so that a request racing ahead
+/// of an earlier one would show.
+#[tokio::test(flavor = "multi_thread")]
+async fn pipelined_produces_keep_their_order_per_partition() {
+    let stack = Stack::start().await;
+    let project = stack.project("adadadadadadadadadadadad").await;
+    let gateway = stack.gateway(&[]);
+    let mut client = RawClient::connect(gateway.addr);
+    client.authenticate(&project);
+    let requests = 40;
+    let per_request = 50;
+    let ids: Vec<i32> = (0..requests)
+        .map(|r| {
+            // Early requests carry larger values (more to decode and hand over).
+            let pad = "x".repeat(4_000usize.saturating_sub(r * 100));
+            let values: Vec<Bytes> = (0..per_request)
+                .map(|i| {
+                    Bytes::from(format!(
+                        "{{\"n\":{},\"pad\":\"{pad}\"}}",
+                        r * per_request + i
+                    ))
+                })
+                .collect();
+            client.send(
+                ApiKey::Produce,
+                PRODUCE_VERSION,
+                &produce_request(0, batch(&values, Compression::Lz4)),
+            )
+        })
+        .collect();
+    for id in ids {
+        let response: ProduceResponse = client.receive(ApiKey::Produce, PRODUCE_VERSION, id);
+        assert_eq!(partition_error(&response), 0, "{response:?}");
+    }
+    let mut records = inbound(&stack, requests * per_request, Duration::from_secs(60)).await;
+    assert_eq!(records.len(), requests * per_request);
+    let partitions: std::collections::HashSet<i32> = records.iter().map(|r| r.partition).collect();
+    assert_eq!(
+        partitions.len(),
+        1,
+        "one client partition maps to one inbound partition"
+    );
+    records.sort_by_key(|r| r.offset);
+    let order: Vec<u64> = records
+        .iter()
+        .map(|r| {
+            let value: Value =
+                serde_json::from_slice(r.value.as_deref().expect("value")).expect("json");
+            value["n"].as_u64().expect("n")
+        })
+        .collect();
+    let expected: Vec<u64> = (0..(requests * per_request) as u64).collect();
+    assert_eq!(order, expected, "stored in the order sent");
+}
+
+/// RSS bound for a Metadata request naming 200,000 topics (about 5 MB on the wire).
+const METADATA_RSS_BOUND_KIB: u64 = 200 * 1024;
+
+/// A Metadata request naming 200,000 topics is refused before it is decoded (more array
+/// elements than GATEWAY_MAX_REQUEST_ELEMENTS): the connection is closed, the gateway's RSS
+/// stays bounded and it goes on serving.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_metadata_request_naming_200000_topics_is_refused_within_bounded_memory() {
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    let stack = Stack::start().await;
+    let project = stack.project("acacacacacacacacacacacac").await;
+    let gateway = stack.gateway(&[]);
+    let mut client = RawClient::connect(gateway.addr);
+    client.authenticate(&project);
+    let topics: Vec<MetadataRequestTopic> = (0..200_000)
+        .map(|i| {
+            MetadataRequestTopic::default()
+                .with_name(Some(TopicName(StrBytes::from_string(format!("t{i}")))))
+        })
+        .collect();
+    let before = gateway.metric(MALFORMED);
+    client.send(
+        ApiKey::Metadata,
+        12,
+        &MetadataRequest::default().with_topics(Some(topics)),
+    );
+    assert_eq!(
+        client.ending(false, Duration::from_secs(10)),
+        Ending::Closed
+    );
+    assert!(malformed_rose(&gateway, before) > before);
+    assert!(
+        gateway
+            .log_text()
+            .contains("more than 10000 array elements in one request"),
+        "the log names the limit"
+    );
+    let peak = gateway.peak_rss_kib();
+    println!(
+        "metadata with 200,000 topics: gateway peak RSS {peak} KiB (bound {METADATA_RSS_BOUND_KIB} KiB)"
+    );
+    assert!(peak > 0 && peak < METADATA_RSS_BOUND_KIB, "{peak} KiB");
+    still_produces(&gateway, &project, "200,000 topics");
 }
 
 // ---------------------------------------------------------------------------------------------

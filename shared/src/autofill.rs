@@ -92,7 +92,8 @@ mod tests {
 
     #[test]
     fn a_guard_restores_autofilled_paths_and_keeps_the_rest() {
-        let Value::Object(fill) = json!({"user": {"id": "t7"}, "ip": "1.2.3.4", "keen": {"addons": []}})
+        let Value::Object(fill) =
+            json!({"user": {"id": "t7"}, "ip": "1.2.3.4", "keen": {"addons": []}})
         else {
             panic!("object")
         };

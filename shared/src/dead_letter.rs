@@ -378,7 +378,13 @@ mod tests {
         let letter = DeadLetter::new(&record, None, &rejection, 0);
         assert!(letter.error.message.len() <= MAX_MESSAGE_BYTES);
         assert!(letter.error.message.ends_with('…'));
-        assert!(letter.error.path.as_ref().is_some_and(|p| p.len() <= MAX_PATH_BYTES));
+        assert!(
+            letter
+                .error
+                .path
+                .as_ref()
+                .is_some_and(|p| p.len() <= MAX_PATH_BYTES)
+        );
     }
 
     #[test]

@@ -252,7 +252,6 @@ mod tests {
         assert_ne!(a, b);
     }
 
-
     fn record(headers: &[Header]) -> InboundRecord<'_> {
         InboundRecord {
             topic: "keen-inbound",

@@ -147,6 +147,18 @@ impl ScramVerifier {
     }
 }
 
+impl ScramVerifier {
+    /// A verifier no proof matches (its StoredKey is a hash, so a match needs a preimage), that
+    /// costs the same to check as a key's: checked for a project that does not exist, so the
+    /// final step takes as long as for a project with one key.
+    pub fn unmatchable(mechanism: ScramMechanism) -> Self {
+        ScramVerifier {
+            stored_key: mechanism.hash(b"stands in for a key of a project that does not exist"),
+            server_key: mechanism.hash(b"never sent: no proof matches"),
+        }
+    }
+}
+
 impl fmt::Debug for ScramVerifier {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("ScramVerifier")

@@ -238,8 +238,14 @@ fn autofilled_paths_win_over_add_on_outputs_and_removals() {
     };
     let stored: Value = serde_json::from_str(&event.json).expect("json");
     assert_eq!(stored["tenant"]["id"], "t7", "the autofilled path wins");
-    assert_eq!(stored["tenant"]["domain"], "a.example", "the output lands around it");
-    assert_eq!(stored["ip"], "81.2.69.142", "an autofilled input is not removed");
+    assert_eq!(
+        stored["tenant"]["domain"], "a.example",
+        "the output lands around it"
+    );
+    assert_eq!(
+        stored["ip"], "81.2.69.142",
+        "an autofilled input is not removed"
+    );
     assert!(stored["geo"].is_object());
 
     // Without autofill the same add-ons do as they say.

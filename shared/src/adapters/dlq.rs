@@ -145,7 +145,13 @@ pub fn sqs_safe_json(json: String) -> String {
 /// for filtering, not data: the body carries the exact text).
 pub fn sqs_safe_text(text: &str) -> String {
     text.chars()
-        .map(|c| if sqs_allows(c) { c } else { char::REPLACEMENT_CHARACTER })
+        .map(|c| {
+            if sqs_allows(c) {
+                c
+            } else {
+                char::REPLACEMENT_CHARACTER
+            }
+        })
         .collect()
 }
 

@@ -602,7 +602,10 @@ pub(crate) fn conditional<T, E, R>(
     operation: &'static str,
 ) -> Result<bool, StoreError>
 where
-    E: ConditionalWrite + aws_sdk_dynamodb::error::ProvideErrorMetadata + std::error::Error + 'static,
+    E: ConditionalWrite
+        + aws_sdk_dynamodb::error::ProvideErrorMetadata
+        + std::error::Error
+        + 'static,
     R: std::fmt::Debug,
 {
     match result {
@@ -897,8 +900,7 @@ pub async fn read_dead_letter(
     table: &str,
     keys: &crate::dead_letter::PayloadRef,
 ) -> Result<Option<DeadLetter>, StoreError> {
-    let Some((head, body)) = read_split(client, table, &keys.pk, &keys.sk, "payload").await?
-    else {
+    let Some((head, body)) = read_split(client, table, &keys.pk, &keys.sk, "payload").await? else {
         return Ok(None);
     };
     let envelope = string_attr(&head, "envelope").unwrap_or_default();
