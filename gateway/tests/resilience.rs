@@ -942,6 +942,51 @@ async fn a_metadata_request_naming_200000_topics_is_refused_within_bounded_memor
     still_produces(&gateway, &project, "200,000 topics");
 }
 
+/// RSS bound for three batches of 1,200,000 tiny records each.
+const MANY_RECORDS_RSS_BOUND_KIB: u64 = 200 * 1024;
+
+/// Three zstd batches of 1,200,000 identical 7-byte records (as many as `kafka-protocol`'s zstd
+/// fits under the 1 MB batch limit; 2,000,000 take 1.6 MB, refused for their size alone), hundreds
+/// of MB once decoded, sent in parallel on three connections: each is refused with MESSAGE_TOO_LARGE
+/// from its header's record count before it is decompressed, the gateway's RSS stays bounded,
+/// and an honest producer is answered.
+#[tokio::test(flavor = "multi_thread")]
+async fn batches_of_millions_of_tiny_records_are_refused_within_bounded_memory() {
+    let stack = Stack::start().await;
+    let project = stack.project("aeaeaeaeaeaeaeaeaeaeaeae").await;
+    let gateway = stack.gateway(&[]);
+    let value = Bytes::from_static(b"{\"a\":1}");
+    let values = vec![value; 1_200_000];
+    let tiny = batch(&values, Compression::Zstd);
+    drop(values);
+    println!(
+        "1,200,000 records of 7 bytes: {} bytes on the wire",
+        tiny.len()
+    );
+    assert!(tiny.len() <= MAX_BATCH, "{} bytes", tiny.len());
+    let senders: Vec<_> = (0..3)
+        .map(|_| {
+            let tiny = tiny.clone();
+            let mut client = RawClient::connect(gateway.addr);
+            client.authenticate(&project);
+            std::thread::spawn(move || {
+                let response: ProduceResponse =
+                    client.call(ApiKey::Produce, PRODUCE_VERSION, &produce_request(0, tiny));
+                partition_error(&response)
+            })
+        })
+        .collect();
+    for sender in senders {
+        assert_eq!(sender.join().expect("sender"), MESSAGE_TOO_LARGE);
+    }
+    let peak = gateway.peak_rss_kib();
+    println!(
+        "3 x 1,200,000 records: gateway peak RSS {peak} KiB (bound {MANY_RECORDS_RSS_BOUND_KIB} KiB)"
+    );
+    assert!(peak > 0 && peak < MANY_RECORDS_RSS_BOUND_KIB, "{peak} KiB");
+    still_produces(&gateway, &project, "millions of tiny records");
+}
+
 // ---------------------------------------------------------------------------------------------
 // 5. Garbage on the wire.
 
