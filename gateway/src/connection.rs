@@ -38,6 +38,9 @@ enum Reply {
     Close,
 }
 
+/// A reply and the in-flight budget it holds until written.
+type Answer = (Reply, Option<Permits>);
+
 /// An authenticated session.
 #[derive(Debug, Clone)]
 struct Session {
@@ -95,7 +98,7 @@ where
 {
     let (mut reader, writer) = tokio::io::split(stream);
     // Bounded: a client pipelining more requests than this waits for answers first.
-    let (queue, answers) = mpsc::channel::<oneshot::Receiver<Reply>>(256);
+    let (queue, answers) = mpsc::channel::<oneshot::Receiver<Answer>>(256);
     let writer_task = tokio::spawn(write_answers(writer, answers));
     let mut connection = Connection {
         per_connection: Arc::new(Semaphore::new(
@@ -144,12 +147,14 @@ const CLOSE_LINGER: Duration = Duration::from_secs(1);
 /// refusal that closes the connection (the caller closes it after the client read it).
 async fn write_answers<W: AsyncWrite + Unpin>(
     mut writer: W,
-    mut answers: mpsc::Receiver<oneshot::Receiver<Reply>>,
+    mut answers: mpsc::Receiver<oneshot::Receiver<Answer>>,
 ) -> Option<W> {
     // Each answer is one frame in one buffer: written and flushed as soon as it is its turn, so
     // an answer never waits behind a later request that is still in flight.
     while let Some(slot) = answers.recv().await {
-        let reply = slot.await.unwrap_or(Reply::Close);
+        // The answer's budget is held until its frame is written: a client that stops reading
+        // holds at most its in-flight budget in answers, never more.
+        let (reply, _held) = slot.await.unwrap_or((Reply::Close, None));
         let (frame, close) = match reply {
             Reply::Frame(frame) => (Some(frame), false),
             Reply::FrameThenClose(frame) => (Some(frame), true),
@@ -179,7 +184,7 @@ struct Connection {
     sasl: Sasl,
     /// Set by SaslHandshake v0: the next frames are bare SASL tokens.
     raw_sasl: bool,
-    queue: mpsc::Sender<oneshot::Receiver<Reply>>,
+    queue: mpsc::Sender<oneshot::Receiver<Answer>>,
     per_connection: Arc<Semaphore>,
     /// When the TCP connection was accepted: authentication must finish within
     /// `GATEWAY_SASL_TIMEOUT_MS` of it.
@@ -341,6 +346,7 @@ impl Connection {
                     let body = ResponseKind::ApiVersions(handlers::api_versions(
                         ResponseError::UnsupportedVersion.code(),
                     ));
+                    drop(permits);
                     return self
                         .answer(api, 0, prefix.correlation_id, &body)
                         .await
@@ -351,6 +357,15 @@ impl Connection {
             };
         let version = prefix.api_version;
         let correlation_id = prefix.correlation_id;
+        // A Produce hands its budget on to its answer; any other request gives its budget back
+        // before its answer reserves one, so no reader waits for budget while holding some.
+        let permits = match &request {
+            Some(RequestKind::Produce(_)) => Some(permits),
+            _ => {
+                drop(permits);
+                None
+            }
+        };
         match request {
             Some(RequestKind::ApiVersions(_)) => {
                 let body = ResponseKind::ApiVersions(handlers::api_versions(0));
@@ -388,6 +403,9 @@ impl Connection {
                 .await?;
             }
             Some(RequestKind::Produce(request)) => {
+                let Some(permits) = permits else {
+                    return Err(Stop::Protocol("produce without its budget".into()));
+                };
                 return self
                     .produce(request, version, correlation_id, permits)
                     .await;
@@ -488,8 +506,7 @@ impl Connection {
                     }
                 }
             };
-            drop(permits);
-            let _ = slot.send(reply);
+            let _ = slot.send((reply, Some(permits)));
         });
         Ok((!throttle.is_zero()).then_some(throttle))
     }
@@ -694,8 +711,21 @@ impl Connection {
     }
 
     async fn push(&self, reply: Reply) -> Result<(), Stop> {
+        // An answer's bytes count against the in-flight budgets until written (a Metadata
+        // answer can be far larger than its request).
+        let held = match &reply {
+            Reply::Frame(frame) | Reply::FrameThenClose(frame) => {
+                let cap = self.gateway.config.limits.max_inflight_bytes_per_connection;
+                Some(
+                    self.reserve(frame.len().min(cap))
+                        .await
+                        .ok_or(Stop::Shutdown)?,
+                )
+            }
+            Reply::Nothing | Reply::Close => None,
+        };
         let (slot, answer) = oneshot::channel();
-        let _ = slot.send(reply);
+        let _ = slot.send((reply, held));
         self.queue.send(answer).await.map_err(|_| Stop::WriterGone)
     }
 }

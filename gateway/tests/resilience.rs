@@ -942,6 +942,53 @@ async fn a_metadata_request_naming_200000_topics_is_refused_within_bounded_memor
     still_produces(&gateway, &project, "200,000 topics");
 }
 
+/// A client that sends large-answer requests and never reads its answers: the answers' bytes
+/// count against the connection's in-flight budget until written, so the gateway stops
+/// reading from it instead of queueing answers without bound (200 Metadata answers of ~1 MB
+/// each would be 200 MB), and other clients are still served.
+#[tokio::test(flavor = "multi_thread")]
+async fn answers_a_client_never_reads_stay_within_its_budget() {
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    let stack = Stack::start().await;
+    let project = stack.project("afafafafafafafafafafafaf").await;
+    let gateway = stack.gateway(&[]);
+    let mut client = RawClient::connect(gateway.addr);
+    client.authenticate(&project);
+    let topics: Vec<MetadataRequestTopic> = (0..9_000)
+        .map(|i| {
+            MetadataRequestTopic::default()
+                .with_name(Some(TopicName(StrBytes::from_string(format!("topic-{i}")))))
+        })
+        .collect();
+    let (_, frame) = client.frame(
+        ApiKey::Metadata,
+        12,
+        &MetadataRequest::default().with_topics(Some(topics)),
+    );
+    client
+        .stream
+        .set_write_timeout(Some(Duration::from_secs(5)))
+        .expect("write timeout");
+    let mut sent = 0;
+    for _ in 0..200 {
+        if client.stream.write_all(&frame).is_err() {
+            break;
+        }
+        sent += 1;
+    }
+    let peak = gateway.peak_rss_kib();
+    println!(
+        "a client that never reads: {sent} of 200 Metadata requests ({} bytes each) taken; gateway peak RSS {peak} KiB",
+        frame.len()
+    );
+    assert!(
+        sent < 200,
+        "the gateway kept reading a client that never reads"
+    );
+    assert!(peak > 0 && peak < METADATA_RSS_BOUND_KIB, "{peak} KiB");
+    still_produces(&gateway, &project, "a client that never reads");
+}
+
 /// RSS bound for three batches of 1,200,000 tiny records each.
 const MANY_RECORDS_RSS_BOUND_KIB: u64 = 200 * 1024;
 
