@@ -9,7 +9,7 @@ use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::{ClientConfig, ClientContext, Statistics};
 use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
@@ -51,10 +51,151 @@ pub struct Acknowledged {
     pub handed_over: Instant,
 }
 
-/// Where delivery reports go.
-pub struct Deliveries;
+/// Whether the backing producer can take records: what `/ready` answers. A fatal error (a
+/// fenced idempotent producer, which can never produce again) is final; the cluster being
+/// unreachable (every broker down, or deliveries failing) holds until a delivery or a metadata
+/// probe succeeds again.
+#[derive(Debug, Default)]
+pub struct BackingHealth {
+    fatal: Mutex<Option<String>>,
+    unreachable: Mutex<Option<(Instant, String)>>,
+    /// Deliveries failing with none succeeding since: cleared by a delivery only, since a
+    /// cluster that answers metadata may still refuse this producer (one whose broker lost its
+    /// idempotence state after a restart times out forever).
+    failing: Mutex<Option<(Instant, String)>>,
+}
+
+impl BackingHealth {
+    /// `Ok` when records can be written, else why not.
+    pub fn readiness(&self) -> Result<(), String> {
+        if let Some(reason) = self
+            .fatal
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+        {
+            return Err(format!("backing producer failed fatally: {reason}"));
+        }
+        match self
+            .unreachable
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .as_ref()
+        {
+            Some((since, reason)) => Err(format!(
+                "backing cluster unreachable for {} s: {reason}",
+                since.elapsed().as_secs()
+            )),
+            None => match self
+                .failing
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .as_ref()
+            {
+                Some((since, reason)) => Err(format!(
+                    "backing deliveries failing for {} s: {reason}",
+                    since.elapsed().as_secs()
+                )),
+                None => Ok(()),
+            },
+        }
+    }
+
+    /// Whether the producer must be replaced: it failed fatally, or the cluster answers but
+    /// its deliveries have failed for longer than `patience`.
+    pub fn needs_new_producer(&self, patience: Duration) -> bool {
+        self.is_fatal()
+            || (!self.is_unreachable()
+                && self
+                    .failing
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .as_ref()
+                    .is_some_and(|(since, _)| since.elapsed() > patience))
+    }
+
+    /// A new producer replaced the old one: its failures are history.
+    pub fn replaced(&self) {
+        *self.fatal.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        *self.failing.lock().unwrap_or_else(PoisonError::into_inner) = None;
+    }
+
+    pub fn delivery_failed(&self, reason: &str) {
+        self.failing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert_with(|| (Instant::now(), reason.to_owned()));
+    }
+
+    pub fn delivered(&self) {
+        *self.failing.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        self.reached();
+    }
+
+    /// Whether the producer failed fatally (the process should be replaced).
+    pub fn is_fatal(&self) -> bool {
+        self.fatal
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+    }
+
+    /// Whether the cluster is unreachable now (a probe should run).
+    pub fn is_unreachable(&self) -> bool {
+        self.unreachable
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .is_some()
+    }
+
+    pub fn failed_fatally(&self, reason: &str) {
+        self.fatal
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert_with(|| reason.to_owned());
+    }
+
+    pub fn went_unreachable(&self, reason: &str) {
+        self.unreachable
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get_or_insert_with(|| (Instant::now(), reason.to_owned()));
+    }
+
+    pub fn reached(&self) {
+        let mut unreachable = self
+            .unreachable
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if unreachable.take().is_some() {
+            tracing::info!("backing cluster reachable again");
+        }
+    }
+}
+
+/// Where delivery reports and client errors go.
+#[derive(Default)]
+pub struct Deliveries {
+    health: Arc<BackingHealth>,
+}
 
 impl ClientContext for Deliveries {
+    /// librdkafka's client-level errors: a fatal one ends the producer for good; every broker
+    /// down makes the gateway unready until a delivery or a probe succeeds.
+    fn error(&self, error: KafkaError, reason: &str) {
+        match error.rdkafka_error_code() {
+            Some(RDKafkaErrorCode::Fatal) => {
+                tracing::error!(%error, reason, "backing producer failed fatally");
+                self.health.failed_fatally(reason);
+            }
+            Some(RDKafkaErrorCode::AllBrokersDown) => {
+                tracing::warn!(%error, reason, "every backing broker is down");
+                self.health.went_unreachable(reason);
+            }
+            _ => tracing::warn!(%error, reason, "backing producer error"),
+        }
+    }
+
     /// With `BACKING_STATS_INTERVAL_MS`: where a record's time goes between the gateway and the
     /// backing broker, per broker (microseconds, librdkafka's rolling windows): waiting in the
     /// producer queue for a batch and a free request slot, waiting to be written, the round trip.
@@ -83,10 +224,12 @@ impl ProducerContext for Deliveries {
     fn delivery(&self, result: &DeliveryResult<'_>, ack: Self::DeliveryOpaque) {
         match result {
             Ok(message) => {
+                self.health.delivered();
                 ack.first_offset
                     .fetch_min(message.offset(), Ordering::AcqRel);
             }
             Err((error, _)) => {
+                self.health.delivery_failed(&error.to_string());
                 ack.failure
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
@@ -107,7 +250,10 @@ impl ProducerContext for Deliveries {
 
 /// The producer of the inbound topic.
 pub struct Backing {
-    producer: ThreadedProducer<Deliveries>,
+    /// Replaced whole when it cannot recover ([`Backing::replace_producer`]).
+    producer: RwLock<Arc<ThreadedProducer<Deliveries>>>,
+    client: ClientConfig,
+    health: Arc<BackingHealth>,
     topic: String,
     partitions: i32,
 }
@@ -125,7 +271,7 @@ impl Backing {
             .set("message.max.bytes", BACKING_MAX_MESSAGE_BYTES.to_string())
             // Bounded by the gateway's in-flight limits long before this one.
             .set("queue.buffering.max.kbytes", (1024 * 1024).to_string())
-            .set("message.timeout.ms", "30000")
+            .set("message.timeout.ms", config.message_timeout_ms.to_string())
             .set("client.id", "keen-gateway")
             // Batching is linger.ms's job; Nagle would only hold small batches back.
             .set("socket.nagle.disable", "true")
@@ -133,7 +279,10 @@ impl Backing {
                 "statistics.interval.ms",
                 config.stats_interval_ms.to_string(),
             );
-        let producer: ThreadedProducer<Deliveries> = client.create_with_context(Deliveries)?;
+        let health = Arc::new(BackingHealth::default());
+        let producer: ThreadedProducer<Deliveries> = client.create_with_context(Deliveries {
+            health: health.clone(),
+        })?;
         let metadata = producer
             .client()
             .fetch_metadata(Some(topic), Duration::from_secs(10))?;
@@ -149,7 +298,9 @@ impl Backing {
                 detail: "create it first (the local stack and the template do)".into(),
             })?;
         Ok(Backing {
-            producer,
+            producer: RwLock::new(Arc::new(producer)),
+            client,
+            health,
             topic: topic.to_owned(),
             partitions: i32::try_from(partitions).unwrap_or(i32::MAX),
         })
@@ -200,6 +351,7 @@ impl Backing {
             failure: Mutex::new(None),
             done: Mutex::new(Some(done)),
         });
+        let producer = self.current();
         for (sent, record) in records.iter().enumerate() {
             let mut headers = OwnedHeaders::new_with_capacity(record.header_count());
             for (key, value) in record.headers(tenant) {
@@ -220,7 +372,7 @@ impl Backing {
                 base = base.payload(value.as_ref());
             }
             loop {
-                match self.producer.send(base) {
+                match producer.send(base) {
                     Ok(()) => break,
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                         // librdkafka's queue drains as the cluster acknowledges; wait a little.
@@ -247,9 +399,64 @@ impl Backing {
         })
     }
 
+    fn current(&self) -> Arc<ThreadedProducer<Deliveries>> {
+        self.producer
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Replaces the producer with a new one (blocking: the old one waits for its outstanding
+    /// records to fail or land before it goes; use spawn_blocking). A fatal producer never
+    /// writes again, and one whose cluster lost its idempotence state can time out forever.
+    pub fn replace_producer(&self) -> Result<(), BackingError> {
+        let fresh: ThreadedProducer<Deliveries> = self.client.create_with_context(Deliveries {
+            health: self.health.clone(),
+        })?;
+        let old = std::mem::replace(
+            &mut *self
+                .producer
+                .write()
+                .unwrap_or_else(PoisonError::into_inner),
+            Arc::new(fresh),
+        );
+        self.health.replaced();
+        drop(old);
+        tracing::info!("backing producer replaced");
+        Ok(())
+    }
+
+    /// The producer's health, for `/ready`.
+    pub fn health(&self) -> Arc<BackingHealth> {
+        self.health.clone()
+    }
+
+    /// While the cluster is unreachable, asks it for the inbound topic's metadata (blocking:
+    /// use spawn_blocking); an answer makes the gateway ready again without waiting for a
+    /// customer's produce to succeed.
+    pub fn probe(&self, timeout: Duration) {
+        if !self.health.is_unreachable() {
+            return;
+        }
+        let answered = self
+            .current()
+            .client()
+            // All topics: asking for one by name would create it on a broker that auto-creates.
+            .fetch_metadata(None, timeout)
+            .is_ok_and(|metadata| {
+                metadata
+                    .topics()
+                    .iter()
+                    .any(|t| t.name() == self.topic && t.error().is_none())
+            });
+        if answered {
+            self.health.reached();
+        }
+    }
+
     /// Waits until everything sent is acknowledged, or `timeout` (blocking: use spawn_blocking).
     pub fn flush(&self, timeout: Duration) -> Result<(), KafkaError> {
-        self.producer.flush(timeout)
+        self.current().flush(timeout)
     }
 }
 
@@ -303,6 +510,37 @@ pub use keen_shared::record::inbound_partition;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn readiness_follows_the_producer() {
+        let health = BackingHealth::default();
+        assert_eq!(health.readiness(), Ok(()));
+        health.went_unreachable("all brokers down");
+        health.went_unreachable("a later reason does not replace the first");
+        let reason = health.readiness().expect_err("unready");
+        assert!(
+            reason.contains("unreachable") && reason.contains("all brokers down"),
+            "{reason}"
+        );
+        health.reached();
+        assert_eq!(health.readiness(), Ok(()));
+        health.delivery_failed("message timed out");
+        health.reached();
+        assert!(
+            health
+                .readiness()
+                .expect_err("still failing")
+                .contains("timed out")
+        );
+        assert!(health.needs_new_producer(Duration::ZERO));
+        health.replaced();
+        assert_eq!(health.readiness(), Ok(()));
+        health.failed_fatally("producer fenced");
+        health.reached();
+        let reason = health.readiness().expect_err("fatal is final");
+        assert!(reason.contains("fatally: producer fenced"), "{reason}");
+        assert!(health.is_fatal());
+    }
 
     #[test]
     fn a_maximal_batch_with_headers_fits_the_backing_limit() {

@@ -118,6 +118,10 @@ pub struct BackingConfig {
     /// How often the backing producer logs its queue and round-trip latencies
     /// (`BACKING_STATS_INTERVAL_MS`, librdkafka's `statistics.interval.ms`); 0, the default, never.
     pub stats_interval_ms: u64,
+    /// How long a record may wait for the backing cluster's acknowledgement before its batch
+    /// fails and the client is told to retry (`BACKING_MESSAGE_TIMEOUT_MS`, librdkafka's
+    /// `message.timeout.ms`).
+    pub message_timeout_ms: u64,
 }
 
 /// The limits that keep one connection, or one tenant, from exhausting the instance.
@@ -363,6 +367,7 @@ impl Config {
                 linger_ms: milliseconds(&get, "BACKING_LINGER_MS", 1.0)?,
                 compression: var_or(&get, "BACKING_COMPRESSION", "lz4"),
                 stats_interval_ms: number(&get, "BACKING_STATS_INTERVAL_MS", 0)?,
+                message_timeout_ms: number(&get, "BACKING_MESSAGE_TIMEOUT_MS", 30_000)?,
             },
             inbound_topic: var_or(&get, "INBOUND_TOPIC", "keen-inbound"),
             partitions,

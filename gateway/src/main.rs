@@ -60,13 +60,18 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         Credentials::new(keys, pepper),
         backing,
     ));
+    let health = gateway.backing.health();
     if let Some(listen) = gateway.config.metrics_listen {
         let metrics = gateway.metrics.clone();
+        let ready: metrics::Readiness = {
+            let health = health.clone();
+            Arc::new(move || health.readiness())
+        };
         // Bound before the readiness line below: whoever waits for it can scrape at once.
         match tokio::net::TcpListener::bind(listen).await {
             Ok(listener) => {
                 tokio::spawn(async move {
-                    if let Err(error) = metrics::serve_on(listener, metrics).await {
+                    if let Err(error) = metrics::serve_on(listener, metrics, ready).await {
                         tracing::error!(%error, "metrics listener failed");
                     }
                 });
@@ -85,14 +90,50 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
             gateway.stop();
         })
     };
+    // While the cluster is unreachable, probe it so readiness comes back without waiting for
+    // a customer's produce. A producer that failed fatally, or whose deliveries keep failing
+    // though the cluster answers, is replaced by a new one; if even that fails, the gateway
+    // stops (in-flight requests answered with their errors) and exits non-zero, so ECS or the
+    // operator starts a fresh one.
+    let patience = Duration::from_millis(gateway.config.backing.message_timeout_ms) * 2;
+    let watch = {
+        let gateway = gateway.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let checking = gateway.clone();
+                let replaced = tokio::task::spawn_blocking(move || {
+                    let backing = &checking.backing;
+                    backing.probe(Duration::from_secs(2));
+                    if !backing.health().needs_new_producer(patience) {
+                        return Ok(());
+                    }
+                    tracing::warn!(reason = ?backing.health().readiness().err(), "replacing the backing producer");
+                    backing.replace_producer()
+                })
+                .await;
+                if let Ok(Err(error)) = replaced {
+                    tracing::error!(%error, "the backing producer could not be replaced: stopping");
+                    gateway.backing.health().failed_fatally(&error.to_string());
+                    gateway.stop();
+                    return;
+                }
+            }
+        })
+    };
     server::run(gateway.clone(), listener, tls).await;
     signals.abort();
+    let fatal = health.is_fatal();
+    watch.abort();
     let flushing = gateway.clone();
     let flushed =
         tokio::task::spawn_blocking(move || flushing.backing.flush(Duration::from_secs(30)))
             .await?;
     if let Err(error) = flushed {
         tracing::warn!(%error, "backing producer did not flush everything");
+    }
+    if fatal {
+        return Err("the backing producer failed fatally".into());
     }
     tracing::info!("stopped");
     Ok(())

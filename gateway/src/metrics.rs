@@ -175,20 +175,33 @@ impl Default for ProduceStages {
     }
 }
 
-/// Serves `GET /metrics` (any path, in fact) on `listen` until the task is dropped.
-pub async fn serve(listen: SocketAddr, metrics: Arc<Metrics>) -> std::io::Result<()> {
-    serve_on(TcpListener::bind(listen).await?, metrics).await
+/// What `GET /ready` asks: `Ok` when the gateway can take records, else why not.
+pub type Readiness = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
+/// Serves `GET /ready` (readiness: the backing producer can take records; 503 with the reason
+/// otherwise) and, on any other path, the metrics, on `listen` until the task is dropped.
+pub async fn serve(
+    listen: SocketAddr,
+    metrics: Arc<Metrics>,
+    ready: Readiness,
+) -> std::io::Result<()> {
+    serve_on(TcpListener::bind(listen).await?, metrics, ready).await
 }
 
 /// [`serve`] on a listener bound already, so that the gateway announces readiness only once its
 /// metrics can be scraped.
-pub async fn serve_on(listener: TcpListener, metrics: Arc<Metrics>) -> std::io::Result<()> {
+pub async fn serve_on(
+    listener: TcpListener,
+    metrics: Arc<Metrics>,
+    ready: Readiness,
+) -> std::io::Result<()> {
     if let Ok(listen) = listener.local_addr() {
         tracing::info!(%listen, "metrics listening");
     }
     loop {
         let (mut stream, _) = listener.accept().await?;
         let metrics = metrics.clone();
+        let ready = ready.clone();
         tokio::spawn(async move {
             // Read the request head (bounded); its content does not matter.
             let mut head = [0u8; 4096];
@@ -209,9 +222,21 @@ pub async fn serve_on(listener: TcpListener, metrics: Arc<Metrics>) -> std::io::
                     }
                 }
             }
-            let body = metrics.render();
+            let readiness = head[..read].starts_with(b"GET /ready ");
+            let (status, content_type, body) = if readiness {
+                match ready() {
+                    Ok(()) => ("200 OK", "text/plain", "ready\n".to_owned()),
+                    Err(reason) => (
+                        "503 Service Unavailable",
+                        "text/plain",
+                        format!("not ready: {reason}\n"),
+                    ),
+                }
+            } else {
+                ("200 OK", "text/plain; version=0.0.4", metrics.render())
+            };
             let response = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                "HTTP/1.1 {status}\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
                 body.len()
             );
             let _ = stream.write_all(response.as_bytes()).await;

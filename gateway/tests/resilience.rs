@@ -633,6 +633,8 @@ impl RawClient {
 }
 
 const PRODUCE_VERSION: i16 = 9;
+/// Kafka's REQUEST_TIMED_OUT: retriable.
+const REQUEST_TIMED_OUT: i16 = 7;
 
 fn produce_request(partition: i32, records: Bytes) -> ProduceRequest {
     ProduceRequest::default()
@@ -987,6 +989,62 @@ async fn answers_a_client_never_reads_stay_within_its_budget() {
     );
     assert!(peak > 0 && peak < METADATA_RSS_BOUND_KIB, "{peak} KiB");
     still_produces(&gateway, &project, "a client that never reads");
+}
+
+/// Waits up to `timeout` for `/ready` to answer `status`; the last answer.
+fn ready_becomes(gateway: &Gateway, status: u16, timeout: Duration) -> (u16, String) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let answer = gateway.ready();
+        if answer.0 == status || Instant::now() >= deadline {
+            return answer;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The backing cluster stops for longer than the backing message timeout, then comes back:
+/// meanwhile `/ready` answers 503 with the reason and a produce is answered with a retriable
+/// error (never a silent success); afterwards `/ready` answers 200 again and produces are
+/// stored.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_backing_outage_makes_the_gateway_unready_until_it_recovers() {
+    let mut stack = Stack::start().await;
+    let project = stack.project("a0a0a0a0a0a0a0a0a0a0a0a0").await;
+    let gateway = stack.gateway(&[("BACKING_MESSAGE_TIMEOUT_MS", "3000")]);
+    assert_eq!(gateway.ready(), (200, "ready\n".to_owned()));
+    still_produces(&gateway, &project, "before the outage");
+
+    stack.tansu.stop();
+    let mut client = RawClient::connect(gateway.addr);
+    client.authenticate(&project);
+    let response: ProduceResponse = client.call(
+        ApiKey::Produce,
+        PRODUCE_VERSION,
+        &produce_request(
+            0,
+            batch(
+                &[Bytes::from_static(b"{\"during\":\"outage\"}")],
+                Compression::None,
+            ),
+        ),
+    );
+    assert_eq!(
+        partition_error(&response),
+        REQUEST_TIMED_OUT,
+        "{response:?}"
+    );
+    let (status, reason) = ready_becomes(&gateway, 503, Duration::from_secs(30));
+    assert_eq!(status, 503, "{reason}");
+    assert!(reason.contains("unreachable"), "{reason}");
+
+    stack.tansu.restart();
+    stack
+        .tansu
+        .create_topic(INBOUND_TOPIC, INBOUND_PARTITIONS as u32);
+    let (status, reason) = ready_becomes(&gateway, 200, Duration::from_secs(60));
+    assert_eq!(status, 200, "{reason}");
+    still_produces(&gateway, &project, "after the outage");
 }
 
 /// RSS bound for three batches of 1,200,000 tiny records each.

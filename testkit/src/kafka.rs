@@ -119,6 +119,14 @@ impl TansuBroker {
 
     fn try_start(binary: &Path, advertised: Option<SocketAddr>) -> Result<Self, String> {
         let port = super::free_port().map_err(|error| format!("no free port: {error}"))?;
+        Self::try_start_on(binary, port, advertised)
+    }
+
+    fn try_start_on(
+        binary: &Path,
+        port: u16,
+        advertised: Option<SocketAddr>,
+    ) -> Result<Self, String> {
         let listener = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
         let advertised = advertised.unwrap_or(listener);
         let log =
@@ -174,6 +182,27 @@ impl TansuBroker {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// Kills the broker (an outage of the backing cluster); [`TansuBroker::restart`] brings it
+    /// back on the same port, empty (its storage is memory).
+    pub fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the broker again on its port after [`TansuBroker::stop`], and waits until it
+    /// accepts TCP. Topics must be created again.
+    ///
+    /// # Panics
+    /// If it does not start (its port taken meanwhile, for one).
+    pub fn restart(&mut self) {
+        let advertised = (self.advertised != self.addr()).then_some(self.advertised);
+        let broker = Self::try_start_on(&self.binary.clone(), self.port, advertised)
+            .unwrap_or_else(|failure| panic!("tansu did not restart: {failure}"));
+        // The old child has exited; dropping the old value below waits on it again, harmlessly.
+        let old = std::mem::replace(self, broker);
+        drop(old);
     }
 
     /// `127.0.0.1:PORT`, for `bootstrap.servers`.

@@ -208,6 +208,24 @@ impl Gateway {
         text
     }
 
+    /// `GET /ready` on the metrics port: the status code and the body.
+    pub fn ready(&self) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut stream = std::net::TcpStream::connect(self.metrics).expect("metrics port");
+        stream
+            .write_all(b"GET /ready HTTP/1.1\r\nhost: x\r\n\r\n")
+            .expect("write");
+        let mut text = String::new();
+        stream.read_to_string(&mut text).expect("read");
+        let status = text
+            .split(' ')
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or(0);
+        let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+        (status, body)
+    }
+
     /// The value of one metric line (`name{labels}`), 0 when absent.
     pub fn metric(&self, series: &str) -> f64 {
         self.metrics_text()
