@@ -113,6 +113,7 @@ where
         accepted,
         muted_until: Arc::default(),
         last_enqueued: None,
+        pending_charge: None,
     };
     let stop = connection.read_requests(&mut reader).await;
     match &stop {
@@ -194,6 +195,8 @@ struct Connection {
     /// Signalled once the last Produce read has handed its records to the producer: the next
     /// one waits for it, so pipelined produces keep their order per partition.
     last_enqueued: Option<oneshot::Receiver<()>>,
+    /// Resolved once the last Produce read is charged to the quota in full.
+    pending_charge: Option<oneshot::Receiver<()>>,
 }
 
 /// The in-flight budget a request holds until it is answered.
@@ -220,6 +223,12 @@ impl Connection {
             }
             // Quota: a produce task that found its request over the project's rate paused
             // the connection; nothing more is read until then.
+            if let Some(pending) = self.pending_charge.take() {
+                tokio::select! {
+                    _ = shutdown.changed() => return Stop::Shutdown,
+                    _ = pending => {}
+                }
+            }
             let muted = self
                 .muted_until
                 .lock()
@@ -469,10 +478,20 @@ impl Connection {
                 .get_or_create(&Metrics::label("project_id", principal.project_id.clone()))
                 .inc_by(throttle.as_secs_f64());
         }
+        // With a quota, the next request is read only once this one is charged in full, so a
+        // client cannot pipeline past its pause.
+        let charged = if self.gateway.quota.is_on() {
+            let (charged, wait) = oneshot::channel();
+            self.pending_charge = Some(wait);
+            Some(charged)
+        } else {
+            None
+        };
         let owed = crate::produce::Throttle {
             charged_bytes: size,
             read_wait: throttle,
             muted_until: self.muted_until.clone(),
+            charged,
         };
         let (enqueued, next) = oneshot::channel();
         let order = crate::produce::Order {

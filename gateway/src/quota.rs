@@ -5,7 +5,7 @@
 //! Two token buckets per project and gateway task: decompressed bytes per second and records
 //! per second (a flood of tiny records costs the backing cluster and ingest per record, not per
 //! byte). Each holds one second of burst; a deficit is carried over so that sustained excess is
-//! held to the rate, but never past [`MAX_THROTTLE`], so a client's wait stays bounded. Charges
+//! held to the rate, up to [`MAX_DEFICIT`], and one request waits at most [`MAX_THROTTLE`]. Charges
 //! from concurrent connections of one project are serialised under the project's shard lock, so
 //! none is lost.
 
@@ -14,8 +14,13 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-/// The longest a client is told to wait: Kafka bounds a throttle by its quota window too.
+/// The longest a client is told to wait per request: Kafka bounds a throttle by its quota
+/// window too.
 pub const MAX_THROTTLE: Duration = Duration::from_secs(5);
+/// The most a project's deficit may reach, in seconds of its rate: requests a client pipelined
+/// before its pause began are still charged (not forgiven), yet a flood stops costing its
+/// project more than this much waiting once it ends.
+pub const MAX_DEFICIT: Duration = Duration::from_secs(30);
 
 /// Default decompressed bytes per second per project and gateway task.
 pub const DEFAULT_BYTES_PER_SEC: u64 = 16 * 1024 * 1024;
@@ -52,6 +57,11 @@ impl ProduceQuota {
         }
     }
 
+    /// Whether any rate is set.
+    pub fn is_on(&self) -> bool {
+        self.bytes_per_sec > 0 || self.records_per_sec > 0
+    }
+
     /// Charges `bytes` (decompressed) and `records` to `project_id` and returns how long the
     /// client must wait.
     pub fn charge(&self, project_id: &str, bytes: usize, records: usize) -> Duration {
@@ -85,13 +95,13 @@ impl ProduceQuota {
 }
 
 /// Refills `tokens` for `elapsed` seconds at `rate` (up to one second's worth), takes `cost`,
-/// and returns the wait the deficit costs and the tokens left (never below [`MAX_THROTTLE`]'s
-/// worth of deficit).
+/// and returns the wait the deficit costs (at most [`MAX_THROTTLE`]) and the tokens left
+/// (never below [`MAX_DEFICIT`]'s worth of deficit).
 fn take(tokens: f64, elapsed: f64, rate: f64, cost: f64) -> (Duration, f64) {
     if rate <= 0.0 {
         return (Duration::ZERO, tokens);
     }
-    let floor = -rate * MAX_THROTTLE.as_secs_f64();
+    let floor = -rate * MAX_DEFICIT.as_secs_f64();
     let left = ((tokens + elapsed * rate).min(rate) - cost).max(floor);
     let wait = if left >= 0.0 {
         Duration::ZERO
@@ -162,9 +172,11 @@ mod tests {
         for _ in 0..100 {
             assert!(quota.charge_at("a", 1_000_000, 1, t0) <= MAX_THROTTLE);
         }
-        // After the longest wait the bucket is out of deficit, however much was sent.
+        // The excess is not forgiven at the first wait: still throttled after it...
+        assert_eq!(quota.charge_at("a", 1, 1, t0 + MAX_THROTTLE), MAX_THROTTLE);
+        // ...but out of deficit once the largest deficit has been paid, however much was sent.
         assert!(
-            quota.charge_at("a", 1, 1, t0 + MAX_THROTTLE + Duration::from_millis(1))
+            quota.charge_at("a", 1, 1, t0 + MAX_DEFICIT + Duration::from_millis(1))
                 < Duration::from_millis(2)
         );
     }

@@ -1,0 +1,137 @@
+"""The driver of scripts/bench-fairness: one project (the quiet one) sends 100 events/s while
+another floods as fast as its client can, and the quiet project's figures are compared with a
+run of its own without the flood, measured in the same stack. Prints figures; asserts nothing.
+
+Acknowledgement latency: from produce() to the delivery report. Freshness: from the delivery
+report to the first poll of the query API whose count reaches the event (as in bench_e2e.py:
+polled every 10 ms, so figures are late by up to one poll interval, never early)."""
+import argparse
+import multiprocessing
+import threading
+import time
+
+from bench_e2e import Query, event, percentile, producer
+
+
+class Args:
+    def __init__(self, gateway, project, write_key):
+        self.gateway, self.project, self.write_key = gateway, project, write_key
+
+
+def quiet(gateway, project, write_key, query, collection, rate, seconds):
+    """Sends `rate` events/s for `seconds`; returns (ack latencies, freshness latencies)."""
+    total = rate * seconds
+    sent = [None] * total
+    acked = [None] * total
+    polls = []
+    done = threading.Event()
+
+    def poller():
+        while not done.is_set():
+            polls.append((time.monotonic(), query.count(collection)))
+            time.sleep(0.01)
+
+    thread = threading.Thread(target=poller, daemon=True)
+    thread.start()
+    p = producer(Args(gateway, project, write_key))
+
+    def on_delivery(n):
+        def callback(error, _message):
+            if error is None:
+                acked[n] = time.monotonic()
+        return callback
+
+    start = time.monotonic()
+    for n in range(total):
+        due = start + n / rate
+        while True:
+            now = time.monotonic()
+            if now >= due:
+                break
+            p.poll(min(due - now, 0.005))
+        sent[n] = time.monotonic()
+        p.produce(collection, event(n, collection), on_delivery=on_delivery(n))
+        p.poll(0)
+    p.flush(120)
+    acks = [(a - s) for s, a in zip(sent, acked) if a is not None]
+    delivered = sorted(a for a in acked if a is not None)
+    deadline = time.monotonic() + 120
+    while (not polls or polls[-1][1] < len(delivered)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    done.set()
+    thread.join()
+    fresh = []
+    i = 0
+    for k, ack in enumerate(delivered, start=1):
+        while i < len(polls) and polls[i][1] < k:
+            i += 1
+        if i == len(polls):
+            break
+        fresh.append(max(0.0, polls[i][0] - ack))
+    return acks, fresh, total
+
+
+def flood(gateway, project, write_key, stop_at, counter):
+    """Produces as fast as the client can until `stop_at` (monotonic); counts deliveries."""
+    p = producer(Args(gateway, project, write_key))
+    delivered = [0]
+
+    def callback(error, _message):
+        if error is None:
+            delivered[0] += 1
+
+    n = 0
+    while time.monotonic() < stop_at:
+        try:
+            p.produce("flood", event(n, "flood"), on_delivery=callback)
+            n += 1
+        except BufferError:
+            p.poll(0.01)
+        p.poll(0)
+    p.flush(60)
+    counter.value = delivered[0]
+
+
+def summary(label, acks, fresh, total):
+    if not acks or not fresh:
+        print(f"  {label}: nothing acknowledged and counted")
+        return None
+    ack99, fresh99 = percentile(acks, 99), percentile(fresh, 99)
+    print(f"  {label}: {len(acks)} of {total} acknowledged; acknowledgement p50 "
+          f"{percentile(acks, 50) * 1000:.0f} ms, p99 {ack99 * 1000:.0f} ms; freshness p50 "
+          f"{percentile(fresh, 50) * 1000:.0f} ms, p99 {fresh99 * 1000:.0f} ms")
+    return ack99, fresh99
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    for name in ["gateway", "query", "quiet-project", "quiet-write-key", "quiet-read-key",
+                 "flood-project", "flood-write-key"]:
+        parser.add_argument(f"--{name}", required=True)
+    parser.add_argument("--rate", type=int, default=100)
+    parser.add_argument("--seconds", type=int, default=30)
+    args = parser.parse_args()
+    query = Query(args.query, args.quiet_project, args.quiet_read_key)
+
+    print(f"quiet project: {args.rate} events/s for {args.seconds} s, alone, then beside a flood")
+    alone = summary("alone", *quiet(args.gateway, args.quiet_project, args.quiet_write_key,
+                                    query, "quiet_alone", args.rate, args.seconds))
+    counter = multiprocessing.Value("q", 0)
+    stop_at = time.monotonic() + args.seconds + 2
+    flooder = multiprocessing.Process(
+        target=flood, args=(args.gateway, args.flood_project, args.flood_write_key, stop_at, counter))
+    flooder.start()
+    time.sleep(2)  # the flood is running before the quiet project starts
+    flooded = summary("beside the flood", *quiet(
+        args.gateway, args.quiet_project, args.quiet_write_key, query, "quiet_flooded",
+        args.rate, args.seconds))
+    flooder.join()
+    print(f"  the flooding project had {counter.value} events acknowledged in "
+          f"{args.seconds + 2} s ({counter.value / (args.seconds + 2):.0f} events/s)")
+    if alone and flooded:
+        print(f"  ratio beside the flood / alone: acknowledgement p99 "
+              f"{flooded[0] / alone[0]:.2f}x, freshness p99 {flooded[1] / alone[1]:.2f}x")
+
+
+if __name__ == "__main__":
+    main()
