@@ -78,6 +78,26 @@ def processes(pids_file):
     return out
 
 
+def counted_after(acks, polls, done, poller):
+    """Waits (up to 120 s) until the polled count reaches every acknowledgement, stops the
+    poller, and returns each event's freshness: from its acknowledgement (sorted `acks`) to the
+    first poll whose count reaches it."""
+    deadline = time.monotonic() + 120
+    while (not polls or polls[-1][1] < len(acks)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    done.set()
+    poller.join()
+    latencies = []
+    i = 0
+    for k, ack in enumerate(acks, start=1):
+        while i < len(polls) and polls[i][1] < k:
+            i += 1
+        if i == len(polls):
+            break
+        latencies.append(max(0.0, polls[i][0] - ack))
+    return latencies
+
+
 def freshness(args, query):
     collection = "fresh"
     total = args.rate * args.seconds
@@ -114,19 +134,7 @@ def freshness(args, query):
     p.flush(120)
     produced_in = time.monotonic() - start
     acks = sorted(a for a in acked if a is not None)
-    deadline = time.monotonic() + 120
-    while (not polls or polls[-1][1] < len(acks)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    done.set()
-    thread.join()
-    latencies = []
-    i = 0
-    for k, ack in enumerate(acks, start=1):
-        while i < len(polls) and polls[i][1] < k:
-            i += 1
-        if i == len(polls):
-            break
-        latencies.append(max(0.0, polls[i][0] - ack))
+    latencies = counted_after(acks, polls, done, thread)
     print(f"freshness at {args.rate} events/s for {args.seconds} s "
           f"(produced in {produced_in:.1f} s, {len(acks)} of {total} acknowledged, "
           f"{len(latencies)} counted):")

@@ -10,7 +10,7 @@ import multiprocessing
 import threading
 import time
 
-from bench_e2e import Query, event, percentile, producer
+from bench_e2e import Query, counted_after, event, percentile, producer
 
 
 class Args:
@@ -55,20 +55,7 @@ def quiet(gateway, project, write_key, query, collection, rate, seconds):
     p.flush(120)
     acks = [(a - s) for s, a in zip(sent, acked) if a is not None]
     delivered = sorted(a for a in acked if a is not None)
-    deadline = time.monotonic() + 120
-    while (not polls or polls[-1][1] < len(delivered)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    done.set()
-    thread.join()
-    fresh = []
-    i = 0
-    for k, ack in enumerate(delivered, start=1):
-        while i < len(polls) and polls[i][1] < k:
-            i += 1
-        if i == len(polls):
-            break
-        fresh.append(max(0.0, polls[i][0] - ack))
-    return acks, fresh, total
+    return acks, counted_after(delivered, polls, done, thread), total
 
 
 def flood(gateway, project, write_key, stop_at, counter):
