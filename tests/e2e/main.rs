@@ -185,7 +185,10 @@ async fn a_resend_with_a_skewed_producer_clock_yields_one_event_per_record() {
     let events = resend_through_two_gateways(Some(two_hours_ago)).await;
     for event in events {
         let created = event["keen"]["created_at"].as_str().expect("created_at");
-        assert!(created > "2026", "the gateway's clock, not the producer's: {created}");
+        assert!(
+            created > "2026",
+            "the gateway's clock, not the producer's: {created}"
+        );
     }
 }
 

@@ -30,7 +30,10 @@ async fn poison_pills_are_dead_lettered_and_stop_no_one() {
 
     let mut wide = Map::new();
     for i in 0..800 {
-        wide.insert(format!("{i:04}{}", "p".repeat(246)), json!({ "c".repeat(249): i }));
+        wide.insert(
+            format!("{i:04}{}", "p".repeat(246)),
+            json!({ "c".repeat(249): i }),
+        );
     }
     let addons: Vec<Value> = (0..5_000)
         .map(|i| json!({"name": "keen:ua_parser", "input": {"ua_string": "ua"}, "output": format!("o{i}")}))
@@ -104,8 +107,16 @@ async fn poison_pills_are_dead_lettered_and_stop_no_one() {
     );
     for letter in letters {
         assert_eq!(letter["source"]["partition"], inbound, "{}", letter["id"]);
-        assert!(letter["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
-        assert!(letter.get("last_resort").is_none(), "stored whole: {}", letter["id"]);
+        assert!(
+            letter["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty())
+        );
+        assert!(
+            letter.get("last_resort").is_none(),
+            "stored whole: {}",
+            letter["id"]
+        );
     }
     let ffff = letters
         .iter()
@@ -113,9 +124,9 @@ async fn poison_pills_are_dead_lettered_and_stop_no_one() {
         .expect("the U+FFFF record, payload intact");
     assert_eq!(ffff["error"]["detail"], "invalid_json");
     assert!(
-        letters
-            .iter()
-            .any(|l| l["source"]["key_b64"].as_str().is_some_and(|k| k.len() > 400_000)),
+        letters.iter().any(|l| l["source"]["key_b64"]
+            .as_str()
+            .is_some_and(|k| k.len() > 400_000)),
         "the 320 KB key is kept whole"
     );
 }

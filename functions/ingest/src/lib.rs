@@ -30,8 +30,8 @@ use keen_shared::adapters::dlq::{self, Announcement, DeadLetterQueue};
 use keen_shared::adapters::store::{self, Claim, CollectionUpdate, CounterKey, EventFacts, Tables};
 use keen_shared::addon::ReferenceData;
 use keen_shared::dead_letter::{DeadLetter, table_keys};
-use keen_shared::reject::{ErrorCode, Rejection};
 use keen_shared::record::{HEADER_PRODUCER_TIMESTAMP, Tenant};
+use keen_shared::reject::{ErrorCode, Rejection};
 use keen_shared::storage::{self, EventLayout};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -446,7 +446,8 @@ impl Ingest {
             }
             let client = self.dynamodb.clone();
             let table = self.config.tables.dedupe.clone();
-            let key = storage::clock_resend_key(&event.project_id, &event.collection, &event.keen_id);
+            let key =
+                storage::clock_resend_key(&event.project_id, &event.collection, &event.keen_id);
             let sort_key = storage::sort_key(event.timestamp_ms, &event.keen_id);
             fates[i] = Fate::Retry;
             claims.push((i, async move {
@@ -848,12 +849,13 @@ impl Ingest {
             futures_util::future::join_all(collection_updates),
         )
         .await;
-        let failures = counted
-            .into_iter()
-            .filter_map(|(result, members)| result.err().map(|e| ("counter", e, members)))
-            .chain(described.into_iter().filter_map(|(result, members)| {
-                result.err().map(|e| ("collection", e, members))
-            }));
+        let failures =
+            counted
+                .into_iter()
+                .filter_map(|(result, members)| result.err().map(|e| ("counter", e, members)))
+                .chain(described.into_iter().filter_map(|(result, members)| {
+                    result.err().map(|e| ("collection", e, members))
+                }));
         for (what, error, members) in failures {
             if error.refuses_content() {
                 // Bounded by construction, so a bug: the events are stored, and retrying can
@@ -941,9 +943,18 @@ fn apply_dead_letter_claim(
 /// the announcement refused.
 fn announcement(letter: &DeadLetter, tag: usize) -> Announcement {
     let attributes = vec![
-        ("project_id".to_owned(), dlq::sqs_safe_text(&letter.project_id)),
-        ("collection".to_owned(), dlq::sqs_safe_text(&letter.collection)),
-        ("error_code".to_owned(), dlq::sqs_safe_text(&letter.error.code)),
+        (
+            "project_id".to_owned(),
+            dlq::sqs_safe_text(&letter.project_id),
+        ),
+        (
+            "collection".to_owned(),
+            dlq::sqs_safe_text(&letter.collection),
+        ),
+        (
+            "error_code".to_owned(),
+            dlq::sqs_safe_text(&letter.error.code),
+        ),
     ];
     let make = |form: DeadLetter| Announcement {
         body: dlq::sqs_safe_json(form.to_json()),
@@ -973,7 +984,10 @@ fn announcement(letter: &DeadLetter, tag: usize) -> Announcement {
 
 /// Applies a write or announcement report: transient failures become [`Fate::Retry`]; refusals
 /// of the content are returned with their reason (retrying them is useless).
-fn settle(report: &keen_shared::adapters::batch::WriteReport, fates: &mut [Fate]) -> Vec<(usize, String)> {
+fn settle(
+    report: &keen_shared::adapters::batch::WriteReport,
+    fates: &mut [Fate],
+) -> Vec<(usize, String)> {
     let refused = report.refused();
     for &tag in &report.failed_tags {
         if !refused.iter().any(|(t, _)| *t == tag) {
@@ -1033,9 +1047,11 @@ impl CollectionMemo {
         mut update: CollectionUpdate,
     ) -> CollectionUpdate {
         update.paths.retain(|path, kinds| {
-            kinds
-                .split('|')
-                .any(|kind| !self.paths.contains(&Self::pair(project, collection, path, kind)))
+            kinds.split('|').any(|kind| {
+                !self
+                    .paths
+                    .contains(&Self::pair(project, collection, path, kind))
+            })
         });
         let key = (project.to_owned(), collection.to_owned());
         if let Some(known) = self.collections.get(&key) {
@@ -1054,8 +1070,7 @@ impl CollectionMemo {
         update: &CollectionUpdate,
         recorded: Option<&BTreeMap<String, String>>,
     ) {
-        if self.paths.len() >= Self::MAX_PATHS || self.collections.len() >= Self::MAX_COLLECTIONS
-        {
+        if self.paths.len() >= Self::MAX_PATHS || self.collections.len() >= Self::MAX_COLLECTIONS {
             self.paths.clear();
             self.collections.clear();
         }
@@ -1115,13 +1130,22 @@ mod cutoff_tests {
         let reserve = Duration::from_secs(60);
         // Lambda's 120 s timeout: judge for 60 s, keep 60 s for the writes.
         let deadline = start + Duration::from_secs(120);
-        assert_eq!(judging_cutoff(deadline, reserve, start), start + Duration::from_secs(60));
+        assert_eq!(
+            judging_cutoff(deadline, reserve, start),
+            start + Duration::from_secs(60)
+        );
         // A 30 s timeout: judge for 15 s.
         let deadline = start + Duration::from_secs(30);
-        assert_eq!(judging_cutoff(deadline, reserve, start), start + Duration::from_secs(15));
+        assert_eq!(
+            judging_cutoff(deadline, reserve, start),
+            start + Duration::from_secs(15)
+        );
         // A 15 minute timeout: the reserve alone.
         let deadline = start + Duration::from_secs(900);
-        assert_eq!(judging_cutoff(deadline, reserve, start), start + Duration::from_secs(840));
+        assert_eq!(
+            judging_cutoff(deadline, reserve, start),
+            start + Duration::from_secs(840)
+        );
         // Past the deadline: stop now (the first record is still judged).
         assert_eq!(judging_cutoff(start, reserve, start), start);
     }

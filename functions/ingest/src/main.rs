@@ -41,10 +41,16 @@ async fn main() -> Result<(), Error> {
         // Lambda's deadline is wall-clock milliseconds; the handler watches a monotonic one.
         // A deadline already past when the invocation starts is no deadline Lambda gives (cargo
         // lambda's emulator sends one): the batch is then judged without one.
-        let left_ms = (event.context.deadline as i64).saturating_sub(system_clock_ms()).max(0);
-        let deadline = (left_ms > 0).then(|| Instant::now() + Duration::from_millis(left_ms as u64));
+        let left_ms = (event.context.deadline as i64)
+            .saturating_sub(system_clock_ms())
+            .max(0);
+        let deadline =
+            (left_ms > 0).then(|| Instant::now() + Duration::from_millis(left_ms as u64));
         if deadline.is_none() {
-            tracing::warn!(deadline_ms = event.context.deadline, "the invocation's deadline has already passed; judging the batch without one");
+            tracing::warn!(
+                deadline_ms = event.context.deadline,
+                "the invocation's deadline has already passed; judging the batch without one"
+            );
         }
         let (response, counts) = ingest.handle_until(records, deadline).await;
         tracing::info!(

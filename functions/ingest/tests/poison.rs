@@ -132,7 +132,11 @@ async fn poison_pills_are_dead_lettered_or_stored_and_the_partition_goes_on() {
         .into_iter()
         .find(|i| store::string_attr(i, "sk") == Some("clicks"))
         .expect("collection item");
-    assert!(store::item_size(&item) < 400_000, "{}", store::item_size(&item));
+    assert!(
+        store::item_size(&item) < 400_000,
+        "{}",
+        store::item_size(&item)
+    );
     assert_eq!(
         item.get("properties_truncated"),
         Some(&AttributeValue::Bool(true))
@@ -218,7 +222,10 @@ async fn refusals_are_never_retried_and_leave_a_last_resort_dead_letter() {
     no_failures(&response);
     assert_eq!(counts.stored, 2, "{counts:?}");
     assert_eq!(counts.dead_lettered.get("InvalidEventError"), Some(&2));
-    assert_eq!(counts.last_resort, 2, "both dead letters in the last-resort form");
+    assert_eq!(
+        counts.last_resort, 2,
+        "both dead letters in the last-resort form"
+    );
     assert_eq!(counts.retried, 0);
     assert_eq!(h.count("clicks").await, 2);
 
@@ -257,7 +264,10 @@ async fn a_batch_past_its_time_leaves_the_rest_to_the_next_invocation() {
 
     // Lambda redelivers from offset 11 with time to spare: all stored, each counted once.
     let (response, counts) = ingest
-        .handle_until(records[1..].to_vec(), Some(Instant::now() + Duration::from_secs(120)))
+        .handle_until(
+            records[1..].to_vec(),
+            Some(Instant::now() + Duration::from_secs(120)),
+        )
         .await;
     no_failures(&response);
     assert_eq!((counts.stored, counts.deferred), (9, 0));
