@@ -137,6 +137,10 @@ pub struct Limits {
     pub max_inflight_bytes_per_connection: usize,
     /// Request bytes in flight on the whole instance (`GATEWAY_MAX_INFLIGHT_BYTES`).
     pub max_inflight_bytes: usize,
+    /// Decoded bytes of Produce requests held at once on the whole instance
+    /// (`GATEWAY_MAX_DECODED_BYTES`): each request reserves `max_decompressed_bytes` to decode
+    /// and keeps what it used until answered.
+    pub max_decoded_bytes: usize,
     /// Open client connections (`GATEWAY_MAX_CONNECTIONS`).
     pub max_connections: usize,
     /// Time a client has to finish SASL after connecting (`GATEWAY_SASL_TIMEOUT_MS`).
@@ -160,6 +164,7 @@ impl Default for Limits {
             max_decompressed_bytes: 16 * 1024 * 1024,
             max_inflight_bytes_per_connection: 16 * 1024 * 1024,
             max_inflight_bytes: 256 * 1024 * 1024,
+            max_decoded_bytes: 256 * 1024 * 1024,
             max_connections: 10_000,
             sasl_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(600),
@@ -299,6 +304,11 @@ impl Config {
                 "GATEWAY_MAX_INFLIGHT_BYTES",
                 defaults.max_inflight_bytes,
             )?,
+            max_decoded_bytes: number(
+                &get,
+                "GATEWAY_MAX_DECODED_BYTES",
+                defaults.max_decoded_bytes,
+            )?,
             max_connections: number(&get, "GATEWAY_MAX_CONNECTIONS", defaults.max_connections)?,
             sasl_timeout: Duration::from_millis(number(
                 &get,
@@ -340,6 +350,15 @@ impl Config {
                 var: "GATEWAY_MAX_INFLIGHT_BYTES_PER_CONNECTION",
                 value: limits.max_inflight_bytes_per_connection.to_string(),
                 what: "must be at least GATEWAY_MAX_REQUEST_BYTES and at most GATEWAY_MAX_INFLIGHT_BYTES",
+            });
+        }
+        if limits.max_decoded_bytes < limits.max_decompressed_bytes
+            || u32::try_from(limits.max_decompressed_bytes).is_err()
+        {
+            return Err(ConfigError::Invalid {
+                var: "GATEWAY_MAX_DECODED_BYTES",
+                value: limits.max_decoded_bytes.to_string(),
+                what: "must be at least GATEWAY_MAX_DECOMPRESSED_BYTES (itself under 4 GiB)",
             });
         }
         let partitions: i32 = number(&get, "GATEWAY_PARTITIONS", 8)?;
@@ -514,6 +533,14 @@ mod tests {
         assert_eq!(config.project_quota_records_per_sec, 50_000);
         assert_eq!(config.limits.max_connections_per_source, 1_000);
         assert_eq!(config.limits.max_request_elements, 10_000);
+        assert_eq!(config.limits.max_decoded_bytes, 256 * 1024 * 1024);
+        let mut vars = REQUIRED.to_vec();
+        vars.push(("GATEWAY_MAX_DECODED_BYTES", "1048576"));
+        let error = self::config(&vars).expect_err("under one request's budget");
+        assert!(
+            error.to_string().contains("GATEWAY_MAX_DECODED_BYTES"),
+            "{error}"
+        );
     }
 
     #[test]

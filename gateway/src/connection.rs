@@ -493,6 +493,16 @@ impl Connection {
             muted_until: self.muted_until.clone(),
             charged,
         };
+        // Decoded bytes are reserved here, in request order, before the task exists: a
+        // request never waits for budget held by one read after it on this connection.
+        let budget = self.gateway.config.limits.max_decompressed_bytes;
+        let decoding = self
+            .gateway
+            .decoding
+            .clone()
+            .acquire_many_owned(u32::try_from(budget).unwrap_or(u32::MAX))
+            .await
+            .ok();
         let (enqueued, next) = oneshot::channel();
         let order = crate::produce::Order {
             previous: self.last_enqueued.replace(next),
@@ -506,7 +516,7 @@ impl Connection {
         let gateway = self.gateway.clone();
         tokio::spawn(async move {
             let (response, failed) = crate::produce::handle(
-                &gateway, &principal, request, version, owed, order, received,
+                &gateway, &principal, request, version, owed, order, decoding, received,
             )
             .await;
             let reply = if acks == 0 {

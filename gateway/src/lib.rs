@@ -40,6 +40,9 @@ pub struct Gateway {
     pub failures: FailureTracker,
     /// Request bytes in flight on the whole instance.
     pub inflight: Arc<Semaphore>,
+    /// Decoded bytes (decompressed records and their decoded form) held by Produce requests on
+    /// the whole instance, from decoding until answered.
+    pub decoding: Arc<Semaphore>,
     /// Flips to `true` once, when the gateway is asked to stop.
     pub shutdown: watch::Sender<bool>,
 }
@@ -48,6 +51,7 @@ impl Gateway {
     pub fn new(config: Config, credentials: Credentials, backing: Backing) -> Self {
         Gateway {
             inflight: Arc::new(Semaphore::new(config.limits.max_inflight_bytes)),
+            decoding: Arc::new(Semaphore::new(config.limits.max_decoded_bytes)),
             quota: ProduceQuota::new(
                 config.project_quota_bytes_per_sec,
                 config.project_quota_records_per_sec,

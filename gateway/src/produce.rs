@@ -46,6 +46,7 @@ pub async fn handle(
     version: i16,
     throttle: Throttle,
     order: Order,
+    decoding: Option<tokio::sync::OwnedSemaphorePermit>,
     received: Instant,
 ) -> (ProduceResponse, bool) {
     let stages = &gateway.metrics.produce_stages;
@@ -60,6 +61,10 @@ pub async fn handle(
     let acks_valid = matches!(request.acks, -1..=1);
     let now_ms = crate::clock_ms();
     let mut budget = gateway.config.limits.max_decompressed_bytes;
+    // The instance's decoded bytes: the reader reserved this request's whole budget before
+    // handing it over (in request order, so no request waits for one read after it); what
+    // decoding does not use goes back below, the rest is held until the answer.
+    let mut decoded_permit = decoding;
     // Decode every partition of every topic first (in order: the decompressed budget is per
     // request), then write them all at once, so a request spanning several topics waits for
     // its slowest partition, not for the sum of them.
@@ -106,6 +111,11 @@ pub async fn handle(
         })
         .collect();
     stages.decoding.observe(started.elapsed().as_secs_f64());
+    let used = gateway.config.limits.max_decompressed_bytes - budget;
+    if let Some(permit) = decoded_permit.as_mut() {
+        // Keep what the decoded records use until the answer; the rest goes back now.
+        drop(permit.split(permit.num_permits().saturating_sub(used)));
+    }
     // The quota is charged on what the request decoded to: its wire bytes were charged as it
     // was read; the rest of its decompressed bytes and its records are charged now.
     let records: usize = decoded
@@ -178,6 +188,7 @@ pub async fn handle(
         .with_responses(topics)
         .with_throttle_time_ms(throttle_time_ms);
     stages.request.observe(received.elapsed().as_secs_f64());
+    drop(decoded_permit);
     (response, failed)
 }
 
