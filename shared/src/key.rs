@@ -425,6 +425,25 @@ impl fmt::Debug for StoredKey {
     }
 }
 
+/// A key as a password check sees it: the model and the peppered digest, without the SCRAM
+/// verifiers. The query API reads keys only this far
+/// ([`crate::adapters::keys_table::KeysTable::list_digested_keys`]); its role may not read more.
+#[derive(Clone, PartialEq)]
+pub struct DigestedKey {
+    pub model: KeyModel,
+    /// [`key_digest`] of the key.
+    pub digest: [u8; 32],
+}
+
+impl fmt::Debug for DigestedKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DigestedKey")
+            .field("model", &self.model)
+            .field("digest", &"<redacted>")
+            .finish()
+    }
+}
+
 /// PLAIN authentication: the key among `keys` (one project's) whose digest matches `password`.
 ///
 /// The digest is compared with every key's, in constant time and without stopping at a match, so
@@ -435,11 +454,29 @@ pub fn find_key_by_password<'a>(
     password: &str,
     keys: &'a [StoredKey],
 ) -> Option<&'a StoredKey> {
+    find_by_digest(pepper, password, keys, |key| &key.digest)
+}
+
+/// [`find_key_by_password`] over keys read without their verifiers.
+pub fn find_digested_key_by_password<'a>(
+    pepper: &[u8],
+    password: &str,
+    keys: &'a [DigestedKey],
+) -> Option<&'a DigestedKey> {
+    find_by_digest(pepper, password, keys, |key| &key.digest)
+}
+
+fn find_by_digest<'a, K>(
+    pepper: &[u8],
+    password: &str,
+    keys: &'a [K],
+    digest_of: impl Fn(&K) -> &[u8; 32],
+) -> Option<&'a K> {
     let digest = key_digest(pepper, password);
     let mut found = Choice::from(0);
     let mut found_index = 0u64;
     for (index, key) in keys.iter().enumerate() {
-        let matched = digest.ct_eq(&key.digest);
+        let matched = digest.ct_eq(digest_of(key));
         found_index.conditional_assign(&(index as u64), matched & !found);
         found |= matched;
     }
@@ -804,6 +841,20 @@ mod tests {
         assert!(find_key_by_password(PEPPER, stranger.expose(), &keys).is_none());
         assert!(find_key_by_password(b"wrong pepper", secrets[0].expose(), &keys).is_none());
         assert!(find_key_by_password(PEPPER, secrets[0].expose(), &[]).is_none());
+
+        let digested: Vec<_> = keys
+            .iter()
+            .map(|key| DigestedKey {
+                model: key.model.clone(),
+                digest: key.digest,
+            })
+            .collect();
+        for (secret, key) in secrets.iter().zip(&keys) {
+            let found = find_digested_key_by_password(PEPPER, secret.expose(), &digested)
+                .expect("a known key");
+            assert_eq!(found.model.key_id, key.model.key_id);
+        }
+        assert!(find_digested_key_by_password(PEPPER, stranger.expose(), &digested).is_none());
     }
 
     #[test]

@@ -72,6 +72,22 @@ async fn projects_and_keys_round_trip() {
     assert_eq!(listed, expected);
     assert!(table.list_keys("p2").await.expect("list").is_empty());
 
+    // What the query function reads: the same keys, in the same order, without verifiers.
+    let digested = table.list_digested_keys("p1").await.expect("list digested");
+    let full = table.list_keys("p1").await.expect("list");
+    assert_eq!(digested.len(), full.len());
+    for (digested, full) in digested.iter().zip(&full) {
+        assert_eq!(digested.model, full.model);
+        assert_eq!(digested.digest, full.digest);
+    }
+    assert!(
+        table
+            .list_digested_keys("p2")
+            .await
+            .expect("list")
+            .is_empty()
+    );
+
     table
         .set_active("p1", &keys[1].model.key_id, false)
         .await

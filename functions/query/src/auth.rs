@@ -1,6 +1,7 @@
 //! Who may query: the master key, the read key, or an access key permitting `queries`
 //! (product.md §9); dead letters need the master key. Keys are found by their peppered digest,
-//! compared in constant time against every key of the project ([`find_key_by_password`]).
+//! compared in constant time against every key of the project ([`find_digested_key_by_password`]);
+//! keys are read without their SCRAM verifiers, which the query function has no use for.
 //!
 //! A project's keys are cached for at most 30 seconds, as the gateway and ingest do: a revoked
 //! read key stops answering within that bound. An unknown project and a wrong key get the same
@@ -9,7 +10,7 @@
 use keen_shared::adapters::keys_table::KeysTable;
 use keen_shared::adapters::secrets::Pepper;
 use keen_shared::adapters::store::StoreError;
-use keen_shared::key::{KeyKind, KeyModel, Permission, StoredKey, find_key_by_password};
+use keen_shared::key::{DigestedKey, KeyKind, KeyModel, Permission, find_digested_key_by_password};
 use keen_shared::query::QueryError;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -41,7 +42,7 @@ pub enum AuthError {
 pub struct KeyDirectory {
     table: KeysTable,
     pepper: Pepper,
-    cache: quick_cache::sync::Cache<String, (Instant, Arc<Vec<StoredKey>>)>,
+    cache: quick_cache::sync::Cache<String, (Instant, Arc<Vec<DigestedKey>>)>,
 }
 
 impl KeyDirectory {
@@ -54,7 +55,7 @@ impl KeyDirectory {
         }
     }
 
-    async fn keys_of(&self, project: &str) -> Result<Arc<Vec<StoredKey>>, StoreError> {
+    async fn keys_of(&self, project: &str) -> Result<Arc<Vec<DigestedKey>>, StoreError> {
         if let Some((at, keys)) = self.cache.get(project)
             && at.elapsed() < KEY_CACHE_TTL
         {
@@ -62,7 +63,7 @@ impl KeyDirectory {
         }
         let keys = Arc::new(
             self.table
-                .list_keys(project)
+                .list_digested_keys(project)
                 .await
                 .map_err(|error| StoreError {
                     operation: "read keys",
@@ -89,7 +90,7 @@ impl KeyDirectory {
             )));
         };
         let keys = self.keys_of(project).await.map_err(AuthError::Store)?;
-        let Some(key) = find_key_by_password(self.pepper.as_bytes(), api_key, &keys)
+        let Some(key) = find_digested_key_by_password(self.pepper.as_bytes(), api_key, &keys)
             .filter(|key| key.model.is_active)
         else {
             return Err(AuthError::Denied(QueryError::InvalidApiKey(format!(

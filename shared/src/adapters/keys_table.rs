@@ -21,12 +21,14 @@
 //!   conditional failures are answers, not failures.
 //! - Nothing here logs, and errors never carry digests or verifiers.
 
-use crate::key::{KeyId, KeyKind, KeyModel, KeyOptions, Permission, ProjectSalt, StoredKey};
+use crate::key::{
+    DigestedKey, KeyId, KeyKind, KeyModel, KeyOptions, Permission, ProjectSalt, StoredKey,
+};
 use crate::scram::ScramVerifier;
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::primitives::Blob;
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::types::{AttributeValue, Select};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use std::collections::HashMap;
@@ -35,6 +37,18 @@ use std::collections::HashMap;
 pub const PROJECT_SK: &str = "project";
 /// Prefix of key items' sort keys.
 pub const KEY_SK_PREFIX: &str = "key#";
+/// What [`KeysTable::list_digested_keys`] reads of a key item: everything but the SCRAM
+/// verifiers. template.yaml's QueryRole allows reading exactly these (plus the key `pk`).
+pub const DIGESTED_KEY_ATTRIBUTES: &[&str] = &[
+    "sk",
+    "key_id",
+    "name",
+    "kind",
+    "permitted",
+    "is_active",
+    "options",
+    "digest",
+];
 
 type Item = HashMap<String, AttributeValue>;
 
@@ -189,23 +203,61 @@ impl KeysTable {
 
     /// Every key of the project, in key id order (the sort key's order).
     pub async fn list_keys(&self, project_id: &str) -> Result<Vec<StoredKey>, KeysTableError> {
+        self.query_keys(project_id, None, key_from_item).await
+    }
+
+    /// Every key of the project without its SCRAM verifiers, in key id order: what a password
+    /// check needs. Asks for exactly [`DIGESTED_KEY_ATTRIBUTES`] (`Select` = specific
+    /// attributes), which is all the query function's IAM role may read of the table.
+    pub async fn list_digested_keys(
+        &self,
+        project_id: &str,
+    ) -> Result<Vec<DigestedKey>, KeysTableError> {
+        self.query_keys(
+            project_id,
+            Some(DIGESTED_KEY_ATTRIBUTES),
+            digested_key_from_item,
+        )
+        .await
+    }
+
+    async fn query_keys<K>(
+        &self,
+        project_id: &str,
+        projection: Option<&[&str]>,
+        parse: fn(&str, &Item) -> Result<K, KeysTableError>,
+    ) -> Result<Vec<K>, KeysTableError> {
         let mut keys = Vec::new();
         let mut start: Option<Item> = None;
         loop {
-            let page = self
+            let mut query = self
                 .client
                 .query()
                 .table_name(&self.table_name)
-                .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+                .expression_attribute_names("#pk", "pk")
+                .expression_attribute_names("#sk", "sk")
                 .expression_attribute_values(":pk", s(project_id))
                 .expression_attribute_values(":prefix", s(KEY_SK_PREFIX))
                 .consistent_read(true)
-                .set_exclusive_start_key(start.take())
+                .set_exclusive_start_key(start.take());
+            if let Some(attributes) = projection {
+                // Names through placeholders: `name` and `options` are DynamoDB reserved words.
+                for name in attributes {
+                    query = query.expression_attribute_names(format!("#{name}"), *name);
+                }
+                let placeholders: Vec<String> =
+                    attributes.iter().map(|name| format!("#{name}")).collect();
+                query = query
+                    .select(Select::SpecificAttributes)
+                    .projection_expression(placeholders.join(", "));
+            }
+            let page = query
                 .send()
                 .await
                 .map_err(|error| classify("Query", error))?;
             for item in page.items() {
-                keys.push(key_from_item(project_id, item)?);
+                keys.push(parse(project_id, item)?);
             }
             match page.last_evaluated_key() {
                 Some(last) if !last.is_empty() => start = Some(last.clone()),
@@ -436,56 +488,75 @@ fn project_from_item(project_id: &str, item: &Item) -> Result<ProjectSalt, KeysT
 }
 
 fn key_from_item(project_id: &str, item: &Item) -> Result<StoredKey, KeysTableError> {
-    let sort_key = match item.get("sk") {
-        Some(AttributeValue::S(sk)) => sk.as_str(),
-        _ => "?",
-    };
-    let reader = ItemReader {
-        project_id,
-        sort_key,
-        item,
-    };
-    let key_id = KeyId::parse(reader.string("key_id")?)
-        .map_err(|error| reader.malformed(error.to_string()))?;
-    let kind = match reader.string("kind")? {
-        "master" => KeyKind::Master,
-        "write" => KeyKind::Write,
-        "read" => KeyKind::Read,
-        "access" => KeyKind::Access,
-        other => return Err(reader.malformed(format!("unknown kind {other:?}"))),
-    };
-    let permitted = match reader.get("permitted")? {
-        AttributeValue::L(list) => list
-            .iter()
-            .map(|value| match value {
-                AttributeValue::S(name) => name
-                    .parse::<Permission>()
-                    .map_err(|error| reader.malformed(error.to_string())),
-                _ => Err(reader.malformed("permitted holds a non-string".to_owned())),
-            })
-            .collect::<Result<Vec<_>, _>>()?,
-        _ => return Err(reader.malformed("permitted is not a list".to_owned())),
-    };
-    let options: KeyOptions = serde_json::from_str(reader.string("options")?)
-        .map_err(|error| reader.malformed(format!("options: {error}")))?;
-    let digest: [u8; 32] = reader
-        .bytes("digest")?
-        .try_into()
-        .map_err(|_| reader.malformed("digest is not 32 bytes".to_owned()))?;
+    let reader = ItemReader::of_key(project_id, item);
+    let DigestedKey { model, digest } = reader.digested_key()?;
     Ok(StoredKey {
-        model: KeyModel {
-            key_id,
-            project_id: project_id.to_owned(),
-            name: reader.string("name")?.to_owned(),
-            kind,
-            permitted,
-            is_active: reader.boolean("is_active")?,
-            options,
-        },
+        model,
         digest,
         scram_sha256: reader.verifier("sha256")?,
         scram_sha512: reader.verifier("sha512")?,
     })
+}
+
+fn digested_key_from_item(project_id: &str, item: &Item) -> Result<DigestedKey, KeysTableError> {
+    ItemReader::of_key(project_id, item).digested_key()
+}
+
+impl<'a> ItemReader<'a> {
+    fn of_key(project_id: &'a str, item: &'a Item) -> Self {
+        let sort_key = match item.get("sk") {
+            Some(AttributeValue::S(sk)) => sk.as_str(),
+            _ => "?",
+        };
+        ItemReader {
+            project_id,
+            sort_key,
+            item,
+        }
+    }
+
+    /// The model and the digest: every attribute of a key item but the verifiers.
+    fn digested_key(&self) -> Result<DigestedKey, KeysTableError> {
+        let key_id = KeyId::parse(self.string("key_id")?)
+            .map_err(|error| self.malformed(error.to_string()))?;
+        let kind = match self.string("kind")? {
+            "master" => KeyKind::Master,
+            "write" => KeyKind::Write,
+            "read" => KeyKind::Read,
+            "access" => KeyKind::Access,
+            other => return Err(self.malformed(format!("unknown kind {other:?}"))),
+        };
+        let permitted = match self.get("permitted")? {
+            AttributeValue::L(list) => list
+                .iter()
+                .map(|value| match value {
+                    AttributeValue::S(name) => name
+                        .parse::<Permission>()
+                        .map_err(|error| self.malformed(error.to_string())),
+                    _ => Err(self.malformed("permitted holds a non-string".to_owned())),
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            _ => return Err(self.malformed("permitted is not a list".to_owned())),
+        };
+        let options: KeyOptions = serde_json::from_str(self.string("options")?)
+            .map_err(|error| self.malformed(format!("options: {error}")))?;
+        let digest: [u8; 32] = self
+            .bytes("digest")?
+            .try_into()
+            .map_err(|_| self.malformed("digest is not 32 bytes".to_owned()))?;
+        Ok(DigestedKey {
+            model: KeyModel {
+                key_id,
+                project_id: self.project_id.to_owned(),
+                name: self.string("name")?.to_owned(),
+                kind,
+                permitted,
+                is_active: self.boolean("is_active")?,
+                options,
+            },
+            digest,
+        })
+    }
 }
 
 fn is_conditional_failure<E: ProvideErrorMetadata>(error: &SdkError<E, HttpResponse>) -> bool {
@@ -552,6 +623,50 @@ mod tests {
         };
         let key = StoredKey::derive(model, &secret, PEPPER, &ProjectSalt::generate());
         (key, secret.expose().to_owned())
+    }
+
+    #[test]
+    fn the_digested_attributes_are_a_key_item_without_its_verifiers() {
+        let (key, _) = stored(KeyKind::Read, Vec::new(), KeyOptions::default());
+        let mut item = key_to_item(&key).expect("item");
+        item.retain(|name, _| DIGESTED_KEY_ATTRIBUTES.contains(&name.as_str()));
+        assert!(item.keys().all(|name| !name.starts_with("scram_")));
+        let digested = digested_key_from_item("p1", &item).expect("enough to check a password");
+        assert_eq!(digested.model, key.model);
+        assert_eq!(digested.digest, key.digest);
+    }
+
+    /// The query function's role may read exactly what `list_digested_keys` asks for.
+    #[test]
+    fn the_query_role_reads_keys_as_list_digested_keys_asks() {
+        use crate::adapters::provision::DEPLOYMENT_TEMPLATE;
+        let template: serde_yaml::Value =
+            serde_yaml::from_str(DEPLOYMENT_TEMPLATE).expect("template.yaml is YAML");
+        let statements = &template["Resources"]["QueryRole"]["Properties"]["Policies"][0]["PolicyDocument"]
+            ["Statement"];
+        let statement = statements
+            .as_sequence()
+            .expect("statements")
+            .iter()
+            .find(|statement| statement["Sid"] == "KeysWithoutVerifiers")
+            .expect("QueryRole has a KeysWithoutVerifiers statement");
+        let condition = &statement["Condition"];
+        let mut allowed: Vec<&str> = condition["ForAllValues:StringEquals"]["dynamodb:Attributes"]
+            .as_sequence()
+            .expect("attribute list")
+            .iter()
+            .map(|name| name.as_str().expect("a name"))
+            .collect();
+        allowed.sort_unstable();
+        let mut asked: Vec<&str> = DIGESTED_KEY_ATTRIBUTES.to_vec();
+        asked.push("pk");
+        asked.sort_unstable();
+        assert_eq!(allowed, asked);
+        assert_eq!(
+            condition["StringEquals"]["dynamodb:Select"].as_str(),
+            Some("SPECIFIC_ATTRIBUTES")
+        );
+        assert_eq!(statement["Action"].as_str(), Some("dynamodb:Query"));
     }
 
     #[test]
