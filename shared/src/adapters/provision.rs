@@ -932,12 +932,12 @@ mod tests {
                 .map(String::as_str),
             Some("1209600")
         );
-        assert_eq!(
-            queue
+        // Encrypted under the stack's key when deployed; no KMS key exists locally.
+        assert!(!queue.attributes.contains_key("KmsMasterKeyId"));
+        assert!(
+            !queue
                 .attributes
-                .get("SqsManagedSseEnabled")
-                .map(String::as_str),
-            Some("true")
+                .contains_key("KmsDataKeyReusePeriodSeconds")
         );
         assert!(!queue.is_fifo());
     }
