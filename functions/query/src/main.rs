@@ -1,8 +1,9 @@
 //! The query Lambda, or — outside Lambda — the same service on a local port.
 //!
-//! Inside Lambda (`AWS_LAMBDA_RUNTIME_API` is set) it answers HTTP API / function URL events.
-//! Elsewhere it listens on `QUERY_LISTEN` (default `127.0.0.1:3000`), which is how the local
-//! stack serves it; both paths go through [`QueryService::respond`].
+//! Inside Lambda (`AWS_LAMBDA_RUNTIME_API` is set) it answers API Gateway events: the deployed
+//! REST API's, or HTTP API / function URL ones. Elsewhere it listens on `QUERY_LISTEN` (default
+//! `127.0.0.1:3000`), which is how the local stack serves it; both paths go through
+//! [`QueryService::respond`].
 
 use keen_query::{Config, QueryService, Reply};
 use keen_shared::adapters::secrets::load_pepper;
