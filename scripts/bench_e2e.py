@@ -78,29 +78,14 @@ def processes(pids_file):
     return out
 
 
-def counted_after(acks, polls, done, poller):
-    """Waits (up to 120 s) until the polled count reaches every acknowledgement, stops the
-    poller, and returns each event's freshness: from its acknowledgement (sorted `acks`) to the
-    first poll whose count reaches it."""
-    deadline = time.monotonic() + 120
-    while (not polls or polls[-1][1] < len(acks)) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    done.set()
-    poller.join()
-    latencies = []
-    i = 0
-    for k, ack in enumerate(acks, start=1):
-        while i < len(polls) and polls[i][1] < k:
-            i += 1
-        if i == len(polls):
-            break
-        latencies.append(max(0.0, polls[i][0] - ack))
-    return latencies
-
-
-def freshness(args, query):
-    collection = "fresh"
-    total = args.rate * args.seconds
+def paced(client_args, query, collection, rate, seconds):
+    """Sends `rate` events/s for `seconds` to `collection` while polling its count every 10 ms.
+    Returns (acknowledgement latencies from produce() to the delivery report, freshness
+    latencies from the delivery report to the first poll whose count reaches the event, events
+    sent, seconds it took to produce them). Event k in acknowledgement order counts as
+    queryable at the first poll whose count reaches k."""
+    total = rate * seconds
+    sent = [None] * total
     acked = [None] * total
     polls = []
     done = threading.Event()
@@ -113,7 +98,7 @@ def freshness(args, query):
 
     thread = threading.Thread(target=poller, daemon=True)
     thread.start()
-    p = producer(args)
+    p = producer(client_args)
 
     def on_delivery(n):
         def callback(error, _message):
@@ -123,20 +108,41 @@ def freshness(args, query):
 
     start = time.monotonic()
     for n in range(total):
-        due = start + n / args.rate
+        due = start + n / rate
         while True:
             now = time.monotonic()
             if now >= due:
                 break
             p.poll(min(due - now, 0.005))
-        p.produce(collection, event(n, "fresh"), on_delivery=on_delivery(n))
+        sent[n] = time.monotonic()
+        p.produce(collection, event(n, collection), on_delivery=on_delivery(n))
         p.poll(0)
     p.flush(120)
     produced_in = time.monotonic() - start
+    acknowledgements = [a - s for s, a in zip(sent, acked) if a is not None]
     acks = sorted(a for a in acked if a is not None)
-    latencies = counted_after(acks, polls, done, thread)
+    # Wait (up to 120 s) until the polled count reaches every acknowledgement.
+    deadline = time.monotonic() + 120
+    while (not polls or polls[-1][1] < len(acks)) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    done.set()
+    thread.join()
+    latencies = []
+    i = 0
+    for k, ack in enumerate(acks, start=1):
+        while i < len(polls) and polls[i][1] < k:
+            i += 1
+        if i == len(polls):
+            break
+        latencies.append(max(0.0, polls[i][0] - ack))
+    return acknowledgements, latencies, total, produced_in
+
+
+def freshness(args, query):
+    acknowledged, latencies, total, produced_in = paced(
+        args, query, "fresh", args.rate, args.seconds)
     print(f"freshness at {args.rate} events/s for {args.seconds} s "
-          f"(produced in {produced_in:.1f} s, {len(acks)} of {total} acknowledged, "
+          f"(produced in {produced_in:.1f} s, {len(acknowledged)} of {total} acknowledged, "
           f"{len(latencies)} counted):")
     if latencies:
         print(f"  acknowledgement → counted by the query API: "

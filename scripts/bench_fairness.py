@@ -2,15 +2,13 @@
 another floods as fast as its client can, and the quiet project's figures are compared with a
 run of its own without the flood, measured in the same stack. Prints figures; asserts nothing.
 
-Acknowledgement latency: from produce() to the delivery report. Freshness: from the delivery
-report to the first poll of the query API whose count reaches the event (as in bench_e2e.py:
-polled every 10 ms, so figures are late by up to one poll interval, never early)."""
+Acknowledgement latency and freshness as bench_e2e.paced measures them (the count polled every
+10 ms, so freshness is late by up to one poll interval, never early)."""
 import argparse
 import multiprocessing
-import threading
 import time
 
-from bench_e2e import Query, counted_after, event, percentile, producer
+from bench_e2e import Query, event, paced, percentile, producer
 
 
 class Args:
@@ -19,43 +17,10 @@ class Args:
 
 
 def quiet(gateway, project, write_key, query, collection, rate, seconds):
-    """Sends `rate` events/s for `seconds`; returns (ack latencies, freshness latencies)."""
-    total = rate * seconds
-    sent = [None] * total
-    acked = [None] * total
-    polls = []
-    done = threading.Event()
-
-    def poller():
-        while not done.is_set():
-            polls.append((time.monotonic(), query.count(collection)))
-            time.sleep(0.01)
-
-    thread = threading.Thread(target=poller, daemon=True)
-    thread.start()
-    p = producer(Args(gateway, project, write_key))
-
-    def on_delivery(n):
-        def callback(error, _message):
-            if error is None:
-                acked[n] = time.monotonic()
-        return callback
-
-    start = time.monotonic()
-    for n in range(total):
-        due = start + n / rate
-        while True:
-            now = time.monotonic()
-            if now >= due:
-                break
-            p.poll(min(due - now, 0.005))
-        sent[n] = time.monotonic()
-        p.produce(collection, event(n, collection), on_delivery=on_delivery(n))
-        p.poll(0)
-    p.flush(120)
-    acks = [(a - s) for s, a in zip(sent, acked) if a is not None]
-    delivered = sorted(a for a in acked if a is not None)
-    return acks, counted_after(delivered, polls, done, thread), total
+    """Sends `rate` events/s for `seconds`; returns (ack latencies, freshness latencies, sent)."""
+    acks, fresh, total, _ = paced(Args(gateway, project, write_key), query, collection, rate,
+                                  seconds)
+    return acks, fresh, total
 
 
 def flood(gateway, project, write_key, stop_at, counter):

@@ -68,37 +68,22 @@ pub struct BackingHealth {
 impl BackingHealth {
     /// `Ok` when records can be written, else why not.
     pub fn readiness(&self) -> Result<(), String> {
-        if let Some(reason) = self
-            .fatal
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-        {
+        if let Some(reason) = current(&self.fatal) {
             return Err(format!("backing producer failed fatally: {reason}"));
         }
-        match self
-            .unreachable
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .as_ref()
-        {
-            Some((since, reason)) => Err(format!(
-                "backing cluster unreachable for {} s: {reason}",
-                since.elapsed().as_secs()
-            )),
-            None => match self
-                .failing
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .as_ref()
-            {
-                Some((since, reason)) => Err(format!(
-                    "backing deliveries failing for {} s: {reason}",
-                    since.elapsed().as_secs()
-                )),
-                None => Ok(()),
-            },
+        if let Some((since, reason)) = current(&self.unreachable) {
+            let seconds = since.elapsed().as_secs();
+            return Err(format!(
+                "backing cluster unreachable for {seconds} s: {reason}"
+            ));
         }
+        if let Some((since, reason)) = current(&self.failing) {
+            let seconds = since.elapsed().as_secs();
+            return Err(format!(
+                "backing deliveries failing for {seconds} s: {reason}"
+            ));
+        }
+        Ok(())
     }
 
     /// Whether the producer must be replaced: it failed fatally, or the cluster answers but
@@ -106,71 +91,63 @@ impl BackingHealth {
     pub fn needs_new_producer(&self, patience: Duration) -> bool {
         self.is_fatal()
             || (!self.is_unreachable()
-                && self
-                    .failing
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .as_ref()
-                    .is_some_and(|(since, _)| since.elapsed() > patience))
-    }
-
-    /// A new producer replaced the old one: its failures are history.
-    pub fn replaced(&self) {
-        *self.fatal.lock().unwrap_or_else(PoisonError::into_inner) = None;
-        *self.failing.lock().unwrap_or_else(PoisonError::into_inner) = None;
-    }
-
-    pub fn delivery_failed(&self, reason: &str) {
-        self.failing
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get_or_insert_with(|| (Instant::now(), reason.to_owned()));
-    }
-
-    pub fn delivered(&self) {
-        *self.failing.lock().unwrap_or_else(PoisonError::into_inner) = None;
-        self.reached();
+                && current(&self.failing).is_some_and(|(since, _)| since.elapsed() > patience))
     }
 
     /// Whether the producer failed fatally (the process should be replaced).
     pub fn is_fatal(&self) -> bool {
-        self.fatal
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_some()
+        current(&self.fatal).is_some()
     }
 
     /// Whether the cluster is unreachable now (a probe should run).
     pub fn is_unreachable(&self) -> bool {
-        self.unreachable
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .is_some()
+        current(&self.unreachable).is_some()
     }
 
     pub fn failed_fatally(&self, reason: &str) {
-        self.fatal
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get_or_insert_with(|| reason.to_owned());
+        keep_first(&self.fatal, || reason.to_owned());
     }
 
     pub fn went_unreachable(&self, reason: &str) {
-        self.unreachable
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get_or_insert_with(|| (Instant::now(), reason.to_owned()));
+        keep_first(&self.unreachable, || (Instant::now(), reason.to_owned()));
     }
 
+    pub fn delivery_failed(&self, reason: &str) {
+        keep_first(&self.failing, || (Instant::now(), reason.to_owned()));
+    }
+
+    /// The cluster answered (a delivery or a probe).
     pub fn reached(&self) {
-        let mut unreachable = self
-            .unreachable
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        if unreachable.take().is_some() {
+        if take(&self.unreachable).is_some() {
             tracing::info!("backing cluster reachable again");
         }
     }
+
+    pub fn delivered(&self) {
+        take(&self.failing);
+        self.reached();
+    }
+
+    /// A new producer replaced the old one: its failures are history.
+    pub fn replaced(&self) {
+        take(&self.fatal);
+        take(&self.failing);
+    }
+}
+
+fn current<T: Clone>(slot: &Mutex<Option<T>>) -> Option<T> {
+    slot.lock().unwrap_or_else(PoisonError::into_inner).clone()
+}
+
+/// Sets `slot` unless it is set: the first reason is the one reported.
+fn keep_first<T>(slot: &Mutex<Option<T>>, value: impl FnOnce() -> T) {
+    slot.lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .get_or_insert_with(value);
+}
+
+fn take<T>(slot: &Mutex<Option<T>>) -> Option<T> {
+    slot.lock().unwrap_or_else(PoisonError::into_inner).take()
 }
 
 /// Where delivery reports and client errors go.

@@ -448,6 +448,29 @@ struct RawClient {
     next_correlation_id: i32,
 }
 
+/// A stack, a project `project_id`, a gateway with the defaults, and a raw client
+/// authenticated to it as that project.
+async fn authenticated(project_id: &str) -> (Stack, Project, Gateway, RawClient) {
+    let stack = Stack::start().await;
+    let project = stack.project(project_id).await;
+    let gateway = stack.gateway(&[]);
+    let mut client = RawClient::connect(gateway.addr);
+    client.authenticate(&project);
+    (stack, project, gateway, client)
+}
+
+/// A Metadata request naming `count` topics.
+fn metadata_naming(count: usize) -> MetadataRequest {
+    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
+    let topics = (0..count)
+        .map(|i| {
+            MetadataRequestTopic::default()
+                .with_name(Some(TopicName(StrBytes::from_string(format!("topic-{i}")))))
+        })
+        .collect();
+    MetadataRequest::default().with_topics(Some(topics))
+}
+
 /// What became of a connection the test expects the gateway to close.
 #[derive(Debug, PartialEq, Eq)]
 enum Ending {
@@ -848,11 +871,7 @@ async fn slowloris_from_other_sources_leaves_an_honest_producer_served() {
 /// of an earlier one would show.
 #[tokio::test(flavor = "multi_thread")]
 async fn pipelined_produces_keep_their_order_per_partition() {
-    let stack = Stack::start().await;
-    let project = stack.project("adadadadadadadadadadadad").await;
-    let gateway = stack.gateway(&[]);
-    let mut client = RawClient::connect(gateway.addr);
-    client.authenticate(&project);
+    let (stack, _project, _gateway, mut client) = authenticated("adadadadadadadadadadadad").await;
     let requests = 40;
     let per_request = 50;
     let ids: Vec<i32> = (0..requests)
@@ -907,24 +926,9 @@ const METADATA_RSS_BOUND_KIB: u64 = 200 * 1024;
 /// stays bounded and it goes on serving.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_metadata_request_naming_200000_topics_is_refused_within_bounded_memory() {
-    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-    let stack = Stack::start().await;
-    let project = stack.project("acacacacacacacacacacacac").await;
-    let gateway = stack.gateway(&[]);
-    let mut client = RawClient::connect(gateway.addr);
-    client.authenticate(&project);
-    let topics: Vec<MetadataRequestTopic> = (0..200_000)
-        .map(|i| {
-            MetadataRequestTopic::default()
-                .with_name(Some(TopicName(StrBytes::from_string(format!("t{i}")))))
-        })
-        .collect();
+    let (_stack, project, gateway, mut client) = authenticated("acacacacacacacacacacacac").await;
     let before = gateway.metric(MALFORMED);
-    client.send(
-        ApiKey::Metadata,
-        12,
-        &MetadataRequest::default().with_topics(Some(topics)),
-    );
+    client.send(ApiKey::Metadata, 12, &metadata_naming(200_000));
     assert_eq!(
         client.ending(false, Duration::from_secs(10)),
         Ending::Closed
@@ -950,23 +954,8 @@ async fn a_metadata_request_naming_200000_topics_is_refused_within_bounded_memor
 /// each would be 200 MB), and other clients are still served.
 #[tokio::test(flavor = "multi_thread")]
 async fn answers_a_client_never_reads_stay_within_its_budget() {
-    use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-    let stack = Stack::start().await;
-    let project = stack.project("afafafafafafafafafafafaf").await;
-    let gateway = stack.gateway(&[]);
-    let mut client = RawClient::connect(gateway.addr);
-    client.authenticate(&project);
-    let topics: Vec<MetadataRequestTopic> = (0..9_000)
-        .map(|i| {
-            MetadataRequestTopic::default()
-                .with_name(Some(TopicName(StrBytes::from_string(format!("topic-{i}")))))
-        })
-        .collect();
-    let (_, frame) = client.frame(
-        ApiKey::Metadata,
-        12,
-        &MetadataRequest::default().with_topics(Some(topics)),
-    );
+    let (_stack, project, gateway, mut client) = authenticated("afafafafafafafafafafafaf").await;
+    let (_, frame) = client.frame(ApiKey::Metadata, 12, &metadata_naming(9_000));
     client
         .stream
         .set_write_timeout(Some(Duration::from_secs(5)))
@@ -1394,11 +1383,7 @@ async fn sigterm_during_a_large_produce_loses_no_acknowledged_record() {
 /// of answering, as Kafka does.
 #[tokio::test(flavor = "multi_thread")]
 async fn acks_zero_is_never_answered_and_its_failure_closes_the_connection() {
-    let stack = Stack::start().await;
-    let project = stack.project("acacacacacacacacacacacac").await;
-    let gateway = stack.gateway(&[]);
-    let mut client = RawClient::connect(gateway.addr);
-    client.authenticate(&project);
+    let (stack, _project, _gateway, mut client) = authenticated("acacacacacacacacacacacac").await;
     let records = batch(&[Bytes::from_static(b"{\"acks\":0}")], Compression::None);
     client.send(
         ApiKey::Produce,

@@ -196,24 +196,12 @@ impl Gateway {
         self.process.signal("TERM");
     }
 
-    /// The Prometheus text of the metrics port.
-    pub fn metrics_text(&self) -> String {
+    /// A `GET path` on the metrics port: the status code and the body.
+    fn get(&self, path: &str) -> (u16, String) {
         use std::io::{Read, Write};
         let mut stream = std::net::TcpStream::connect(self.metrics).expect("metrics port");
         stream
-            .write_all(b"GET /metrics HTTP/1.1\r\nhost: x\r\n\r\n")
-            .expect("write");
-        let mut text = String::new();
-        stream.read_to_string(&mut text).expect("read");
-        text
-    }
-
-    /// `GET /ready` on the metrics port: the status code and the body.
-    pub fn ready(&self) -> (u16, String) {
-        use std::io::{Read, Write};
-        let mut stream = std::net::TcpStream::connect(self.metrics).expect("metrics port");
-        stream
-            .write_all(b"GET /ready HTTP/1.1\r\nhost: x\r\n\r\n")
+            .write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes())
             .expect("write");
         let mut text = String::new();
         stream.read_to_string(&mut text).expect("read");
@@ -222,8 +210,21 @@ impl Gateway {
             .nth(1)
             .and_then(|code| code.parse().ok())
             .unwrap_or(0);
-        let body = text.split("\r\n\r\n").nth(1).unwrap_or("").to_owned();
+        let body = text
+            .split_once("\r\n\r\n")
+            .map_or("", |(_, body)| body)
+            .to_owned();
         (status, body)
+    }
+
+    /// The Prometheus text of the metrics port.
+    pub fn metrics_text(&self) -> String {
+        self.get("/metrics").1
+    }
+
+    /// `GET /ready` on the metrics port: the status code and the body.
+    pub fn ready(&self) -> (u16, String) {
+        self.get("/ready")
     }
 
     /// The value of one metric line (`name{labels}`), 0 when absent.
