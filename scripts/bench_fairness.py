@@ -1,5 +1,5 @@
 """The driver of scripts/bench-fairness: one project (the quiet one) sends 100 events/s while
-another floods as fast as its client can, and the quiet project's figures are compared with a
+another floods as fast as its clients can (several producers, so several connections), and the quiet project's figures are compared with a
 run of its own without the flood, measured in the same stack. Prints figures; asserts nothing.
 
 Acknowledgement latency and freshness as bench_e2e.paced measures them (the count polled every
@@ -24,7 +24,8 @@ def quiet(gateway, project, write_key, query, collection, rate, seconds):
 
 
 def flood(gateway, project, write_key, stop_at, counter):
-    """Produces as fast as the client can until `stop_at` (monotonic); counts deliveries."""
+    """Produces as fast as one client can until `stop_at` (monotonic); adds its deliveries to
+    `counter`."""
     p = producer(Args(gateway, project, write_key))
     delivered = [0]
 
@@ -41,7 +42,8 @@ def flood(gateway, project, write_key, stop_at, counter):
             p.poll(0.01)
         p.poll(0)
     p.flush(60)
-    counter.value = delivered[0]
+    with counter.get_lock():
+        counter.value += delivered[0]
 
 
 def summary(label, acks, fresh, total):
@@ -62,6 +64,7 @@ def main():
         parser.add_argument(f"--{name}", required=True)
     parser.add_argument("--rate", type=int, default=100)
     parser.add_argument("--seconds", type=int, default=30)
+    parser.add_argument("--flood-connections", type=int, default=4)
     args = parser.parse_args()
     query = Query(args.query, args.quiet_project, args.quiet_read_key)
 
@@ -70,15 +73,19 @@ def main():
                                     query, "quiet_alone", args.rate, args.seconds))
     counter = multiprocessing.Value("q", 0)
     stop_at = time.monotonic() + args.seconds + 2
-    flooder = multiprocessing.Process(
+    flooders = [multiprocessing.Process(
         target=flood, args=(args.gateway, args.flood_project, args.flood_write_key, stop_at, counter))
-    flooder.start()
+        for _ in range(args.flood_connections)]
+    for flooder in flooders:
+        flooder.start()
     time.sleep(2)  # the flood is running before the quiet project starts
     flooded = summary("beside the flood", *quiet(
         args.gateway, args.quiet_project, args.quiet_write_key, query, "quiet_flooded",
         args.rate, args.seconds))
-    flooder.join()
-    print(f"  the flooding project had {counter.value} events acknowledged in "
+    for flooder in flooders:
+        flooder.join()
+    print(f"  the flooding project ({args.flood_connections} producers) had {counter.value} "
+          f"events acknowledged in "
           f"{args.seconds + 2} s ({counter.value / (args.seconds + 2):.0f} events/s)")
     if alone and flooded:
         print(f"  ratio beside the flood / alone: acknowledgement p99 "

@@ -241,6 +241,20 @@ impl Connection {
                     _ = tokio::time::sleep(pause) => {}
                 }
             }
+            // ...and nothing from any connection of a project still in deficit, however many
+            // it opened: the quota holds per project, not per connection.
+            if let Some(session) = &self.session {
+                loop {
+                    let owed = self.gateway.quota.wait_for(&session.principal.project_id);
+                    if owed.is_zero() {
+                        break;
+                    }
+                    tokio::select! {
+                        _ = shutdown.changed() => return Stop::Shutdown,
+                        _ = tokio::time::sleep(owed) => {}
+                    }
+                }
+            }
             let limits = &self.gateway.config.limits;
             // Before authentication the deadline runs from accept, not per read: a client that
             // sends ApiVersions every few seconds does not keep a slot without ever logging in.

@@ -5,22 +5,26 @@
 //! Two token buckets per project and gateway task: decompressed bytes per second and records
 //! per second (a flood of tiny records costs the backing cluster and ingest per record, not per
 //! byte). Each holds one second of burst; a deficit is carried over so that sustained excess is
-//! held to the rate, up to [`MAX_DEFICIT`], and one request waits at most [`MAX_THROTTLE`]. Charges
-//! from concurrent connections of one project are serialised under the project's shard lock, so
-//! none is lost.
+//! held to the rate. Charges from concurrent connections of one project are serialised under
+//! the project's shard lock, so none is lost.
+//!
+//! The pause is per project, not per connection: no connection of a project in deficit has its
+//! next request read until the deficit is paid ([`ProduceQuota::wait_for`]). A per-connection
+//! pause alone would let a tenant multiply its rate by opening connections (each pausing at
+//! most [`MAX_THROTTLE`] per request). Each connection adds at most one request to the deficit
+//! before it waits, so the deficit is bounded by the project's connections times the largest
+//! request, and what a project puts into the inbound topic is its rate plus one second of
+//! burst, however many connections it opens.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-/// The longest a client is told to wait per request: Kafka bounds a throttle by its quota
-/// window too.
+/// The longest `throttle_time_ms` a client is told per request, as Kafka bounds it by its
+/// quota window. A project many connections deep in deficit may wait longer before its next
+/// request is read; that wait is its own and never another project's.
 pub const MAX_THROTTLE: Duration = Duration::from_secs(5);
-/// The most a project's deficit may reach, in seconds of its rate: requests a client pipelined
-/// before its pause began are still charged (not forgiven), yet a flood stops costing its
-/// project more than this much waiting once it ends.
-pub const MAX_DEFICIT: Duration = Duration::from_secs(30);
 
 /// Default decompressed bytes per second per project and gateway task.
 pub const DEFAULT_BYTES_PER_SEC: u64 = 16 * 1024 * 1024;
@@ -92,17 +96,42 @@ impl ProduceQuota {
         bucket.records = records_left;
         bytes_wait.max(records_wait)
     }
+
+    /// How long until `project_id` is out of deficit; until then no connection of the project
+    /// has another request read.
+    pub fn wait_for(&self, project_id: &str) -> Duration {
+        self.wait_for_at(project_id, Instant::now())
+    }
+
+    fn wait_for_at(&self, project_id: &str, now: Instant) -> Duration {
+        if !self.is_on() {
+            return Duration::ZERO;
+        }
+        let shard = &self.shards[self.hasher.hash_one(project_id) as usize % SHARDS];
+        let buckets = shard.lock().unwrap_or_else(PoisonError::into_inner);
+        let Some(bucket) = buckets.get(project_id) else {
+            return Duration::ZERO;
+        };
+        let elapsed = now.saturating_duration_since(bucket.at).as_secs_f64();
+        let owed = |tokens: f64, rate: f64| {
+            if rate <= 0.0 || tokens + elapsed * rate >= 0.0 {
+                Duration::ZERO
+            } else {
+                Duration::from_secs_f64(-(tokens + elapsed * rate) / rate)
+            }
+        };
+        owed(bucket.bytes, self.bytes_per_sec as f64)
+            .max(owed(bucket.records, self.records_per_sec as f64))
+    }
 }
 
 /// Refills `tokens` for `elapsed` seconds at `rate` (up to one second's worth), takes `cost`,
-/// and returns the wait the deficit costs (at most [`MAX_THROTTLE`]) and the tokens left
-/// (never below [`MAX_DEFICIT`]'s worth of deficit).
+/// and returns the wait the deficit costs (at most [`MAX_THROTTLE`]) and the tokens left.
 fn take(tokens: f64, elapsed: f64, rate: f64, cost: f64) -> (Duration, f64) {
     if rate <= 0.0 {
         return (Duration::ZERO, tokens);
     }
-    let floor = -rate * MAX_DEFICIT.as_secs_f64();
-    let left = ((tokens + elapsed * rate).min(rate) - cost).max(floor);
+    let left = (tokens + elapsed * rate).min(rate) - cost;
     let wait = if left >= 0.0 {
         Duration::ZERO
     } else {
@@ -166,19 +195,38 @@ mod tests {
     }
 
     #[test]
-    fn the_deficit_and_the_wait_are_bounded() {
+    fn the_told_wait_is_bounded_and_the_deficit_is_not_forgiven() {
         let quota = ProduceQuota::new(1000, 0);
         let t0 = Instant::now();
-        for _ in 0..100 {
-            assert!(quota.charge_at("a", 1_000_000, 1, t0) <= MAX_THROTTLE);
+        // Eight connections each got one 10,000-byte request in before any paused.
+        for _ in 0..8 {
+            assert!(quota.charge_at("a", 10_000, 1, t0) <= MAX_THROTTLE);
         }
-        // The excess is not forgiven at the first wait: still throttled after it...
-        assert_eq!(quota.charge_at("a", 1, 1, t0 + MAX_THROTTLE), MAX_THROTTLE);
-        // ...but out of deficit once the largest deficit has been paid, however much was sent.
-        assert!(
-            quota.charge_at("a", 1, 1, t0 + MAX_DEFICIT + Duration::from_millis(1))
-                < Duration::from_millis(2)
+        // 79,000 bytes over a rate of 1,000/s: the project's next request is read 79 s on,
+        // whichever connection sends it; the clients are told 5 s at most.
+        assert_eq!(quota.wait_for_at("a", t0), Duration::from_secs(79));
+        assert_eq!(
+            quota.wait_for_at("a", t0 + Duration::from_secs(70)),
+            Duration::from_secs(9)
         );
+        assert_eq!(quota.wait_for_at("b", t0), Duration::ZERO);
+        assert_eq!(
+            quota.wait_for_at("a", t0 + Duration::from_secs(79)),
+            Duration::ZERO
+        );
+        assert_eq!(
+            quota.charge_at("a", 1, 1, t0 + Duration::from_secs(80)),
+            Duration::ZERO
+        );
+        assert_eq!(ProduceQuota::new(0, 0).wait_for("a"), Duration::ZERO);
+    }
+
+    #[test]
+    fn records_in_deficit_hold_the_project_too() {
+        let quota = ProduceQuota::new(1 << 30, 100);
+        let t0 = Instant::now();
+        quota.charge_at("a", 10, 350, t0);
+        assert_eq!(quota.wait_for_at("a", t0), Duration::from_millis(2500));
     }
 
     #[test]

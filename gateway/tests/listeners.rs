@@ -260,3 +260,40 @@ async fn a_project_over_its_quota_is_throttled_and_another_is_not() {
         0.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn connections_do_not_multiply_a_projects_quota() {
+    let stack = Stack::start().await;
+    let heavy = stack.project("dddddddddddddddddddddddd").await;
+    let gateway = stack.gateway(&[("GATEWAY_PROJECT_QUOTA_RECORDS_PER_SEC", "100")]);
+    // Eight producers (eight connections), each with one request of 100 records: 800 records
+    // against 100/s and one second of burst. A per-connection pause would read all eight
+    // requests at once; the project's pause reads the next only once the deficit is paid.
+    let started = std::time::Instant::now();
+    let clients: Vec<_> = (0..8)
+        .map(|_| {
+            let argument = json!({
+                "bootstrap": gateway.bootstrap(), "mechanism": "PLAIN", "username": heavy.id,
+                "password": heavy.write_key, "topic": "quota",
+                // One partition and a long linger: each client's 100 records in one request.
+                "records": (0..100).map(|i| json!({"value": format!("{{\"n\":{i}}}"), "partition": 0})).collect::<Vec<_>>(),
+                "config": {"linger.ms": 500, "message.timeout.ms": 60000},
+            });
+            std::thread::spawn(move || {
+                run_client(python().to_str().expect("utf-8"), "confluent_produce.py", &argument)
+            })
+        })
+        .collect();
+    for client in clients {
+        let answer = client.join().expect("client");
+        assert_eq!(answer["delivered"], 100, "throttled, not refused: {answer}");
+    }
+    // A lower bound only (a slow machine makes it longer, never shorter): 700 records past the
+    // burst at 100/s cannot all be taken in less than 7 s; 5 s leaves room for the last
+    // request being read as soon as the deficit before it is paid.
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_secs(5),
+        "800 records taken in {took:?} at 100 records/s"
+    );
+}
