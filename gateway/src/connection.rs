@@ -113,7 +113,7 @@ where
         accepted,
         muted_until: Arc::default(),
         last_enqueued: None,
-        pending_charge: None,
+        turn: None,
     };
     let stop = connection.read_requests(&mut reader).await;
     match &stop {
@@ -195,8 +195,9 @@ struct Connection {
     /// Signalled once the last Produce read has handed its records to the producer: the next
     /// one waits for it, so pipelined produces keep their order per partition.
     last_enqueued: Option<oneshot::Receiver<()>>,
-    /// Resolved once the last Produce read is charged to the quota in full.
-    pending_charge: Option<oneshot::Receiver<()>>,
+    /// Quota: the project's turn, taken before the Produce being read was read; its task lets
+    /// it go once the request is charged in full.
+    turn: Option<crate::quota::Turn>,
 }
 
 /// The in-flight budget a request holds until it is answered.
@@ -221,14 +222,8 @@ impl Connection {
             if *shutdown.borrow_and_update() {
                 return Stop::Shutdown;
             }
-            // Quota: a produce task that found its request over the project's rate paused
-            // the connection; nothing more is read until then.
-            if let Some(pending) = self.pending_charge.take() {
-                tokio::select! {
-                    _ = shutdown.changed() => return Stop::Shutdown,
-                    _ = pending => {}
-                }
-            }
+            // Quota: a produce that found its request over the project's rate paused the
+            // connection; nothing more is read until then.
             let muted = self
                 .muted_until
                 .lock()
@@ -239,20 +234,6 @@ impl Connection {
                 tokio::select! {
                     _ = shutdown.changed() => return Stop::Shutdown,
                     _ = tokio::time::sleep(pause) => {}
-                }
-            }
-            // ...and nothing from any connection of a project still in deficit, however many
-            // it opened: the quota holds per project, not per connection.
-            if let Some(session) = &self.session {
-                loop {
-                    let owed = self.gateway.quota.wait_for(&session.principal.project_id);
-                    if owed.is_zero() {
-                        break;
-                    }
-                    tokio::select! {
-                        _ = shutdown.changed() => return Stop::Shutdown,
-                        _ = tokio::time::sleep(owed) => {}
-                    }
                 }
             }
             let limits = &self.gateway.config.limits;
@@ -278,6 +259,29 @@ impl Connection {
                 Ok(size) => size,
                 Err(e) => return Stop::Wire(e),
             };
+            // Quota: a Produce (its API key, the frame's first two bytes) waits for its project's
+            // turn before anything more of it is read, so a project's requests are read one at
+            // a time, on whichever connection, and none while it is in deficit. Nothing is
+            // reserved meanwhile; other requests (re-authentication) are not held.
+            let mut head = [0u8; 2];
+            let mut have = 0;
+            if let Some(session) = &self.session
+                && size >= head.len()
+                && self.gateway.quota.is_on()
+            {
+                match tokio::time::timeout(limits.frame_timeout, reader.read_exact(&mut head)).await
+                {
+                    Err(_) => return Stop::Timeout,
+                    Ok(Err(e)) => return Stop::Io(e),
+                    Ok(Ok(_)) => have = head.len(),
+                }
+                if i16::from_be_bytes(head) == ApiKey::Produce as i16 {
+                    self.turn = tokio::select! {
+                        _ = shutdown.changed() => return Stop::Shutdown,
+                        turn = self.gateway.quota.turn(&session.principal.project_id) => turn,
+                    };
+                }
+            }
             let permits = match self.reserve(size).await {
                 Some(permits) => permits,
                 None => return Stop::Shutdown,
@@ -289,7 +293,8 @@ impl Connection {
                 Some(_) => limits.frame_timeout,
             };
             let mut frame = BytesMut::zeroed(size);
-            match tokio::time::timeout(body_wait, reader.read_exact(&mut frame)).await {
+            frame[..have].copy_from_slice(&head[..have]);
+            match tokio::time::timeout(body_wait, reader.read_exact(&mut frame[have..])).await {
                 Err(_) => return Stop::Timeout,
                 Ok(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                     return Stop::Protocol(format!("truncated frame: {size} bytes announced"));
@@ -297,7 +302,10 @@ impl Connection {
                 Ok(Err(e)) => return Stop::Io(e),
                 Ok(Ok(_)) => {}
             }
-            match self.handle(frame.freeze(), permits).await {
+            let handled = self.handle(frame.freeze(), permits).await;
+            // A turn not handed to a produce task (the frame was no valid Produce) ends here.
+            self.turn = None;
+            match handled {
                 Ok(None) => {}
                 Ok(Some(mute)) => {
                     // Quota: read nothing more from this client until its throttle time passed.
@@ -492,20 +500,11 @@ impl Connection {
                 .get_or_create(&Metrics::label("project_id", principal.project_id.clone()))
                 .inc_by(throttle.as_secs_f64());
         }
-        // With a quota, the next request is read only once this one is charged in full, so a
-        // client cannot pipeline past its pause.
-        let charged = if self.gateway.quota.is_on() {
-            let (charged, wait) = oneshot::channel();
-            self.pending_charge = Some(wait);
-            Some(charged)
-        } else {
-            None
-        };
         let owed = crate::produce::Throttle {
             charged_bytes: size,
             read_wait: throttle,
             muted_until: self.muted_until.clone(),
-            charged,
+            turn: self.turn.take(),
         };
         // Decoded bytes are reserved here, in request order, before the task exists: a
         // request never waits for budget held by one read after it on this connection.

@@ -142,8 +142,8 @@ pub async fn handle(
             .inc_by(wait.as_secs_f64());
     }
     let throttle_time_ms = i32::try_from(throttle.total().as_millis()).unwrap_or(i32::MAX);
-    // The reader may read this connection's next request now: its pause, if any, is set.
-    drop(throttle.charged);
+    // The project's next Produce may be read now: its cost is known and its pause, if any, set.
+    drop(throttle.turn);
     // Per-partition order across a connection's pipelined requests: this request hands its
     // records to the producer only after the one before it did, then waits for its
     // acknowledgements alongside the others.
@@ -208,9 +208,9 @@ pub struct Throttle {
     pub read_wait: std::time::Duration,
     /// The instant before which the connection reads nothing more; shared with its reader.
     pub muted_until: std::sync::Arc<std::sync::Mutex<Option<Instant>>>,
-    /// Dropped once the request is charged in full; the reader waits for it before reading
-    /// the next request, as Kafka reads a connection's next request only after the last one.
-    pub charged: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The project's turn (quota on): dropped once the request is charged in full, so the
+    /// project's next Produce, on any connection, is read only then.
+    pub turn: Option<crate::quota::Turn>,
 }
 
 impl Throttle {

@@ -8,17 +8,17 @@
 //! held to the rate. Charges from concurrent connections of one project are serialised under
 //! the project's shard lock, so none is lost.
 //!
-//! The pause is per project, not per connection: no connection of a project in deficit has its
-//! next request read until the deficit is paid ([`ProduceQuota::wait_for`]). A per-connection
-//! pause alone would let a tenant multiply its rate by opening connections (each pausing at
-//! most [`MAX_THROTTLE`] per request). Each connection adds at most one request to the deficit
-//! before it waits, so the deficit is bounded by the project's connections times the largest
-//! request, and what a project puts into the inbound topic is its rate plus one second of
-//! burst, however many connections it opens.
+//! The pause is per project, not per connection: a project's Produce requests are read one at
+//! a time ([`ProduceQuota::turn`]), each only once the one before it is charged in full and the
+//! project's deficit is paid. A per-connection pause alone would let a tenant multiply its rate
+//! by opening connections (each pausing at most [`MAX_THROTTLE`] per request, or all reading a
+//! request at once when the deficit is paid). So what a project puts into the inbound topic is
+//! its rate, plus one second of burst and one request, however many connections it opens; other
+//! requests (metadata, re-authentication) are not held, so a throttled session still renews.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
 /// The longest `throttle_time_ms` a client is told per request, as Kafka bounds it by its
@@ -43,11 +43,19 @@ struct Bucket {
     records: f64,
 }
 
+/// A project's turn to have a Produce request read: held from before the request is read
+/// until it is charged in full, so the next one sees its whole cost.
+pub type Turn = tokio::sync::OwnedMutexGuard<()>;
+
+/// One lock per project with a request waiting or being read; forgotten with its last holder.
+type Turns = HashMap<String, Weak<tokio::sync::Mutex<()>>>;
+
 /// The buckets of every project; a rate of 0 disables that bucket.
 pub struct ProduceQuota {
     bytes_per_sec: u64,
     records_per_sec: u64,
     shards: Vec<Mutex<HashMap<String, Bucket>>>,
+    turns: Vec<Mutex<Turns>>,
     hasher: RandomState,
 }
 
@@ -57,6 +65,7 @@ impl ProduceQuota {
             bytes_per_sec,
             records_per_sec,
             shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            turns: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
             hasher: RandomState::new(),
         }
     }
@@ -97,8 +106,39 @@ impl ProduceQuota {
         bytes_wait.max(records_wait)
     }
 
-    /// How long until `project_id` is out of deficit; until then no connection of the project
-    /// has another request read.
+    /// Waits for `project_id`'s turn to have a Produce request read: after the project's
+    /// request before it (on any connection) is charged in full and its deficit is paid. `None`
+    /// when the quota is off.
+    pub async fn turn(&self, project_id: &str) -> Option<Turn> {
+        if !self.is_on() {
+            return None;
+        }
+        let lock = {
+            let shard = &self.turns[self.hasher.hash_one(project_id) as usize % SHARDS];
+            let mut turns = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            match turns.get(project_id).and_then(Weak::upgrade) {
+                Some(lock) => lock,
+                None => {
+                    if turns.len() >= BUCKETS_PER_SHARD {
+                        turns.retain(|_, lock| lock.strong_count() > 0);
+                    }
+                    let lock = Arc::new(tokio::sync::Mutex::new(()));
+                    turns.insert(project_id.to_owned(), Arc::downgrade(&lock));
+                    lock
+                }
+            }
+        };
+        let turn = lock.lock_owned().await;
+        loop {
+            let owed = self.wait_for(project_id);
+            if owed.is_zero() {
+                return Some(turn);
+            }
+            tokio::time::sleep(owed).await;
+        }
+    }
+
+    /// How long until `project_id` is out of deficit.
     pub fn wait_for(&self, project_id: &str) -> Duration {
         self.wait_for_at(project_id, Instant::now())
     }
