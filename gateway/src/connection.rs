@@ -235,8 +235,10 @@ impl Connection {
                     _ = shutdown.changed() => return Stop::Shutdown,
                     _ = tokio::time::sleep(pause) => {}
                 }
+                self.extend_session(pause);
             }
-            let limits = &self.gateway.config.limits;
+            let gateway = self.gateway.clone();
+            let limits = &gateway.config.limits;
             // Before authentication the deadline runs from accept, not per read: a client that
             // sends ApiVersions every few seconds does not keep a slot without ever logging in.
             let (limit, wait) = match self.session {
@@ -265,9 +267,12 @@ impl Connection {
             // reserved meanwhile; other requests (re-authentication) are not held.
             let mut head = [0u8; 2];
             let mut have = 0;
-            if let Some(session) = &self.session
+            if let Some(project_id) = self
+                .session
+                .as_ref()
+                .map(|s| s.principal.project_id.clone())
                 && size >= head.len()
-                && self.gateway.quota.is_on()
+                && gateway.quota.is_on()
             {
                 match tokio::time::timeout(limits.frame_timeout, reader.read_exact(&mut head)).await
                 {
@@ -276,10 +281,12 @@ impl Connection {
                     Ok(Ok(_)) => have = head.len(),
                 }
                 if i16::from_be_bytes(head) == ApiKey::Produce as i16 {
+                    let waiting = Instant::now();
                     self.turn = tokio::select! {
                         _ = shutdown.changed() => return Stop::Shutdown,
-                        turn = self.gateway.quota.turn(&session.principal.project_id) => turn,
+                        turn = gateway.quota.turn(&project_id) => turn,
                     };
+                    self.extend_session(waiting.elapsed());
                 }
             }
             let permits = match self.reserve(size).await {
@@ -316,6 +323,15 @@ impl Connection {
                 }
                 Err(stop) => return stop,
             }
+        }
+    }
+
+    /// The time the gateway held this connection for the quota does not count against its
+    /// KIP-368 session: a client that sent its requests in time, re-authentication included,
+    /// is not cut off because we read them late.
+    fn extend_session(&mut self, held: Duration) {
+        if let Some(at) = self.session.as_mut().and_then(|s| s.expires_at.as_mut()) {
+            *at += held;
         }
     }
 

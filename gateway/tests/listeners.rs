@@ -297,3 +297,38 @@ async fn connections_do_not_multiply_a_projects_quota() {
         "800 records taken in {took:?} at 100 records/s"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_throttled_session_is_not_cut_off_for_the_time_it_was_held() {
+    let stack = Stack::start().await;
+    let heavy = stack.project("cccccccccccccccccccccccc").await;
+    // Sessions of 2 s, 100 records/s: four clients' 150 records each, in requests of about 50,
+    // take about 6 s, so each re-authenticates while its requests wait for the project's turn.
+    let gateway = stack.gateway(&[
+        ("GATEWAY_PROJECT_QUOTA_RECORDS_PER_SEC", "100"),
+        ("GATEWAY_SESSION_LIFETIME_MS", "2000"),
+    ]);
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let argument = json!({
+                "bootstrap": gateway.bootstrap(), "mechanism": "PLAIN", "username": heavy.id,
+                "password": heavy.write_key, "topic": "quota",
+                "records": (0..150).map(|i| json!({"value": format!("{{\"n\":{i}}}"), "partition": 0})).collect::<Vec<_>>(),
+                "config": {"batch.num.messages": 50, "linger.ms": 5, "message.timeout.ms": 60000,
+                           "enable.idempotence": true},
+            });
+            std::thread::spawn(move || {
+                run_client(python().to_str().expect("utf-8"), "confluent_produce.py", &argument)
+            })
+        })
+        .collect();
+    for client in clients {
+        let answer = client.join().expect("client");
+        assert_eq!(answer["delivered"], 150, "{answer}");
+    }
+    let log = gateway.log_text();
+    assert!(
+        !log.contains("session expired without re-authentication"),
+        "a request the client sent in time was refused as late:\n{log}"
+    );
+}
