@@ -251,7 +251,7 @@ async fn dead_letters_are_listed_shown_and_replayed_after_a_key_is_reinstated() 
     json_of(&run(&["revoke-key", "p1", &key_id]));
     let dynamodb = moto.dynamodb();
     let config = keen_ingest::Config {
-        tables: keen_shared::adapters::store::Tables {
+        tables: keen_aws::store::Tables {
             events: env["EVENTS_TABLE"].clone(),
             counters: env["COUNTERS_TABLE"].clone(),
             collections: env["COLLECTIONS_TABLE"].clone(),
@@ -387,17 +387,13 @@ async fn dead_letters_are_listed_shown_and_replayed_after_a_key_is_reinstated() 
         report.contains("1 dead letters: still invalid 1"),
         "{report}"
     );
-    let counted: u64 = keen_shared::adapters::store::read_counters(
-        &dynamodb,
-        &config.tables.counters,
-        "p1",
-        "clicks",
-    )
-    .await
-    .expect("counters")
-    .iter()
-    .map(|(_, n)| n)
-    .sum();
+    let counted: u64 =
+        keen_aws::store::read_counters(&dynamodb, &config.tables.counters, "p1", "clicks")
+            .await
+            .expect("counters")
+            .iter()
+            .map(|(_, n)| n)
+            .sum();
     assert_eq!(counted, 2);
 
     // Replay without the ingest's environment says what is missing.

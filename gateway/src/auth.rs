@@ -6,8 +6,8 @@
 //! unknown project gets a salt derived from the pepper, so the exchange looks the same and
 //! project ids cannot be enumerated. No password, key or proof is ever logged.
 
-use keen_shared::adapters::keys_table::{KeysTable, KeysTableError};
-use keen_shared::adapters::secrets::Pepper;
+use keen_aws::keys_table::{KeysTable, KeysTableError};
+use keen_aws::secrets::Pepper;
 use keen_shared::key::{
     ProjectSalt, StoredKey, fake_salt_for_unknown_project, find_key_by_password,
 };

@@ -11,8 +11,8 @@ mod common;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use common::{COLLECTION, KEY_ID, Outbound, PARTITIONS, PROJECT, TOPIC, produce};
-use keen_shared::adapters::keys_table::KeysTable;
-use keen_shared::adapters::store;
+use keen_aws::keys_table::KeysTable;
+use keen_aws::store;
 use keen_shared::key::{KeyModel, SecretKey, StoredKey};
 use keen_testkit::{MotoServer, Provisioned, TansuBroker};
 use serde_json::json;

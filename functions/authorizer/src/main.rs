@@ -5,8 +5,8 @@
 //! standard AWS variables (`AWS_ENDPOINT_URL` points it at a local server).
 
 use keen_authorizer::Authorizer;
-use keen_shared::adapters::keys_table::KeysTable;
-use keen_shared::adapters::secrets::load_pepper;
+use keen_aws::keys_table::KeysTable;
+use keen_aws::secrets::load_pepper;
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::Value;
 use tracing_subscriber::EnvFilter;

@@ -8,13 +8,13 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use keen_aws::batch::WriteBatcher;
+use keen_aws::dlq::DeadLetterQueue;
+use keen_aws::keys_table::KeysTable;
+use keen_aws::store::{self, EventFacts, Tables};
 use keen_ingest::MskEvent;
 use keen_ingest::{Config, Ingest, decode_event};
 use keen_shared::Outcome;
-use keen_shared::adapters::batch::WriteBatcher;
-use keen_shared::adapters::dlq::DeadLetterQueue;
-use keen_shared::adapters::keys_table::KeysTable;
-use keen_shared::adapters::store::{self, EventFacts, Tables};
 use keen_shared::addon::ReferenceData;
 use keen_shared::key::{KeyModel, SecretKey, StoredKey};
 use keen_shared::storage::EventLayout;

@@ -2,7 +2,7 @@
 //! 30 seconds: with the gateway's own 30 s cache this bounds how long a revoked key keeps
 //! writing to 60 s (product.md §5).
 
-use keen_shared::adapters::keys_table::KeysTable;
+use keen_aws::keys_table::KeysTable;
 use keen_shared::key::{KeyId, KeyModel};
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;

@@ -24,10 +24,10 @@ pub use replay::{ReplayOutcome, ReplayReport, ReplayResult};
 
 use aws_sdk_dynamodb::Client as DynamoDb;
 use aws_sdk_dynamodb::types::AttributeValue;
+use keen_aws::batch::{TableWrite, WriteBatcher, WriteOp};
+use keen_aws::dlq::{self, Announcement, DeadLetterQueue};
+use keen_aws::store::{self, Claim, CollectionUpdate, CounterKey, EventFacts, Tables};
 use keen_shared::Outcome;
-use keen_shared::adapters::batch::{TableWrite, WriteBatcher, WriteOp};
-use keen_shared::adapters::dlq::{self, Announcement, DeadLetterQueue};
-use keen_shared::adapters::store::{self, Claim, CollectionUpdate, CounterKey, EventFacts, Tables};
 use keen_shared::addon::ReferenceData;
 use keen_shared::dead_letter::{DeadLetter, table_keys};
 use keen_shared::record::{HEADER_PRODUCER_TIMESTAMP, Tenant};
@@ -183,7 +183,7 @@ impl Ingest {
         dynamodb: DynamoDb,
         batcher: WriteBatcher,
         queue: DeadLetterQueue,
-        keys_table: keen_shared::adapters::keys_table::KeysTable,
+        keys_table: keen_aws::keys_table::KeysTable,
         data: Arc<ReferenceData>,
     ) -> Self {
         let layout = EventLayout::new(config.shards);
@@ -212,7 +212,7 @@ impl Ingest {
             dynamodb.clone(),
             WriteBatcher::new(dynamodb.clone()),
             DeadLetterQueue::new(sqs, config.dead_letter_queue_url.clone()),
-            keen_shared::adapters::keys_table::KeysTable::new(dynamodb, config.keys_table.clone()),
+            keen_aws::keys_table::KeysTable::new(dynamodb, config.keys_table.clone()),
             data,
         )
     }
@@ -984,10 +984,7 @@ fn announcement(letter: &DeadLetter, tag: usize) -> Announcement {
 
 /// Applies a write or announcement report: transient failures become [`Fate::Retry`]; refusals
 /// of the content are returned with their reason (retrying them is useless).
-fn settle(
-    report: &keen_shared::adapters::batch::WriteReport,
-    fates: &mut [Fate],
-) -> Vec<(usize, String)> {
+fn settle(report: &keen_aws::retry::WriteReport, fates: &mut [Fate]) -> Vec<(usize, String)> {
     let refused = report.refused();
     for &tag in &report.failed_tags {
         if !refused.iter().any(|(t, _)| *t == tag) {

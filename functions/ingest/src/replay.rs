@@ -20,8 +20,8 @@
 //! - A transient failure leaves the dead letter as it was; replaying again is always safe.
 
 use crate::{DecodedRecord, Fate, Ingest, Mode};
+use keen_aws::dead_letters;
 use keen_shared::Outcome;
-use keen_shared::adapters::dead_letters;
 use keen_shared::dead_letter::{DeadLetter, PayloadRef, SERVICE_VERSION, table_keys};
 use keen_shared::record::Tenant;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -272,7 +272,7 @@ impl Ingest {
         letter: &DeadLetter,
         copies: &[PayloadRef],
         fresh: DeadLetter,
-    ) -> Result<(), keen_shared::adapters::store::StoreError> {
+    ) -> Result<(), keen_aws::store::StoreError> {
         let replayed = table_keys(letter);
         let Some(kept) = copies
             .iter()
@@ -299,10 +299,7 @@ impl Ingest {
         self.remove_all(&others).await
     }
 
-    async fn remove_all(
-        &self,
-        copies: &[PayloadRef],
-    ) -> Result<(), keen_shared::adapters::store::StoreError> {
+    async fn remove_all(&self, copies: &[PayloadRef]) -> Result<(), keen_aws::store::StoreError> {
         for copy in copies {
             dead_letters::delete_dead_letter(
                 &self.dynamodb,

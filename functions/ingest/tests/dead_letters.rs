@@ -5,10 +5,10 @@
 mod common;
 
 use common::*;
+use keen_aws::batch::WriteBatcher;
+use keen_aws::dead_letters::{DeadLetterQuery, find_dead_letter, list_dead_letters};
+use keen_aws::store;
 use keen_ingest::{DecodedRecord, ReplayOutcome};
-use keen_shared::adapters::batch::WriteBatcher;
-use keen_shared::adapters::dead_letters::{DeadLetterQuery, find_dead_letter, list_dead_letters};
-use keen_shared::adapters::store;
 use keen_shared::dead_letter::DeadLetter;
 use keen_shared::keen::KeenId;
 

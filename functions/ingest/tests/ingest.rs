@@ -3,9 +3,11 @@
 //! idempotent-producer resends, exact counters under redelivery, and injected write faults.
 
 use aws_sdk_dynamodb::types::AttributeValue;
+use keen_aws::batch::WriteBatcher;
+use keen_aws::faults::{Fault, FaultInjecting};
+use keen_aws::retry::Retrying;
+use keen_aws::store;
 use keen_ingest::DecodedRecord;
-use keen_shared::adapters::batch::{Fault, FaultInjecting, Retrying, WriteBatcher};
-use keen_shared::adapters::store;
 use keen_shared::addon::ReferenceData;
 use keen_shared::key::KeyModel;
 use keen_shared::record::Header;
@@ -175,7 +177,7 @@ async fn injected_throttling_is_retried_until_everything_is_stored() {
     let h = Harness::start("throttle").await;
     let faulty = FaultInjecting::shuffled(h.aws.dynamodb.clone(), 42, 10, 0.3, 4);
     let ingest = h.ingest(WriteBatcher::with_api(Arc::new(faulty)).with_policy(
-        keen_shared::adapters::batch::RetryPolicy {
+        keen_aws::retry::RetryPolicy {
             max_attempts: 30,
             base_delay: std::time::Duration::from_millis(1),
             max_delay: std::time::Duration::from_millis(5),
@@ -209,7 +211,7 @@ async fn a_revoked_key_is_dead_lettered_and_a_failing_store_is_retried_from_the_
     );
     let ingest = h.ingest(
         WriteBatcher::with_api(Arc::new(always_failing)).with_policy(
-            keen_shared::adapters::batch::RetryPolicy {
+            keen_aws::retry::RetryPolicy {
                 max_attempts: 2,
                 base_delay: std::time::Duration::from_millis(1),
                 max_delay: std::time::Duration::from_millis(2),
@@ -229,18 +231,18 @@ async fn a_revoked_key_is_dead_lettered_and_a_failing_store_is_retried_from_the_
 /// Holds back every write of part 2 of any split event, forwarding the rest to the real client.
 struct PartTwoFails(aws_sdk_dynamodb::Client);
 
-impl keen_shared::adapters::batch::BatchWriteApi for PartTwoFails {
+impl keen_aws::batch::BatchWriteApi for PartTwoFails {
     fn batch_write(
         &self,
         mut request_items: std::collections::HashMap<
             String,
             Vec<aws_sdk_dynamodb::types::WriteRequest>,
         >,
-    ) -> keen_shared::adapters::batch::BoxFuture<
+    ) -> keen_aws::retry::BoxFuture<
         '_,
         Result<
             std::collections::HashMap<String, Vec<aws_sdk_dynamodb::types::WriteRequest>>,
-            keen_shared::adapters::batch::CallError,
+            keen_aws::retry::CallError,
         >,
     > {
         let mut held = std::collections::HashMap::new();
@@ -302,7 +304,7 @@ async fn a_large_event_is_invisible_until_all_its_parts_are_written() {
 
     let failing = h.ingest(
         WriteBatcher::with_api(Arc::new(PartTwoFails(h.aws.dynamodb.clone()))).with_policy(
-            keen_shared::adapters::batch::RetryPolicy {
+            keen_aws::retry::RetryPolicy {
                 max_attempts: 3,
                 base_delay: std::time::Duration::from_millis(1),
                 max_delay: std::time::Duration::from_millis(2),

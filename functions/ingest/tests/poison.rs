@@ -3,9 +3,10 @@
 //! Against moto, which refuses items over 405,000 bytes as DynamoDB refuses them over 400 KB.
 
 use aws_sdk_dynamodb::types::{AttributeValue, WriteRequest};
-use keen_shared::adapters::batch::{BatchWriteApi, BoxFuture, CallError, WriteBatcher};
-use keen_shared::adapters::dead_letters::{DeadLetterQuery, list_dead_letters};
-use keen_shared::adapters::store;
+use keen_aws::batch::{BatchWriteApi, WriteBatcher};
+use keen_aws::dead_letters::{DeadLetterQuery, list_dead_letters};
+use keen_aws::retry::{BoxFuture, CallError};
+use keen_aws::store;
 use keen_shared::dead_letter::DeadLetter;
 use keen_shared::record::Header;
 use serde_json::{Map, Value, json};

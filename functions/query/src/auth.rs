@@ -7,11 +7,11 @@
 //! read key stops answering within that bound. An unknown project and a wrong key get the same
 //! answer, so project ids cannot be enumerated.
 
-use keen_shared::adapters::keys_table::KeysTable;
-use keen_shared::adapters::secrets::Pepper;
-use keen_shared::adapters::store::StoreError;
+use crate::analysis::QueryError;
+use keen_aws::keys_table::KeysTable;
+use keen_aws::secrets::Pepper;
+use keen_aws::store::StoreError;
 use keen_shared::key::{DigestedKey, KeyKind, KeyModel, Permission, find_digested_key_by_password};
-use keen_shared::query::QueryError;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -9,16 +9,17 @@
 //! that holds data, in parallel; `latest` walks the days backwards from the newest; a query
 //! that would read more than the configured bounds is refused with 400 before it starts.
 
+pub mod analysis;
 mod auth;
 mod engine;
 
 pub use auth::{Access, KeyDirectory};
 pub use engine::Bounds;
 
-use keen_shared::adapters::dead_letters::{DeadLetterQuery, list_dead_letters};
-use keen_shared::adapters::reads::read_collections;
+use crate::analysis::QueryError;
+use keen_aws::dead_letters::{DeadLetterQuery, list_dead_letters};
+use keen_aws::reads::read_collections;
 use keen_shared::key::KeyModel;
-use keen_shared::query::QueryError;
 use serde_json::{Value, json};
 
 /// Table names and limits, from the environment.
@@ -114,7 +115,7 @@ impl Reply {
     }
 
     /// A storage failure: the caller may retry; the message says so without internals.
-    fn unavailable(error: &keen_shared::adapters::store::StoreError) -> Reply {
+    fn unavailable(error: &keen_aws::store::StoreError) -> Reply {
         tracing::error!(%error, "storage read failed");
         Reply {
             status: 503,
@@ -175,13 +176,10 @@ impl QueryService {
     pub fn new(
         config: Config,
         dynamodb: aws_sdk_dynamodb::Client,
-        pepper: keen_shared::adapters::secrets::Pepper,
+        pepper: keen_aws::secrets::Pepper,
     ) -> Self {
         let keys = KeyDirectory::new(
-            keen_shared::adapters::keys_table::KeysTable::new(
-                dynamodb.clone(),
-                config.keys_table.clone(),
-            ),
+            keen_aws::keys_table::KeysTable::new(dynamodb.clone(), config.keys_table.clone()),
             pepper,
         );
         QueryService {

@@ -5,8 +5,8 @@
 //! `127.0.0.1:3000`), which is how the local stack serves it; both paths go through
 //! [`QueryService::respond`].
 
+use keen_aws::secrets::load_pepper;
 use keen_query::{Config, QueryService, Reply};
-use keen_shared::adapters::secrets::load_pepper;
 use std::sync::Arc;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;

@@ -2,13 +2,13 @@
 //! count, extraction, the collections listing and the dead letters listing, with every kind of
 //! key; and the `query` binary answering over HTTP on a free port.
 
+use keen_aws::batch::WriteBatcher;
+use keen_aws::dlq::DeadLetterQueue;
+use keen_aws::keys_table::KeysTable;
+use keen_aws::secrets::Pepper;
+use keen_aws::store::Tables;
 use keen_ingest::{Config as IngestConfig, DecodedRecord, Ingest};
 use keen_query::{Bounds, Config, QueryService, Reply};
-use keen_shared::adapters::batch::WriteBatcher;
-use keen_shared::adapters::dlq::DeadLetterQueue;
-use keen_shared::adapters::keys_table::KeysTable;
-use keen_shared::adapters::secrets::Pepper;
-use keen_shared::adapters::store::Tables;
 use keen_shared::addon::ReferenceData;
 use keen_shared::key::{KeyModel, SecretKey, StoredKey};
 use keen_shared::record::{HEADER_COLLECTION, HEADER_KEY_ID, HEADER_PROJECT_ID, Header};

@@ -4,12 +4,12 @@
 #![allow(dead_code)] // each test file uses its own share of the harness
 
 use aws_sdk_dynamodb::types::AttributeValue;
+use keen_aws::batch::WriteBatcher;
+use keen_aws::dlq::DeadLetterQueue;
+use keen_aws::keys_table::KeysTable;
+use keen_aws::store::{self, Tables};
 use keen_ingest::MskEvent;
 use keen_ingest::{Config, DecodedRecord, Ingest, decode_event};
-use keen_shared::adapters::batch::WriteBatcher;
-use keen_shared::adapters::dlq::DeadLetterQueue;
-use keen_shared::adapters::keys_table::KeysTable;
-use keen_shared::adapters::store::{self, Tables};
 use keen_shared::addon::ReferenceData;
 use keen_shared::key::{KeyModel, ProjectSalt, SecretKey, StoredKey};
 use keen_shared::record::{HEADER_COLLECTION, HEADER_KEY_ID, HEADER_PROJECT_ID, Header};

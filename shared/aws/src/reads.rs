@@ -1,14 +1,14 @@
 //! What the query function reads: the stored events of one Events-table partition within a
 //! time range, their number, and a project's Collections items. The layout (partition keys per
 //! day and shard, sort keys `{keen.timestamp}#{keen.id}`, bodies split into parts) is
-//! [`crate::storage`]'s; choosing which partitions to read is the query domain's.
+//! [`keen_shared::storage`]'s; choosing which partitions to read is the query domain's.
 
 use super::store::{Item, StoreError, string_attr};
-use crate::storage;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::query::QueryOutput;
 use aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder;
 use aws_sdk_dynamodb::types::{AttributeValue, Select};
+use keen_shared::storage;
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -19,7 +19,7 @@ use std::collections::BTreeMap;
 /// inclusive) over `[text(start), text(end)]` selects exactly the half-open range. The text
 /// clamps instants to the years 0000–9999, the range the stored format can spell.
 pub fn sort_key_range(start_ms: i64, end_ms: i64) -> (String, String) {
-    use crate::timestamp::format_millis;
+    use keen_shared::timestamp::format_millis;
     (format_millis(start_ms), format_millis(end_ms))
 }
 
@@ -280,7 +280,7 @@ mod tests {
         let key = |ms: i64| {
             format!(
                 "{}#0123456789abcdef01234567",
-                crate::timestamp::format_millis(ms)
+                keen_shared::timestamp::format_millis(ms)
             )
         };
         assert!(from.as_str() <= key(1_000).as_str());

@@ -1,6 +1,6 @@
 //! The ingest function's DynamoDB items: events (head and parts), hourly counters, the
 //! Collections table, dedupe claims and dead letters. Layout decisions live in
-//! [`crate::storage`] and [`crate::dead_letter`]; this module only turns them into items and
+//! [`keen_shared::storage`] and [`keen_shared::dead_letter`]; this module only turns them into items and
 //! conditional updates.
 //!
 //! Counters live in a table of their own (`{project}#{collection}#counts`, one item per hour): a
@@ -9,10 +9,10 @@
 //! counted (`hw#{topic}#{partition}`), updated in the same conditional write as the count: a
 //! retried batch adds only the records past that mark, so counts are exact under redelivery.
 
-use crate::dead_letter::{DeadLetter, table_keys};
-use crate::storage::{self, Body};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
+use keen_shared::dead_letter::{DeadLetter, table_keys};
+use keen_shared::storage::{self, Body};
 use std::collections::{BTreeMap, HashMap};
 
 /// An item: attribute name → value.
@@ -55,7 +55,7 @@ impl StoreError {
     /// Whether DynamoDB refused the request's content (an item too large, a bad value): the
     /// same request can never succeed, so it must not be retried.
     pub fn refuses_content(&self) -> bool {
-        super::batch::refuses_content(&self.message)
+        crate::retry::refuses_content(&self.message)
     }
 }
 
@@ -90,7 +90,7 @@ pub struct EventFacts<'a> {
     /// Collection.
     pub collection: &'a str,
     /// keen.id.
-    pub keen_id: &'a crate::keen::KeenId,
+    pub keen_id: &'a keen_shared::keen::KeenId,
     /// keen.timestamp in ms.
     pub timestamp_ms: i64,
     /// The stored JSON.
@@ -709,7 +709,7 @@ pub async fn update_collection(
                     "attribute_not_exists({name}_ms) OR {name}_ms {outwards} :ms"
                 ))
                 .expression_attribute_values(":ms", n(at))
-                .expression_attribute_values(":at", s(crate::timestamp::format_millis(at)))
+                .expression_attribute_values(":at", s(keen_shared::timestamp::format_millis(at)))
                 .send()
                 .await;
             // A condition that did not hold means the item already reaches further: done.
@@ -791,7 +791,7 @@ pub async fn update_collection(
 /// payload zstd-compressed, split into parts like a large event when needed.
 ///
 /// Bounded by construction, whatever the record: the envelope's own texts are capped
-/// ([`crate::dead_letter::MAX_MESSAGE_BYTES`], [`crate::dead_letter::MAX_PATH_BYTES`]); a key
+/// ([`keen_shared::dead_letter::MAX_MESSAGE_BYTES`], [`keen_shared::dead_letter::MAX_PATH_BYTES`]); a key
 /// and headers of more than [`MAX_INLINE_SOURCE_BYTES`] move out of the envelope into the
 /// compressed body (with the payload; head flag [`SOURCE_IN_BODY`]); and the payload stays inline
 /// only when it fits beside the envelope, else it goes to parts of at most
@@ -868,7 +868,7 @@ pub const SOURCE_IN_BODY: &str = "source_in_body";
 struct RecordContent {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     key_b64: Option<String>,
-    headers: Vec<crate::dead_letter::SourceHeader>,
+    headers: Vec<keen_shared::dead_letter::SourceHeader>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     payload_b64: Option<String>,
 }
@@ -898,7 +898,7 @@ pub fn stored_envelope(letter: &DeadLetter) -> String {
 pub async fn read_dead_letter(
     client: &Client,
     table: &str,
-    keys: &crate::dead_letter::PayloadRef,
+    keys: &keen_shared::dead_letter::PayloadRef,
 ) -> Result<Option<DeadLetter>, StoreError> {
     let Some((head, body)) = read_split(client, table, &keys.pk, &keys.sk, "payload").await? else {
         return Ok(None);
@@ -930,7 +930,7 @@ pub async fn read_dead_letter(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::keen::KeenId;
+    use keen_shared::keen::KeenId;
 
     #[test]
     fn small_events_are_one_item_and_large_ones_are_split() {

@@ -15,11 +15,11 @@
 //!   decompressed) for each one returned, never for those filtered out.
 
 use super::store::{Item, StoreError, conditional, read_dead_letter, stored_envelope, string_attr};
-use crate::dead_letter::{DeadLetter, PayloadRef, table_keys};
-use crate::storage;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::AttributeValue;
+use keen_shared::dead_letter::{DeadLetter, PayloadRef, table_keys};
+use keen_shared::storage;
 use std::collections::{HashMap, HashSet};
 
 /// The DeadLetters index that lists a whole project (template.yaml).
@@ -126,7 +126,7 @@ async fn head_page(
     // `{failed_at}#{id}` with a fixed-width failed_at: every key of an instant before `to` sorts
     // below the bare text of `to`, and every key of an instant at or after `from` at or above
     // the text of `from`; no key equals either, so BETWEEN is the half-open range.
-    let text = crate::timestamp::format_millis;
+    let text = keen_shared::timestamp::format_millis;
     match (query.from_ms, query.to_ms) {
         (Some(from), Some(to)) => {
             condition.push_str(" AND sk BETWEEN :from AND :to");
