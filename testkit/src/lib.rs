@@ -95,6 +95,18 @@ impl Provisioned {
             .get(env_var)
             .unwrap_or_else(|| panic!("template.yaml provisions nothing for {env_var}"))
     }
+
+    /// An environment holding every provisioned name (`KEYS_TABLE`…) and `extra`, as a
+    /// function would read it: tests build each `Config` through its own reader.
+    pub fn env(&self, extra: &[(&str, &str)]) -> keen_config::Env<'static> {
+        let pairs: Vec<(String, String)> = self
+            .names
+            .iter()
+            .chain(extra.iter().copied())
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        keen_config::Env::from_pairs(pairs)
+    }
 }
 
 impl MotoServer {

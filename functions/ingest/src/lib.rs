@@ -61,46 +61,27 @@ pub struct Config {
 /// (eight attempts, waits up to 2 s).
 pub const DEFAULT_TIME_RESERVE: Duration = Duration::from_secs(60);
 
-/// A configuration problem, named after the variable.
-#[derive(Debug, thiserror::Error)]
-#[error("environment variable {0} is not set; set it to the {1}")]
-pub struct ConfigError(&'static str, &'static str);
+pub use keen_config::{ConfigError, Env};
 
 impl Config {
-    /// Reads `EVENTS_TABLE`, `COUNTERS_TABLE`, `COLLECTIONS_TABLE`, `DEDUPE_TABLE`, `DEAD_LETTERS_TABLE`,
-    /// `KEYS_TABLE`, `DEAD_LETTER_QUEUE_URL`, `GEOIP_DATABASE`, `EVENT_SHARDS` and
-    /// `INGEST_TIME_RESERVE_MS`.
+    /// Reads the process environment ([`Config::read`]).
     pub fn from_env() -> Result<Config, ConfigError> {
-        let var = |name: &'static str, what: &'static str| {
-            std::env::var(name).map_err(|_| ConfigError(name, what))
-        };
+        Config::read(&Env::process())
+    }
+
+    /// Reads `EVENTS_TABLE`, `COUNTERS_TABLE`, `COLLECTIONS_TABLE`, `DEDUPE_TABLE`,
+    /// `DEAD_LETTERS_TABLE`, `KEYS_TABLE`, `DEAD_LETTER_QUEUE_URL`, `GEOIP_DATABASE` (empty:
+    /// none, as a template parameter cannot be left out), `EVENT_SHARDS` and
+    /// `INGEST_TIME_RESERVE_MS` from `env`; a malformed value is an error, never a default.
+    pub fn read(env: &Env<'_>) -> Result<Config, ConfigError> {
         Ok(Config {
-            tables: Tables {
-                events: var("EVENTS_TABLE", "Events table name")?,
-                counters: var("COUNTERS_TABLE", "Counters table name")?,
-                collections: var("COLLECTIONS_TABLE", "Collections table name")?,
-                dedupe: var("DEDUPE_TABLE", "Dedupe table name")?,
-                dead_letters: var("DEAD_LETTERS_TABLE", "DeadLetters table name")?,
-            },
-            keys_table: var("KEYS_TABLE", "Keys table name")?,
-            dead_letter_queue_url: var("DEAD_LETTER_QUEUE_URL", "SQS dead letter queue URL")?,
-            // Empty means none: a template parameter cannot be left out, only left blank.
-            geoip_database: std::env::var_os("GEOIP_DATABASE")
-                .filter(|path| !path.is_empty())
-                .map(Into::into),
-            shards: std::env::var("EVENT_SHARDS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(storage::DEFAULT_SHARDS),
-            time_reserve: match std::env::var("INGEST_TIME_RESERVE_MS") {
-                Err(_) => DEFAULT_TIME_RESERVE,
-                Ok(text) => text.trim().parse().map(Duration::from_millis).map_err(|_| {
-                    ConfigError(
-                        "INGEST_TIME_RESERVE_MS",
-                        "milliseconds kept back from the invocation's deadline (a whole number)",
-                    )
-                })?,
-            },
+            tables: Tables::read(env)?,
+            keys_table: env.required("KEYS_TABLE", "the Keys table's name")?,
+            dead_letter_queue_url: env
+                .required("DEAD_LETTER_QUEUE_URL", "the SQS dead letter queue's URL")?,
+            geoip_database: env.get("GEOIP_DATABASE").map(Into::into),
+            shards: keen_aws::store::shards(env)?,
+            time_reserve: env.millis("INGEST_TIME_RESERVE_MS", DEFAULT_TIME_RESERVE)?,
         })
     }
 }
@@ -309,7 +290,7 @@ impl Ingest {
                     match looked_up.get(&(tenant.project_id.clone(), tenant.key_id.clone())) {
                         Some(Ok(model)) => Some(keen_shared::process(
                             &record.as_inbound(),
-                            model.as_ref(),
+                            model.as_deref(),
                             &self.data,
                         )),
                         _ => None, // key lookup failed transiently: retry the record

@@ -35,7 +35,7 @@ async fn main() -> Result<(), Error> {
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
         lambda(service).await
     } else {
-        let listen = std::env::var("QUERY_LISTEN").unwrap_or_else(|_| "127.0.0.1:3000".into());
+        let listen = keen_config::Env::process().get_or("QUERY_LISTEN", "127.0.0.1:3000");
         local::serve(service, &listen).await
     }
 }

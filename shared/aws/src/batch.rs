@@ -382,10 +382,10 @@ mod tests {
     use crate::faults::{Fault, FaultInjecting};
     use crate::retry::Sleeper;
     use std::collections::HashSet;
+    use std::sync::atomic::AtomicUsize;
     use std::sync::atomic::Ordering;
     use std::sync::{Mutex, PoisonError};
     use std::time::Duration;
-    use std::sync::atomic::AtomicUsize;
 
     /// A DynamoDB stand-in that records every call. Items whose `pk` is listed in `stuck` are
     /// always left unprocessed; a call holding an item with attribute `poison` is refused whole.

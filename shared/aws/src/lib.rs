@@ -7,6 +7,7 @@ pub mod dead_letters;
 pub mod dlq;
 #[cfg(any(test, feature = "test-util"))]
 pub mod faults;
+pub mod keys_reader;
 pub mod keys_table;
 #[cfg(feature = "provision")]
 pub mod provision;

@@ -33,6 +33,31 @@ pub struct Tables {
     pub dead_letters: String,
 }
 
+impl Tables {
+    /// Reads `EVENTS_TABLE`, `COUNTERS_TABLE`, `COLLECTIONS_TABLE`, `DEDUPE_TABLE` and
+    /// `DEAD_LETTERS_TABLE`.
+    pub fn read(env: &keen_config::Env<'_>) -> Result<Tables, keen_config::ConfigError> {
+        Ok(Tables {
+            events: env.required("EVENTS_TABLE", "the Events table's name")?,
+            counters: env.required("COUNTERS_TABLE", "the Counters table's name")?,
+            collections: env.required("COLLECTIONS_TABLE", "the Collections table's name")?,
+            dedupe: env.required("DEDUPE_TABLE", "the Dedupe table's name")?,
+            dead_letters: env.required("DEAD_LETTERS_TABLE", "the DeadLetters table's name")?,
+        })
+    }
+}
+
+/// `EVENT_SHARDS` (default [`storage::DEFAULT_SHARDS`]): shards per (project, collection, day).
+/// Ingest and query must agree, so both read it here and both refuse a malformed value.
+pub fn shards(env: &keen_config::Env<'_>) -> Result<u16, keen_config::ConfigError> {
+    env.number_in(
+        "EVENT_SHARDS",
+        storage::DEFAULT_SHARDS,
+        1..=1024,
+        "a whole number from 1 to 1024, the same for ingest and query",
+    )
+}
+
 /// Why a storage call failed. Transient from the record's point of view (the batch is retried),
 /// unless [`StoreError::refuses_content`]: then the same call can never succeed.
 #[derive(Debug, thiserror::Error)]

@@ -7,7 +7,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use keen_aws::batch::WriteBatcher;
 use keen_aws::dlq::DeadLetterQueue;
 use keen_aws::keys_table::KeysTable;
-use keen_aws::store::{self, Tables};
+use keen_aws::store;
 use keen_ingest::MskEvent;
 use keen_ingest::{Config, DecodedRecord, Ingest, decode_event};
 use keen_shared::addon::ReferenceData;
@@ -48,20 +48,9 @@ impl Harness {
     pub async fn start(label: &str) -> Harness {
         let moto = MotoServer::start();
         let aws = moto.provisioned(&keen_testkit::unique_prefix(label)).await;
-        let config = Config {
-            tables: Tables {
-                events: aws.name("EVENTS_TABLE").to_owned(),
-                counters: aws.name("COUNTERS_TABLE").to_owned(),
-                collections: aws.name("COLLECTIONS_TABLE").to_owned(),
-                dedupe: aws.name("DEDUPE_TABLE").to_owned(),
-                dead_letters: aws.name("DEAD_LETTERS_TABLE").to_owned(),
-            },
-            keys_table: aws.name("KEYS_TABLE").to_owned(),
-            dead_letter_queue_url: aws.name("DEAD_LETTER_QUEUE_URL").to_owned(),
-            geoip_database: Some(geoip()),
-            shards: 16,
-            time_reserve: keen_ingest::DEFAULT_TIME_RESERVE,
-        };
+        let geoip = geoip();
+        let geoip = geoip.to_str().expect("a UTF-8 path");
+        let config = Config::read(&aws.env(&[("GEOIP_DATABASE", geoip)])).expect("config");
         let harness = Harness { moto, aws, config };
         harness.put_key(true).await;
         harness
