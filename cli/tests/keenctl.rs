@@ -376,7 +376,7 @@ async fn dead_letters_are_listed_shown_and_replayed_after_a_key_is_reinstated() 
         "{report}"
     );
     let counted: u64 =
-        keen_aws::store::read_counters(&dynamodb, &config.tables.counters, "p1", "clicks")
+        keen_aws::counters::read_counters(&dynamodb, &config.tables.counters, "p1", "clicks")
             .await
             .expect("counters")
             .iter()

@@ -10,8 +10,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use keen_aws::batch::WriteBatcher;
 use keen_aws::dlq::DeadLetterQueue;
+use keen_aws::events::EventFacts;
+use keen_aws::items::Tables;
 use keen_aws::keys_table::KeysTable;
-use keen_aws::store::{self, EventFacts, Tables};
 use keen_ingest::MskEvent;
 use keen_ingest::{Config, Ingest, decode_event};
 use keen_shared::Outcome;
@@ -75,7 +76,7 @@ fn main() {
                     json: &stored.json,
                     source: &source,
                 };
-                items += store::event_items(&facts, &layout).parts.len() + 1;
+                items += keen_aws::events::event_items(&facts, &layout).parts.len() + 1;
             }
         }
         assert_eq!(items, events);
@@ -114,8 +115,8 @@ fn main() {
         json: &stored.json,
         source: &source,
     };
-    let items = store::event_items(&facts, &layout);
-    let size = store::item_size(&items.head);
+    let items = keen_aws::events::event_items(&facts, &layout);
+    let size = keen_aws::items::item_size(&items.head);
     println!(
         "typical event: {} bytes produced, {} bytes stored as JSON, body {} bytes compressed, item {} bytes = {} write unit(s) (target <= 1 KB)",
         typical.len(),

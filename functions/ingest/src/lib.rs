@@ -25,8 +25,12 @@ pub use replay::{ReplayOutcome, ReplayReport, ReplayResult};
 use aws_sdk_dynamodb::Client as DynamoDb;
 use aws_sdk_dynamodb::types::AttributeValue;
 use keen_aws::batch::{TableWrite, WriteBatcher, WriteOp};
+use keen_aws::collections::CollectionUpdate;
+use keen_aws::counters::CounterKey;
+use keen_aws::dedupe::Claim;
 use keen_aws::dlq::{self, Announcement, DeadLetterQueue};
-use keen_aws::store::{self, Claim, CollectionUpdate, CounterKey, EventFacts, Tables};
+use keen_aws::events::EventFacts;
+use keen_aws::items::Tables;
 use keen_shared::Outcome;
 use keen_shared::addon::ReferenceData;
 use keen_shared::dead_letter::{DeadLetter, table_keys};
@@ -80,7 +84,7 @@ impl Config {
             dead_letter_queue_url: env
                 .required("DEAD_LETTER_QUEUE_URL", "the SQS dead letter queue's URL")?,
             geoip_database: env.get("GEOIP_DATABASE").map(Into::into),
-            shards: keen_aws::store::shards(env)?,
+            shards: keen_aws::items::shards(env)?,
             time_reserve: env.millis("INGEST_TIME_RESERVE_MS", DEFAULT_TIME_RESERVE)?,
         })
     }
@@ -408,7 +412,7 @@ impl Ingest {
             // Until its claim answers, the record counts as one to retry (a lost task included).
             fates[i] = Fate::Retry;
             claims.push((i, async move {
-                store::claim_token(&client, &table, &key, &id, now_ms / 1000).await
+                keen_aws::dedupe::claim_token(&client, &table, &key, &id, now_ms / 1000).await
             }));
         }
         bounded(claims, |i, result| apply_claim(fates, i, result)).await;
@@ -432,7 +436,7 @@ impl Ingest {
             let sort_key = storage::sort_key(event.timestamp_ms, &event.keen_id);
             fates[i] = Fate::Retry;
             claims.push((i, async move {
-                store::claim_token(&client, &table, &key, &sort_key, now_ms / 1000).await
+                keen_aws::dedupe::claim_token(&client, &table, &key, &sort_key, now_ms / 1000).await
             }));
         }
         bounded(claims, |i, result| {
@@ -477,7 +481,9 @@ impl Ingest {
         if keys.is_empty() {
             return;
         }
-        match store::existing_heads(&self.dynamodb, &self.config.tables.events, &keys).await {
+        match keen_aws::events::existing_heads(&self.dynamodb, &self.config.tables.events, &keys)
+            .await
+        {
             Ok(found) => {
                 for (key, head) in found {
                     let Some(&i) = by_key.get(&key) else { continue };
@@ -524,10 +530,10 @@ impl Ingest {
                 json: &event.json,
                 source: &source,
             };
-            let mut items = store::event_items(&facts, &self.layout);
+            let mut items = keen_aws::events::event_items(&facts, &self.layout);
             if mode == Mode::Replay {
                 items.head.insert(
-                    store::REPLAYED_AT.to_owned(),
+                    keen_aws::events::REPLAYED_AT.to_owned(),
                     AttributeValue::N(now_ms.to_string()),
                 );
             }
@@ -603,7 +609,7 @@ impl Ingest {
             // Until its claim answers, the record counts as one to retry (a lost task included).
             fates[i] = Fate::Retry;
             claims.push((i, async move {
-                store::claim_dead_letter(&client, &table, &id, now_ms).await
+                keen_aws::dedupe::claim_dead_letter(&client, &table, &id, now_ms).await
             }));
         }
         bounded(claims, |i, result| {
@@ -674,7 +680,7 @@ impl Ingest {
         let now_s = (self.clock)() / 1000;
         let mut writes = Vec::new();
         for &i in tags {
-            let (parts, head) = store::dead_letter_items(&letters[&i], now_s);
+            let (parts, head) = keen_aws::dead_letters::dead_letter_items(&letters[&i], now_s);
             for item in parts.into_iter().chain([head]) {
                 writes.push(TableWrite {
                     table: self.config.tables.dead_letters.clone(),
@@ -756,7 +762,7 @@ impl Ingest {
             // One replayed record at a time: each is its own conditional write on its counter.
             for (key, members) in std::mem::take(&mut counters) {
                 for (offset, i) in members {
-                    match store::count_replayed(
+                    match keen_aws::counters::count_replayed(
                         &self.dynamodb,
                         &self.config.tables.counters,
                         &key,
@@ -784,7 +790,7 @@ impl Ingest {
                 .filter(|_| mode == Mode::Live)
                 .map(|(key, members)| async move {
                     let offsets: Vec<i64> = members.iter().map(|(o, _)| *o).collect();
-                    let result = store::add_to_counter(
+                    let result = keen_aws::counters::add_to_counter(
                         &self.dynamodb,
                         &self.config.tables.counters,
                         &key,
@@ -808,7 +814,7 @@ impl Ingest {
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .novel(&project, &collection, update);
-                let result = store::update_collection(
+                let result = keen_aws::collections::update_collection(
                     &self.dynamodb,
                     &self.config.tables.collections,
                     &project,
@@ -887,7 +893,7 @@ where
     }
 }
 
-fn apply_claim(fates: &mut [Fate], i: usize, result: Result<Claim, store::StoreError>) {
+fn apply_claim(fates: &mut [Fate], i: usize, result: Result<Claim, keen_aws::items::StoreError>) {
     fates[i] = match result {
         Ok(Claim::Won) => Fate::Store,
         Ok(Claim::Duplicate) => Fate::Duplicate,
@@ -902,7 +908,7 @@ fn apply_dead_letter_claim(
     fates: &mut [Fate],
     letters: &mut BTreeMap<usize, DeadLetter>,
     i: usize,
-    result: Result<i64, store::StoreError>,
+    result: Result<i64, keen_aws::items::StoreError>,
 ) {
     match result {
         Ok(first_failed_ms) => {

@@ -8,7 +8,7 @@
 //! - Counting: a replayed record sits below its partition's high-water mark, which the
 //!   ingest's counters go by; a replay instead adds the record's position to the hourly
 //!   counter's set of replayed records in the same conditional write as the count
-//!   ([`store::count_replayed`]), so it is counted once however often it is replayed, retried
+//!   ([`keen_aws::counters::count_replayed`]), so it is counted once however often it is replayed, retried
 //!   or interrupted. The event heads a replay writes are marked: an event the ingest stored
 //!   itself (a later delivery after the cause was fixed) is left alone and not counted again.
 //! - The dead letter: removed (every copy of its id, head first) once its record is stored or
@@ -272,7 +272,7 @@ impl Ingest {
         letter: &DeadLetter,
         copies: &[PayloadRef],
         fresh: DeadLetter,
-    ) -> Result<(), keen_aws::store::StoreError> {
+    ) -> Result<(), keen_aws::items::StoreError> {
         let replayed = table_keys(letter);
         let Some(kept) = copies
             .iter()
@@ -299,7 +299,7 @@ impl Ingest {
         self.remove_all(&others).await
     }
 
-    async fn remove_all(&self, copies: &[PayloadRef]) -> Result<(), keen_aws::store::StoreError> {
+    async fn remove_all(&self, copies: &[PayloadRef]) -> Result<(), keen_aws::items::StoreError> {
         for copy in copies {
             dead_letters::delete_dead_letter(
                 &self.dynamodb,

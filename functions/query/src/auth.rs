@@ -8,10 +8,10 @@
 //! answer, so project ids cannot be enumerated.
 
 use crate::analysis::QueryError;
+use keen_aws::items::StoreError;
 use keen_aws::keys_reader::KeysReader;
 use keen_aws::keys_table::KeysTable;
 use keen_aws::secrets::Pepper;
-use keen_aws::store::StoreError;
 use keen_shared::key::{DigestedKey, KeyKind, KeyModel, Permission, find_digested_key_by_password};
 use std::sync::Arc;
 

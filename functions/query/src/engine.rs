@@ -5,8 +5,9 @@
 
 use crate::analysis::{self, QueryError, QueryKind, QueryRequest, Window};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
-use keen_aws::reads::{self, ReadOrder, StoredEvent, sort_key_range};
-use keen_aws::store::{StoreError, read_counters};
+use keen_aws::counters::read_counters;
+use keen_aws::events::{EventRow, ReadOrder, sort_key_range};
+use keen_aws::items::StoreError;
 use keen_shared::key::KeyModel;
 use keen_shared::storage;
 use serde_json::{Value, json};
@@ -146,7 +147,7 @@ pub async fn count(
                 let pk =
                     storage::day_partition_key(project, &request.event_collection, &day, shard);
                 async move {
-                    reads::count_events(
+                    keen_aws::events::count_events(
                         engine.dynamodb,
                         engine.events_table,
                         &pk,
@@ -245,7 +246,7 @@ async fn latest_events(
     window: Window,
     days: &[String],
     latest: usize,
-) -> Result<Vec<StoredEvent>, Failure> {
+) -> Result<Vec<EventRow>, Failure> {
     let plan = analysis::plan_reads(window, days, engine.shards, usize::MAX)?;
     let mut by_day: Vec<(String, Vec<(String, u16)>)> = Vec::new();
     for (day, shard) in plan {
@@ -254,7 +255,7 @@ async fn latest_events(
             _ => by_day.push((day.clone(), vec![(day, shard)])),
         }
     }
-    let mut found: Vec<StoredEvent> = Vec::new();
+    let mut found: Vec<EventRow> = Vec::new();
     let mut partitions_read = 0usize;
     for (_, partitions) in by_day.into_iter().rev() {
         partitions_read += partitions.len();
@@ -302,7 +303,7 @@ async fn read_matching(
     window: Window,
     plan: Vec<(String, u16)>,
     newest_limit: Option<usize>,
-) -> Result<Option<Vec<StoredEvent>>, Failure> {
+) -> Result<Option<Vec<EventRow>>, Failure> {
     let range = sort_key_range(window.start_ms, window.end_ms);
     let order = ReadOrder {
         newest_first: newest_limit.is_some(),
@@ -336,12 +337,19 @@ fn partition_reads<'a>(
     range: &'a (String, String),
     plan: Vec<(String, u16)>,
     order: ReadOrder,
-) -> impl futures_util::Stream<Item = Result<Vec<StoredEvent>, StoreError>> + 'a {
+) -> impl futures_util::Stream<Item = Result<Vec<EventRow>, StoreError>> + 'a {
     stream::iter(plan)
         .map(move |(day, shard)| {
             let pk = storage::day_partition_key(project, &request.event_collection, &day, shard);
             async move {
-                reads::read_events(engine.dynamodb, engine.events_table, &pk, range, order).await
+                keen_aws::events::read_events(
+                    engine.dynamodb,
+                    engine.events_table,
+                    &pk,
+                    range,
+                    order,
+                )
+                .await
             }
         })
         .buffer_unordered(PARALLEL_READS)

@@ -17,8 +17,8 @@ pub use auth::{Access, KeyDirectory};
 pub use engine::Bounds;
 
 use crate::analysis::QueryError;
+use keen_aws::collections::read_collections;
 use keen_aws::dead_letters::{DeadLetterQuery, list_dead_letters};
-use keen_aws::reads::read_collections;
 use keen_shared::key::KeyModel;
 use serde_json::{Value, json};
 
@@ -61,7 +61,7 @@ impl Config {
             dead_letters_table: env
                 .required("DEAD_LETTERS_TABLE", "the DeadLetters table's name")?,
             keys_table: env.required("KEYS_TABLE", "the Keys table's name")?,
-            shards: keen_aws::store::shards(env)?,
+            shards: keen_aws::items::shards(env)?,
             bounds: Bounds {
                 partitions: env.number("QUERY_MAX_PARTITIONS", defaults.partitions)?,
                 events: env.number("QUERY_MAX_EVENTS", defaults.events)?,
@@ -92,7 +92,7 @@ impl Reply {
     }
 
     /// A storage failure: the caller may retry; the message says so without internals.
-    fn unavailable(error: &keen_aws::store::StoreError) -> Reply {
+    fn unavailable(error: &keen_aws::items::StoreError) -> Reply {
         tracing::error!(%error, "storage read failed");
         Reply {
             status: 503,

@@ -7,7 +7,6 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use keen_aws::batch::WriteBatcher;
 use keen_aws::dlq::DeadLetterQueue;
 use keen_aws::keys_table::KeysTable;
-use keen_aws::store;
 use keen_ingest::MskEvent;
 use keen_ingest::{Config, DecodedRecord, Ingest, decode_event};
 use keen_shared::addon::ReferenceData;
@@ -110,15 +109,15 @@ impl Harness {
             .await
             .into_iter()
             .filter(|i| {
-                let pk = store::string_attr(i, "pk").unwrap_or_default();
-                let sk = store::string_attr(i, "sk").unwrap_or_default();
+                let pk = keen_aws::items::string_attr(i, "pk").unwrap_or_default();
+                let sk = keen_aws::items::string_attr(i, "sk").unwrap_or_default();
                 !pk.ends_with("#counts") && !keen_shared::storage::is_part_sort_key(sk)
             })
             .collect()
     }
 
     pub async fn count(&self, collection: &str) -> u64 {
-        store::read_counters(
+        keen_aws::counters::read_counters(
             &self.aws.dynamodb,
             &self.config.tables.counters,
             PROJECT,
