@@ -8,7 +8,7 @@ mod common;
 
 use common::{Outbound, PARTITIONS, committed, produce};
 use keen_ingest::MskEvent;
-use keen_local::config::{EsmConfig, Env, MAX_PAYLOAD_BYTES};
+use keen_local::config::{Env, EsmConfig, MAX_PAYLOAD_BYTES};
 use keen_local::{EventSourceMapping, Function, Invocation};
 use keen_testkit::TansuBroker;
 use serde_json::json;

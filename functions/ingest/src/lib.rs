@@ -31,12 +31,12 @@ use keen_aws::dedupe::Claim;
 use keen_aws::dlq::{self, Announcement, DeadLetterQueue};
 use keen_aws::events::EventFacts;
 use keen_aws::items::Tables;
-use keen_shared::Outcome;
 use keen_shared::addon::ReferenceData;
 use keen_shared::dead_letter::{DeadLetter, table_keys};
 use keen_shared::record::{HEADER_PRODUCER_TIMESTAMP, Tenant};
 use keen_shared::reject::{ErrorCode, Rejection};
 use keen_shared::storage::{self, EventLayout};
+use keen_shared::{Outcome, StoredEvent};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -112,7 +112,20 @@ pub fn system_clock_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Per-record fate within one invocation.
+/// Per-record fate within one invocation, held by the record's [`Entry`]. Every record starts
+/// as `Retry` and each step of [`Ingest::run`] may move it, in this order:
+///
+/// | step | from | to |
+/// |---|---|---|
+/// | 1–3 judge | `Retry` | `Store` or `DeadLetter` (the core's outcome); stays `Retry` when its key could not be looked up or time ran out; `Resend` for a second record with the same keen.id |
+/// | 4 uniqueness tokens | `Store` | `Duplicate` (token held by another event), `Resend` (clock-stamped resend), `Retry` (claim failed) |
+/// | 5 resends | `Store` | `Resend`, `AlreadyStored` (replays), `Retry` (check failed) |
+/// | 6 events | `Store` | `DeadLetter` (the table refused it for good), `Retry` (write failed) |
+/// | 7 dead letters | `DeadLetter` | `Retry` (claim, table or queue failed transiently) |
+/// | 8 counters, collections | `Store` | `Retry` (update failed) |
+///
+/// What is left `Retry` is redelivered from the first such offset of its partition (the partial
+/// batch response); every other fate is terminal.
 #[derive(Debug, Clone, PartialEq)]
 enum Fate {
     /// Being written as an event.
@@ -141,19 +154,45 @@ enum Mode {
     Replay,
 }
 
+/// One record of a batch and all that is known of it: who sent it, what the core made of it,
+/// and its fate so far. Every step reads and moves the fate here, so a record's way through the
+/// batch is one value, not the same index into four parallel lists.
+struct Entry<'a> {
+    record: &'a DecodedRecord,
+    tenant: Option<Tenant>,
+    /// `None`: not judged (its key could not be looked up, or time ran out).
+    outcome: Option<Outcome>,
+    fate: Fate,
+}
+
+impl Entry<'_> {
+    /// The event, while the record is still to be stored.
+    fn to_store(&self) -> Option<&StoredEvent> {
+        match (&self.fate, &self.outcome) {
+            (Fate::Store, Some(Outcome::Stored(event))) => Some(event),
+            _ => None,
+        }
+    }
+
+    /// The rejection, while the record is still to be dead-lettered.
+    fn to_dead_letter(&self) -> Option<&Rejection> {
+        match (&self.fate, &self.outcome) {
+            (Fate::DeadLetter, Some(Outcome::DeadLettered(rejection))) => Some(rejection),
+            _ => None,
+        }
+    }
+}
+
 /// Steps 1–3 of a batch.
-struct Judged {
-    tenants: Vec<Option<Tenant>>,
-    outcomes: Vec<Option<Outcome>>,
-    fates: Vec<Fate>,
+struct Judged<'a> {
+    entries: Vec<Entry<'a>>,
     /// Records left unjudged for the next invocation (time ran out).
     deferred: u64,
 }
 
 /// What became of a batch.
-struct Batch {
-    outcomes: Vec<Option<Outcome>>,
-    fates: Vec<Fate>,
+struct Batch<'a> {
+    entries: Vec<Entry<'a>>,
     /// Replays only: the records this run counted (the others were counted by an earlier one).
     newly_counted: HashSet<usize>,
     /// Records left unjudged for the next invocation (time ran out).
@@ -233,19 +272,18 @@ impl Ingest {
         let batch = self
             .run(&records, Mode::Live, now_ms, cutoff, &mut counts)
             .await;
-        let (outcomes, fates) = (batch.outcomes, batch.fates);
 
-        let first_failed = first_failed_offsets(&records, &fates);
-        for (i, fate) in fates.iter().enumerate() {
-            match fate {
+        let first_failed = first_failed_offsets(&batch.entries);
+        for entry in &batch.entries {
+            match entry.fate {
                 Fate::Store => counts.stored += 1,
                 Fate::Duplicate => counts.duplicates += 1,
                 Fate::Resend | Fate::AlreadyStored => counts.resends += 1,
                 Fate::DeadLetter => {
-                    if let Some(Outcome::DeadLettered(r)) = &outcomes[i] {
+                    if let Some(rejection) = entry.to_dead_letter() {
                         *counts
                             .dead_lettered
-                            .entry(r.code.as_str().to_owned())
+                            .entry(rejection.code.as_str().to_owned())
                             .or_default() += 1;
                     }
                 }
@@ -264,58 +302,57 @@ impl Ingest {
 
     /// Steps 1–3 of a batch: tenants, keys (each looked up once), the core record by record,
     /// and one record per keen.id.
-    async fn judge(&self, records: &[DecodedRecord], cutoff: Option<Instant>) -> Judged {
-        let mut fates: Vec<Fate> = vec![Fate::Retry; records.len()];
-
+    async fn judge<'a>(&self, records: &'a [DecodedRecord], cutoff: Option<Instant>) -> Judged<'a> {
         // 1. Tenants and keys, each key looked up once.
-        let tenants: Vec<Option<Tenant>> = records
+        let mut entries: Vec<Entry<'a>> = records
             .iter()
-            .map(|r| Tenant::from_record(&r.as_inbound()).ok())
+            .map(|record| Entry {
+                record,
+                tenant: Tenant::from_record(&record.as_inbound()).ok(),
+                outcome: None,
+                fate: Fate::Retry,
+            })
             .collect();
-        let wanted: HashSet<(String, String)> = tenants
+        let wanted: HashSet<(String, String)> = entries
             .iter()
-            .flatten()
+            .filter_map(|e| e.tenant.as_ref())
             .map(|t| (t.project_id.clone(), t.key_id.clone()))
             .collect();
         let looked_up = self.keys.lookup_all(wanted).await;
 
         // 2. The core, record by record, while time is left (the records after are retried).
-        let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(records.len());
         let mut deferred = 0;
-        for (i, record) in records.iter().enumerate() {
+        for (i, entry) in entries.iter_mut().enumerate() {
             if i > 0 && cutoff.is_some_and(|cutoff| Instant::now() >= cutoff) {
                 deferred = records.len() - i;
-                outcomes.resize(records.len(), None);
                 break;
             }
-            let outcome = match &tenants[i] {
-                None => Some(keen_shared::process(&record.as_inbound(), None, &self.data)),
+            let inbound = entry.record.as_inbound();
+            entry.outcome = match &entry.tenant {
+                None => Some(keen_shared::process(&inbound, None, &self.data)),
                 Some(tenant) => {
                     match looked_up.get(&(tenant.project_id.clone(), tenant.key_id.clone())) {
-                        Some(Ok(model)) => Some(keen_shared::process(
-                            &record.as_inbound(),
-                            model.as_deref(),
-                            &self.data,
-                        )),
+                        Some(Ok(model)) => {
+                            Some(keen_shared::process(&inbound, model.as_deref(), &self.data))
+                        }
                         _ => None, // key lookup failed transiently: retry the record
                     }
                 }
             };
-            fates[i] = match &outcome {
+            entry.fate = match &entry.outcome {
                 Some(Outcome::Stored(_)) => Fate::Store,
                 Some(Outcome::DeadLettered(_)) => Fate::DeadLetter,
                 None => Fate::Retry,
             };
-            outcomes.push(outcome);
         }
 
         // 3. One record per keen.id within the batch (a resend in the same batch).
         let mut seen_ids = HashSet::new();
-        for (i, outcome) in outcomes.iter().enumerate() {
-            if let Some(Outcome::Stored(event)) = outcome
+        for entry in &mut entries {
+            if let Some(Outcome::Stored(event)) = &entry.outcome
                 && !seen_ids.insert(event.keen_id)
             {
-                fates[i] = Fate::Resend;
+                entry.fate = Fate::Resend;
             }
         }
         if deferred > 0 {
@@ -325,81 +362,64 @@ impl Ingest {
             );
         }
         Judged {
-            tenants,
-            outcomes,
-            fates,
+            entries,
             deferred: deferred as u64,
         }
     }
 
-    /// The whole of a batch in `mode`; the fates say what became of each record.
-    async fn run(
+    /// The whole of a batch in `mode`: each step moves the records' fates on, in this order;
+    /// the entries say what became of each record.
+    async fn run<'a>(
         &self,
-        records: &[DecodedRecord],
+        records: &'a [DecodedRecord],
         mode: Mode,
         now_ms: i64,
         cutoff: Option<Instant>,
         counts: &mut Counts,
-    ) -> Batch {
-        // 1–3.
+    ) -> Batch<'a> {
+        // 1–3. Tenants, keys, the core, one record per keen.id.
         let Judged {
-            tenants,
-            mut outcomes,
-            mut fates,
+            mut entries,
             deferred,
         } = self.judge(records, cutoff).await;
 
         // 4. Uniqueness tokens: claim before writing.
-        self.claim_tokens(records, &outcomes, &mut fates, now_ms)
-            .await;
+        self.claim_tokens(&mut entries, now_ms).await;
 
         // 5. Resends of idempotent producers' records already stored from another offset (and,
         // for a replay, events the ingest itself stored meanwhile).
-        self.skip_resends(records, &tenants, &outcomes, &mut fates, mode)
-            .await;
+        self.skip_resends(&mut entries, mode).await;
 
         // 6. Events: parts first, then heads of events whose parts all landed.
         // An event the table refuses for good (none should be: items are bounded by
         // construction) is dead-lettered rather than retried forever.
-        self.write_events(records, &mut outcomes, &mut fates, counts, mode, now_ms)
-            .await;
+        self.write_events(&mut entries, counts, mode, now_ms).await;
 
         // 7. Dead letters: table and queue. A replay keeps its one dead letter itself.
         if mode == Mode::Live {
-            self.dead_letter(records, &tenants, &outcomes, &mut fates, counts, now_ms)
-                .await;
+            self.dead_letter(&mut entries, counts, now_ms).await;
         }
 
         // 8. Counters and collections, over the successful prefix of each partition (a replay's
         // records stand each on its own: none waits for another's redelivery).
         let first_failed = match mode {
-            Mode::Live => first_failed_offsets(records, &fates),
+            Mode::Live => first_failed_offsets(&entries),
             Mode::Replay => BTreeMap::new(),
         };
         let newly_counted = self
-            .count_and_describe(records, &outcomes, &mut fates, &first_failed, mode)
+            .count_and_describe(&mut entries, &first_failed, mode)
             .await;
         Batch {
-            outcomes,
-            fates,
+            entries,
             newly_counted,
             deferred,
         }
     }
 
-    async fn claim_tokens(
-        &self,
-        records: &[DecodedRecord],
-        outcomes: &[Option<Outcome>],
-        fates: &mut [Fate],
-        now_ms: i64,
-    ) {
+    async fn claim_tokens(&self, entries: &mut [Entry<'_>], now_ms: i64) {
         let mut claims = Vec::new();
-        for (i, outcome) in outcomes.iter().enumerate() {
-            if fates[i] != Fate::Store {
-                continue;
-            }
-            let Some(Outcome::Stored(event)) = outcome else {
+        for (i, entry) in entries.iter_mut().enumerate() {
+            let Some(event) = entry.to_store() else {
                 continue;
             };
             let Some(token) = &event.uniqueness_token else {
@@ -410,62 +430,59 @@ impl Ingest {
             let key = storage::dedupe_key(&event.project_id, &event.collection, token);
             let id = event.keen_id.to_hex();
             // Until its claim answers, the record counts as one to retry (a lost task included).
-            fates[i] = Fate::Retry;
+            entry.fate = Fate::Retry;
             claims.push((i, async move {
                 keen_aws::dedupe::claim_token(&client, &table, &key, &id, now_ms / 1000).await
             }));
         }
-        bounded(claims, |i, result| apply_claim(fates, i, result)).await;
+        bounded(claims, |i, result| {
+            apply_claim(&mut entries[i].fate, result)
+        })
+        .await;
 
         // An idempotent producer's record whose timestamp the gateway replaced by its clock: a
         // resend through another instance or after a restart got another reading, hence another
         // sort key. The first copy claims the keen.id with its sort key; a later copy finds
         // another sort key there and is a resend of a stored record.
         let mut claims = Vec::new();
-        for (i, outcome) in outcomes.iter().enumerate() {
-            let Some(Outcome::Stored(event)) = outcome else {
-                continue;
-            };
-            if fates[i] != Fate::Store || !records[i].header(HEADER_PRODUCER_TIMESTAMP) {
+        for (i, entry) in entries.iter_mut().enumerate() {
+            if !entry.record.header(HEADER_PRODUCER_TIMESTAMP) {
                 continue;
             }
+            let Some(event) = entry.to_store() else {
+                continue;
+            };
             let client = self.dynamodb.clone();
             let table = self.config.tables.dedupe.clone();
             let key =
                 storage::clock_resend_key(&event.project_id, &event.collection, &event.keen_id);
             let sort_key = storage::sort_key(event.timestamp_ms, &event.keen_id);
-            fates[i] = Fate::Retry;
+            entry.fate = Fate::Retry;
             claims.push((i, async move {
                 keen_aws::dedupe::claim_token(&client, &table, &key, &sort_key, now_ms / 1000).await
             }));
         }
         bounded(claims, |i, result| {
-            apply_claim(fates, i, result);
-            if fates[i] == Fate::Duplicate {
-                fates[i] = Fate::Resend;
+            let fate = &mut entries[i].fate;
+            apply_claim(fate, result);
+            if *fate == Fate::Duplicate {
+                *fate = Fate::Resend;
             }
         })
         .await;
     }
 
-    async fn skip_resends(
-        &self,
-        records: &[DecodedRecord],
-        tenants: &[Option<Tenant>],
-        outcomes: &[Option<Outcome>],
-        fates: &mut [Fate],
-        mode: Mode,
-    ) {
+    async fn skip_resends(&self, entries: &mut [Entry<'_>], mode: Mode) {
         // Only an idempotent producer's record can reach us at two offsets with one keen.id. A
         // replay checks every record: the ingest may have stored it meanwhile.
         let mut keys: Vec<(String, String)> = Vec::new();
         let mut by_key: HashMap<(String, String), usize> = HashMap::new();
-        for (i, outcome) in outcomes.iter().enumerate() {
-            let producer = tenants[i].as_ref().is_some_and(|t| t.producer.is_some());
-            if fates[i] != Fate::Store || (mode == Mode::Live && !producer) {
+        for (i, entry) in entries.iter().enumerate() {
+            let producer = entry.tenant.as_ref().is_some_and(|t| t.producer.is_some());
+            if mode == Mode::Live && !producer {
                 continue;
             }
-            let Some(Outcome::Stored(event)) = outcome else {
+            let Some(event) = entry.to_store() else {
                 continue;
             };
             let pk = self.layout.partition_key(
@@ -487,17 +504,18 @@ impl Ingest {
             Ok(found) => {
                 for (key, head) in found {
                     let Some(&i) = by_key.get(&key) else { continue };
-                    if head.source != records[i].source() {
-                        fates[i] = Fate::Resend;
+                    let entry = &mut entries[i];
+                    if head.source != entry.record.source() {
+                        entry.fate = Fate::Resend;
                     } else if mode == Mode::Replay && !head.replayed {
-                        fates[i] = Fate::AlreadyStored;
+                        entry.fate = Fate::AlreadyStored;
                     }
                 }
             }
             Err(error) => {
                 tracing::warn!(%error, "resend check failed; the records will be retried");
                 for &i in by_key.values() {
-                    fates[i] = Fate::Retry;
+                    entries[i].fate = Fate::Retry;
                 }
             }
         }
@@ -505,23 +523,18 @@ impl Ingest {
 
     async fn write_events(
         &self,
-        records: &[DecodedRecord],
-        outcomes: &mut [Option<Outcome>],
-        fates: &mut [Fate],
+        entries: &mut [Entry<'_>],
         counts: &mut Counts,
         mode: Mode,
         now_ms: i64,
     ) {
         let mut parts = Vec::new();
         let mut heads = Vec::new();
-        for (i, outcome) in outcomes.iter().enumerate() {
-            if fates[i] != Fate::Store {
-                continue;
-            }
-            let Some(Outcome::Stored(event)) = outcome else {
+        for (i, entry) in entries.iter().enumerate() {
+            let Some(event) = entry.to_store() else {
                 continue;
             };
-            let source = records[i].source();
+            let source = entry.record.source();
             let facts = EventFacts {
                 project_id: &event.project_id,
                 collection: &event.collection,
@@ -555,7 +568,7 @@ impl Ingest {
             // A head is written only once all its parts are: readers start from heads.
             let writes: Vec<TableWrite> = writes
                 .into_iter()
-                .filter(|w| fates[w.tag] == Fate::Store)
+                .filter(|w| entries[w.tag].fate == Fate::Store)
                 .collect();
             if writes.is_empty() {
                 continue;
@@ -564,41 +577,31 @@ impl Ingest {
             counts.write_retries += u64::from(report.retries);
             let refused: BTreeMap<usize, String> = report.refused().into_iter().collect();
             for tag in report.failed_tags {
+                let entry = &mut entries[tag];
                 match refused.get(&tag) {
                     Some(reason) => {
                         tracing::error!(%reason, "the Events table refused an event; dead-lettering it");
-                        fates[tag] = Fate::DeadLetter;
-                        outcomes[tag] = Some(Outcome::DeadLettered(store_refused(reason)));
+                        entry.fate = Fate::DeadLetter;
+                        entry.outcome = Some(Outcome::DeadLettered(store_refused(reason)));
                     }
-                    None => fates[tag] = Fate::Retry,
+                    None => entry.fate = Fate::Retry,
                 }
             }
         }
     }
 
-    async fn dead_letter(
-        &self,
-        records: &[DecodedRecord],
-        tenants: &[Option<Tenant>],
-        outcomes: &[Option<Outcome>],
-        fates: &mut [Fate],
-        counts: &mut Counts,
-        now_ms: i64,
-    ) {
+    async fn dead_letter(&self, entries: &mut [Entry<'_>], counts: &mut Counts, now_ms: i64) {
         // Each record's dead letter is kept under the time it first failed (claimed in the Dedupe
         // table), so a redelivered batch overwrites its dead letters instead of adding more.
         let mut claims = Vec::new();
         let mut letters: BTreeMap<usize, DeadLetter> = BTreeMap::new();
-        for (i, outcome) in outcomes.iter().enumerate() {
-            if fates[i] != Fate::DeadLetter {
-                continue;
-            }
-            let Some(Outcome::DeadLettered(rejection)) = outcome else {
+        for (i, entry) in entries.iter_mut().enumerate() {
+            let Some(rejection) = entry.to_dead_letter() else {
                 continue;
             };
             let letter = DeadLetter::new(
-                &records[i].as_inbound(),
-                tenants[i].as_ref(),
+                &entry.record.as_inbound(),
+                entry.tenant.as_ref(),
                 rejection,
                 now_ms,
             );
@@ -607,13 +610,13 @@ impl Ingest {
             let id = letter.id.clone();
             letters.insert(i, letter);
             // Until its claim answers, the record counts as one to retry (a lost task included).
-            fates[i] = Fate::Retry;
+            entry.fate = Fate::Retry;
             claims.push((i, async move {
                 keen_aws::dedupe::claim_dead_letter(&client, &table, &id, now_ms).await
             }));
         }
         bounded(claims, |i, result| {
-            apply_dead_letter_claim(fates, &mut letters, i, result)
+            apply_dead_letter_claim(&mut entries[i].fate, &mut letters, i, result)
         })
         .await;
 
@@ -621,9 +624,9 @@ impl Ingest {
         let pending: Vec<usize> = letters
             .keys()
             .copied()
-            .filter(|&i| fates[i] == Fate::DeadLetter)
+            .filter(|&i| entries[i].fate == Fate::DeadLetter)
             .collect();
-        let refused = self.store_dead_letters(&letters, &pending, fates).await;
+        let refused = self.store_dead_letters(&letters, &pending, entries).await;
         let mut stored_whole: HashSet<usize> = pending.iter().copied().collect();
         if !refused.is_empty() {
             let mut last_resorts = BTreeMap::new();
@@ -634,7 +637,7 @@ impl Ingest {
             }
             let tags: Vec<usize> = last_resorts.keys().copied().collect();
             counts.last_resort += tags.len() as u64;
-            for (i, reason) in self.store_dead_letters(&last_resorts, &tags, fates).await {
+            for (i, reason) in self.store_dead_letters(&last_resorts, &tags, entries).await {
                 // Bounded and plain by construction: this cannot happen short of a bug. The log
                 // line (and the metric) is then the record's only trace: never retried forever.
                 tracing::error!(%reason, id = %last_resorts[&i].id, source = ?last_resorts[&i].source, "the last-resort dead letter was refused too");
@@ -646,10 +649,10 @@ impl Ingest {
         // The queue: each announcement as it fits; one refused for good in its last-resort form.
         let announcements: Vec<Announcement> = letters
             .iter()
-            .filter(|(i, _)| fates[**i] == Fate::DeadLetter)
+            .filter(|(i, _)| entries[**i].fate == Fate::DeadLetter)
             .map(|(&i, letter)| announcement(letter, i))
             .collect();
-        let refused = self.announce(announcements, fates).await;
+        let refused = self.announce(announcements, entries).await;
         if !refused.is_empty() {
             let mut last_resorts = Vec::new();
             for (i, reason) in refused {
@@ -661,7 +664,7 @@ impl Ingest {
                 last_resorts.push(announcement(&last, i));
             }
             counts.last_resort += last_resorts.len() as u64;
-            for (i, reason) in self.announce(last_resorts, fates).await {
+            for (i, reason) in self.announce(last_resorts, entries).await {
                 tracing::error!(%reason, id = %letters[&i].id, "the last-resort announcement was refused too");
                 counts.unrecorded += 1;
             }
@@ -675,7 +678,7 @@ impl Ingest {
         &self,
         letters: &BTreeMap<usize, DeadLetter>,
         tags: &[usize],
-        fates: &mut [Fate],
+        entries: &mut [Entry<'_>],
     ) -> Vec<(usize, String)> {
         let now_s = (self.clock)() / 1000;
         let mut writes = Vec::new();
@@ -693,38 +696,36 @@ impl Ingest {
             return Vec::new();
         }
         let report = self.batcher.write_all(writes).await;
-        settle(&report, fates)
+        settle(&report, entries)
     }
 
     /// Announces on the dead letter queue; as [`Ingest::store_dead_letters`] for the outcome.
     async fn announce(
         &self,
         announcements: Vec<Announcement>,
-        fates: &mut [Fate],
+        entries: &mut [Entry<'_>],
     ) -> Vec<(usize, String)> {
         if announcements.is_empty() {
             return Vec::new();
         }
         let report = self.queue.announce_all(announcements).await;
-        settle(&report, fates)
+        settle(&report, entries)
     }
 
     async fn count_and_describe(
         &self,
-        records: &[DecodedRecord],
-        outcomes: &[Option<Outcome>],
-        fates: &mut [Fate],
+        entries: &mut [Entry<'_>],
         first_failed: &BTreeMap<(String, i32), i64>,
         mode: Mode,
     ) -> HashSet<usize> {
         let mut newly_counted = HashSet::new();
         let mut counters: BTreeMap<CounterKey, Vec<(i64, usize)>> = BTreeMap::new();
         let mut collections: BTreeMap<(String, String), CollectionBatch> = BTreeMap::new();
-        for (i, outcome) in outcomes.iter().enumerate() {
-            if fates[i] != Fate::Store {
+        for (i, entry) in entries.iter().enumerate() {
+            let Some(event) = entry.to_store() else {
                 continue;
-            }
-            let record = &records[i];
+            };
+            let record = entry.record;
             // Past the first failure of its partition the record will be redelivered: count it then.
             if first_failed
                 .get(&(record.topic.clone(), record.partition))
@@ -732,9 +733,6 @@ impl Ingest {
             {
                 continue;
             }
-            let Some(Outcome::Stored(event)) = outcome else {
-                continue;
-            };
             let key = CounterKey {
                 project_id: event.project_id.clone(),
                 collection: event.collection.clone(),
@@ -776,7 +774,7 @@ impl Ingest {
                         Ok(false) => {}
                         Err(error) => {
                             tracing::warn!(%error, "replay counter update failed; replay again");
-                            fates[i] = Fate::Retry;
+                            entries[i].fate = Fate::Retry;
                         }
                     }
                 }
@@ -852,7 +850,7 @@ impl Ingest {
             }
             tracing::warn!(%error, what, "update failed; the records will be retried");
             for i in members {
-                fates[i] = Fate::Retry;
+                entries[i].fate = Fate::Retry;
             }
         }
         newly_counted
@@ -893,8 +891,8 @@ where
     }
 }
 
-fn apply_claim(fates: &mut [Fate], i: usize, result: Result<Claim, keen_aws::items::StoreError>) {
-    fates[i] = match result {
+fn apply_claim(fate: &mut Fate, result: Result<Claim, keen_aws::items::StoreError>) {
+    *fate = match result {
         Ok(Claim::Won) => Fate::Store,
         Ok(Claim::Duplicate) => Fate::Duplicate,
         Err(error) => {
@@ -905,7 +903,7 @@ fn apply_claim(fates: &mut [Fate], i: usize, result: Result<Claim, keen_aws::ite
 }
 
 fn apply_dead_letter_claim(
-    fates: &mut [Fate],
+    fate: &mut Fate,
     letters: &mut BTreeMap<usize, DeadLetter>,
     i: usize,
     result: Result<i64, keen_aws::items::StoreError>,
@@ -915,11 +913,11 @@ fn apply_dead_letter_claim(
             if let Some(letter) = letters.get_mut(&i) {
                 letter.failed_at = keen_shared::timestamp::format_millis(first_failed_ms);
             }
-            fates[i] = Fate::DeadLetter;
+            *fate = Fate::DeadLetter;
         }
         Err(error) => {
             tracing::warn!(%error, "dead letter claim failed; the record will be retried");
-            fates[i] = Fate::Retry;
+            *fate = Fate::Retry;
         }
     }
 }
@@ -971,11 +969,14 @@ fn announcement(letter: &DeadLetter, tag: usize) -> Announcement {
 
 /// Applies a write or announcement report: transient failures become [`Fate::Retry`]; refusals
 /// of the content are returned with their reason (retrying them is useless).
-fn settle(report: &keen_aws::retry::WriteReport, fates: &mut [Fate]) -> Vec<(usize, String)> {
+fn settle(
+    report: &keen_aws::retry::WriteReport,
+    entries: &mut [Entry<'_>],
+) -> Vec<(usize, String)> {
     let refused = report.refused();
     for &tag in &report.failed_tags {
         if !refused.iter().any(|(t, _)| *t == tag) {
-            fates[tag] = Fate::Retry;
+            entries[tag].fate = Fate::Retry;
         }
     }
     refused
@@ -1083,15 +1084,14 @@ impl CollectionMemo {
 }
 
 /// The first offset of each partition whose record must be retried.
-fn first_failed_offsets(records: &[DecodedRecord], fates: &[Fate]) -> BTreeMap<(String, i32), i64> {
+fn first_failed_offsets(entries: &[Entry<'_>]) -> BTreeMap<(String, i32), i64> {
     let mut first: BTreeMap<(String, i32), i64> = BTreeMap::new();
-    for (record, fate) in records.iter().zip(fates) {
-        if *fate == Fate::Retry {
-            let entry = first
-                .entry((record.topic.clone(), record.partition))
-                .or_insert(record.offset);
-            *entry = (*entry).min(record.offset);
-        }
+    for entry in entries.iter().filter(|e| e.fate == Fate::Retry) {
+        let record = entry.record;
+        let offset = first
+            .entry((record.topic.clone(), record.partition))
+            .or_insert(record.offset);
+        *offset = (*offset).min(record.offset);
     }
     first
 }

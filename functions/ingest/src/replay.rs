@@ -23,7 +23,6 @@ use crate::{DecodedRecord, Fate, Ingest, Mode};
 use keen_aws::dead_letters;
 use keen_shared::Outcome;
 use keen_shared::dead_letter::{DeadLetter, PayloadRef, SERVICE_VERSION, table_keys};
-use keen_shared::record::Tenant;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// What became of one replayed dead letter.
@@ -168,7 +167,7 @@ impl Ingest {
                 .and_then(|c| c.get(&letter.id))
                 .cloned()
                 .unwrap_or_default();
-            let outcome = match (&batch.fates[r], &batch.outcomes[r]) {
+            let outcome = match (&batch.entries[r].fate, &batch.entries[r].outcome) {
                 (Fate::Store, Some(Outcome::Stored(event))) => {
                     if batch.newly_counted.contains(&r) {
                         ReplayOutcome::Stored {
@@ -188,10 +187,9 @@ impl Ingest {
                     duplicate("the same producer record is already stored from another offset")
                 }
                 (Fate::DeadLetter, Some(Outcome::DeadLettered(rejection))) => {
-                    let tenant = Tenant::from_record(&records[r].as_inbound()).ok();
                     let fresh = DeadLetter::new(
                         &records[r].as_inbound(),
-                        tenant.as_ref(),
+                        batch.entries[r].tenant.as_ref(),
                         rejection,
                         now_ms,
                     );
@@ -250,17 +248,21 @@ impl Ingest {
         }
         let judged = self.judge(&records, None).await;
         for (r, &i) in previewed.iter().enumerate() {
-            outcomes[i] = Some(match (&judged.fates[r], &judged.outcomes[r]) {
-                (Fate::Resend, _) => duplicate("another letter replayed with it has its keen.id"),
-                (_, Some(Outcome::Stored(event))) => ReplayOutcome::Stored {
-                    keen_id: event.keen_id.to_hex(),
+            outcomes[i] = Some(
+                match (&judged.entries[r].fate, &judged.entries[r].outcome) {
+                    (Fate::Resend, _) => {
+                        duplicate("another letter replayed with it has its keen.id")
+                    }
+                    (_, Some(Outcome::Stored(event))) => ReplayOutcome::Stored {
+                        keen_id: event.keen_id.to_hex(),
+                    },
+                    (_, Some(Outcome::DeadLettered(rejection))) => ReplayOutcome::StillInvalid {
+                        code: rejection.code.as_str().to_owned(),
+                        message: rejection.message.clone(),
+                    },
+                    (_, None) => failed("the writing key could not be looked up".to_owned()),
                 },
-                (_, Some(Outcome::DeadLettered(rejection))) => ReplayOutcome::StillInvalid {
-                    code: rejection.code.as_str().to_owned(),
-                    message: rejection.message.clone(),
-                },
-                (_, None) => failed("the writing key could not be looked up".to_owned()),
-            });
+            );
         }
         report(&letters, outcomes)
     }
