@@ -13,12 +13,18 @@
 //! each record's identity (see the `replay` module for how it counts and what it does with the
 //! dead letter).
 
+mod config;
 mod decode;
+mod fate;
 mod keys;
+mod memo;
 mod metrics;
 mod replay;
 
+pub use config::{Config, ConfigError, DEFAULT_TIME_RESERVE, Env};
 pub use decode::{DecodedRecord, MskEvent, MskRecord, decode_event};
+use fate::{Entry, Fate, apply_claim, apply_dead_letter_claim, first_failed_offsets, settle};
+use memo::CollectionMemo;
 pub use metrics::Counts;
 pub use replay::{ReplayOutcome, ReplayReport, ReplayResult};
 
@@ -27,68 +33,18 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use keen_aws::batch::{TableWrite, WriteBatcher, WriteOp};
 use keen_aws::collections::CollectionUpdate;
 use keen_aws::counters::CounterKey;
-use keen_aws::dedupe::Claim;
 use keen_aws::dlq::{self, Announcement, DeadLetterQueue};
 use keen_aws::events::EventFacts;
-use keen_aws::items::Tables;
+use keen_shared::Outcome;
 use keen_shared::addon::ReferenceData;
 use keen_shared::dead_letter::{DeadLetter, table_keys};
 use keen_shared::record::{HEADER_PRODUCER_TIMESTAMP, Tenant};
 use keen_shared::reject::{ErrorCode, Rejection};
 use keen_shared::storage::{self, EventLayout};
-use keen_shared::{Outcome, StoredEvent};
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
-
-/// Everything the function reads from its environment.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// Table names.
-    pub tables: Tables,
-    /// Keys table name.
-    pub keys_table: String,
-    /// SQS dead letter queue URL.
-    pub dead_letter_queue_url: String,
-    /// MaxMind City database path.
-    pub geoip_database: Option<std::path::PathBuf>,
-    /// Shards per (project, collection, day).
-    pub shards: u16,
-    /// Time kept back from the invocation's deadline for the writes after judging
-    /// (`INGEST_TIME_RESERVE_MS`, default [`DEFAULT_TIME_RESERVE`]).
-    pub time_reserve: Duration,
-}
-
-/// Time kept back for the writes: half the template's 120 s timeout; the writes of a batch take
-/// well under a second, and even a throttled table spends at most about 15 s per write step
-/// (eight attempts, waits up to 2 s).
-pub const DEFAULT_TIME_RESERVE: Duration = Duration::from_secs(60);
-
-pub use keen_config::{ConfigError, Env};
-
-impl Config {
-    /// Reads the process environment ([`Config::read`]).
-    pub fn from_env() -> Result<Config, ConfigError> {
-        Config::read(&Env::process())
-    }
-
-    /// Reads `EVENTS_TABLE`, `COUNTERS_TABLE`, `COLLECTIONS_TABLE`, `DEDUPE_TABLE`,
-    /// `DEAD_LETTERS_TABLE`, `KEYS_TABLE`, `DEAD_LETTER_QUEUE_URL`, `GEOIP_DATABASE` (empty:
-    /// none, as a template parameter cannot be left out), `EVENT_SHARDS` and
-    /// `INGEST_TIME_RESERVE_MS` from `env`; a malformed value is an error, never a default.
-    pub fn read(env: &Env<'_>) -> Result<Config, ConfigError> {
-        Ok(Config {
-            tables: Tables::read(env)?,
-            keys_table: env.required("KEYS_TABLE", "the Keys table's name")?,
-            dead_letter_queue_url: env
-                .required("DEAD_LETTER_QUEUE_URL", "the SQS dead letter queue's URL")?,
-            geoip_database: env.get("GEOIP_DATABASE").map(Into::into),
-            shards: keen_aws::items::shards(env)?,
-            time_reserve: env.millis("INGEST_TIME_RESERVE_MS", DEFAULT_TIME_RESERVE)?,
-        })
-    }
-}
 
 /// The function's state, built once per execution environment.
 pub struct Ingest {
@@ -112,37 +68,6 @@ pub fn system_clock_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Per-record fate within one invocation, held by the record's [`Entry`]. Every record starts
-/// as `Retry` and each step of [`Ingest::run`] may move it, in this order:
-///
-/// | step | from | to |
-/// |---|---|---|
-/// | 1–3 judge | `Retry` | `Store` or `DeadLetter` (the core's outcome); stays `Retry` when its key could not be looked up or time ran out; `Resend` for a second record with the same keen.id |
-/// | 4 uniqueness tokens | `Store` | `Duplicate` (token held by another event), `Resend` (clock-stamped resend), `Retry` (claim failed) |
-/// | 5 resends | `Store` | `Resend`, `AlreadyStored` (replays), `Retry` (check failed) |
-/// | 6 events | `Store` | `DeadLetter` (the table refused it for good), `Retry` (write failed) |
-/// | 7 dead letters | `DeadLetter` | `Retry` (claim, table or queue failed transiently) |
-/// | 8 counters, collections | `Store` | `Retry` (update failed) |
-///
-/// What is left `Retry` is redelivered from the first such offset of its partition (the partial
-/// batch response); every other fate is terminal.
-#[derive(Debug, Clone, PartialEq)]
-enum Fate {
-    /// Being written as an event.
-    Store,
-    /// Dropped as a uniqueness-token duplicate (counted, not stored).
-    Duplicate,
-    /// Already stored from another offset (an idempotent producer's resend).
-    Resend,
-    /// Being dead-lettered.
-    DeadLetter,
-    /// Transient failure: retried by Lambda from the first such offset of its partition.
-    Retry,
-    /// Replays only: the event is stored already, written by the ingest itself (a later delivery
-    /// of the record after its cause was fixed), which also counted it.
-    AlreadyStored,
-}
-
 /// Whether a batch is the inbound topic's (Lambda's delivery) or an operator's replay of dead
 /// letters. They differ in three ways: a replay sends no new dead letter (it keeps the one it
 /// replays, see [`Ingest::replay`]), counts each record once by its identity rather than by the
@@ -152,35 +77,6 @@ enum Fate {
 enum Mode {
     Live,
     Replay,
-}
-
-/// One record of a batch and all that is known of it: who sent it, what the core made of it,
-/// and its fate so far. Every step reads and moves the fate here, so a record's way through the
-/// batch is one value, not the same index into four parallel lists.
-struct Entry<'a> {
-    record: &'a DecodedRecord,
-    tenant: Option<Tenant>,
-    /// `None`: not judged (its key could not be looked up, or time ran out).
-    outcome: Option<Outcome>,
-    fate: Fate,
-}
-
-impl Entry<'_> {
-    /// The event, while the record is still to be stored.
-    fn to_store(&self) -> Option<&StoredEvent> {
-        match (&self.fate, &self.outcome) {
-            (Fate::Store, Some(Outcome::Stored(event))) => Some(event),
-            _ => None,
-        }
-    }
-
-    /// The rejection, while the record is still to be dead-lettered.
-    fn to_dead_letter(&self) -> Option<&Rejection> {
-        match (&self.fate, &self.outcome) {
-            (Fate::DeadLetter, Some(Outcome::DeadLettered(rejection))) => Some(rejection),
-            _ => None,
-        }
-    }
 }
 
 /// Steps 1–3 of a batch.
@@ -891,37 +787,6 @@ where
     }
 }
 
-fn apply_claim(fate: &mut Fate, result: Result<Claim, keen_aws::items::StoreError>) {
-    *fate = match result {
-        Ok(Claim::Won) => Fate::Store,
-        Ok(Claim::Duplicate) => Fate::Duplicate,
-        Err(error) => {
-            tracing::warn!(%error, "dedupe claim failed; the record will be retried");
-            Fate::Retry
-        }
-    };
-}
-
-fn apply_dead_letter_claim(
-    fate: &mut Fate,
-    letters: &mut BTreeMap<usize, DeadLetter>,
-    i: usize,
-    result: Result<i64, keen_aws::items::StoreError>,
-) {
-    match result {
-        Ok(first_failed_ms) => {
-            if let Some(letter) = letters.get_mut(&i) {
-                letter.failed_at = keen_shared::timestamp::format_millis(first_failed_ms);
-            }
-            *fate = Fate::DeadLetter;
-        }
-        Err(error) => {
-            tracing::warn!(%error, "dead letter claim failed; the record will be retried");
-            *fate = Fate::Retry;
-        }
-    }
-}
-
 /// The SQS announcement of a dead letter: whole when it fits, else with the payload compressed,
 /// else pointing at the table item that holds it (never truncated). Characters SQS refuses are
 /// JSON escapes, and attribute values are made acceptable, so that no record's content can make
@@ -967,21 +832,6 @@ fn announcement(letter: &DeadLetter, tag: usize) -> Announcement {
     make(letter.with_source_ref(table_keys(letter)))
 }
 
-/// Applies a write or announcement report: transient failures become [`Fate::Retry`]; refusals
-/// of the content are returned with their reason (retrying them is useless).
-fn settle(
-    report: &keen_aws::retry::WriteReport,
-    entries: &mut [Entry<'_>],
-) -> Vec<(usize, String)> {
-    let refused = report.refused();
-    for &tag in &report.failed_tags {
-        if !refused.iter().any(|(t, _)| *t == tag) {
-            entries[tag].fate = Fate::Retry;
-        }
-    }
-    refused
-}
-
 /// The rejection of an event the Events table refused for good.
 fn store_refused(reason: &str) -> Rejection {
     Rejection::new(
@@ -992,108 +842,6 @@ fn store_refused(reason: &str) -> Rejection {
         ),
     )
     .with_detail("store_refused")
-}
-
-/// What this process knows of the Collections table: the (path, type) pairs each collection's
-/// schema already holds or can never hold (past its bounds), the widest first/last event times
-/// written, and whether the schema says paths were left out. Lets a batch skip the schema read
-/// and write when it brings nothing new. Bounded: forgotten whole when full (the next batches
-/// read again).
-#[derive(Default)]
-struct CollectionMemo {
-    paths: HashSet<u64>,
-    collections: HashMap<(String, String), Known>,
-}
-
-/// What is known written of one collection.
-#[derive(Clone, Copy)]
-struct Known {
-    first_ms: i64,
-    last_ms: i64,
-    truncated: bool,
-}
-
-impl CollectionMemo {
-    const MAX_PATHS: usize = 262_144;
-    const MAX_COLLECTIONS: usize = 16_384;
-
-    fn pair(project: &str, collection: &str, path: &str, kind: &str) -> u64 {
-        use std::hash::{Hash, Hasher};
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        (project, collection, path, kind).hash(&mut hasher);
-        hasher.finish()
-    }
-
-    /// `update` without what is known already.
-    fn novel(
-        &self,
-        project: &str,
-        collection: &str,
-        mut update: CollectionUpdate,
-    ) -> CollectionUpdate {
-        update.paths.retain(|path, kinds| {
-            kinds.split('|').any(|kind| {
-                !self
-                    .paths
-                    .contains(&Self::pair(project, collection, path, kind))
-            })
-        });
-        let key = (project.to_owned(), collection.to_owned());
-        if let Some(known) = self.collections.get(&key) {
-            update.first_ms = update.first_ms.filter(|&f| f < known.first_ms);
-            update.last_ms = update.last_ms.filter(|&l| l > known.last_ms);
-            update.truncated &= !known.truncated;
-        }
-        update
-    }
-
-    /// Records what a successful update made known.
-    fn learn(
-        &mut self,
-        project: &str,
-        collection: &str,
-        update: &CollectionUpdate,
-        recorded: Option<&BTreeMap<String, String>>,
-    ) {
-        if self.paths.len() >= Self::MAX_PATHS || self.collections.len() >= Self::MAX_COLLECTIONS {
-            self.paths.clear();
-            self.collections.clear();
-        }
-        for (path, kinds) in update.paths.iter().chain(recorded.into_iter().flatten()) {
-            for kind in kinds.split('|') {
-                self.paths
-                    .insert(Self::pair(project, collection, path, kind));
-            }
-        }
-        let known = self
-            .collections
-            .entry((project.to_owned(), collection.to_owned()))
-            .or_insert(Known {
-                first_ms: i64::MAX,
-                last_ms: i64::MIN,
-                truncated: false,
-            });
-        if let Some(first) = update.first_ms {
-            known.first_ms = known.first_ms.min(first);
-        }
-        if let Some(last) = update.last_ms {
-            known.last_ms = known.last_ms.max(last);
-        }
-        known.truncated |= update.truncated;
-    }
-}
-
-/// The first offset of each partition whose record must be retried.
-fn first_failed_offsets(entries: &[Entry<'_>]) -> BTreeMap<(String, i32), i64> {
-    let mut first: BTreeMap<(String, i32), i64> = BTreeMap::new();
-    for entry in entries.iter().filter(|e| e.fate == Fate::Retry) {
-        let record = entry.record;
-        let offset = first
-            .entry((record.topic.clone(), record.partition))
-            .or_insert(record.offset);
-        *offset = (*offset).min(record.offset);
-    }
-    first
 }
 
 /// When judging stops: `reserve` before the deadline, but never more than half of the time left
