@@ -3,8 +3,8 @@
 //! so that a replayed record is judged, stored and counted exactly as a delivered one.
 
 use crate::{CliError, CommandOptions, Invocation, dynamodb_client, sdk_config, sqs_client};
+use keen_aws::dead_letters::{DeadLetterQuery, find_dead_letter, list_dead_letters};
 use keen_ingest::{Config, Ingest, ReplayOutcome, ReplayReport};
-use keen_shared::adapters::dead_letters::{DeadLetterQuery, find_dead_letter, list_dead_letters};
 use keen_shared::addon::ReferenceData;
 use keen_shared::dead_letter::DeadLetter;
 use std::process::ExitCode;

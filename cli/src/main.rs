@@ -13,9 +13,9 @@
 mod dead_letters;
 
 use keen_authorizer::Authorizer;
-use keen_shared::adapters::keys_table::KeysTable;
-use keen_shared::adapters::provision::{DeploymentSpec, provision};
-use keen_shared::adapters::secrets::{PEPPER_ENV, load_pepper_from_env};
+use keen_aws::keys_table::KeysTable;
+use keen_aws::provision::{DeploymentSpec, provision};
+use keen_aws::secrets::{PEPPER_ENV, load_pepper_from_env};
 use serde_json::{Value, json};
 use std::io::BufRead;
 use std::process::ExitCode;

@@ -250,20 +250,8 @@ async fn dead_letters_are_listed_shown_and_replayed_after_a_key_is_reinstated() 
     let key_id = created["key_id"].as_str().expect("key_id").to_owned();
     json_of(&run(&["revoke-key", "p1", &key_id]));
     let dynamodb = moto.dynamodb();
-    let config = keen_ingest::Config {
-        tables: keen_shared::adapters::store::Tables {
-            events: env["EVENTS_TABLE"].clone(),
-            counters: env["COUNTERS_TABLE"].clone(),
-            collections: env["COLLECTIONS_TABLE"].clone(),
-            dedupe: env["DEDUPE_TABLE"].clone(),
-            dead_letters: env["DEAD_LETTERS_TABLE"].clone(),
-        },
-        keys_table: env["KEYS_TABLE"].clone(),
-        dead_letter_queue_url: env["DEAD_LETTER_QUEUE_URL"].clone(),
-        geoip_database: None,
-        shards: 16,
-        time_reserve: keen_ingest::DEFAULT_TIME_RESERVE,
-    };
+    let config = keen_ingest::Config::read(&keen_config::Env::from_pairs(env.clone()))
+        .expect("ingest config");
     let ingest = keen_ingest::Ingest::with_clients(
         config.clone(),
         dynamodb.clone(),
@@ -387,17 +375,13 @@ async fn dead_letters_are_listed_shown_and_replayed_after_a_key_is_reinstated() 
         report.contains("1 dead letters: still invalid 1"),
         "{report}"
     );
-    let counted: u64 = keen_shared::adapters::store::read_counters(
-        &dynamodb,
-        &config.tables.counters,
-        "p1",
-        "clicks",
-    )
-    .await
-    .expect("counters")
-    .iter()
-    .map(|(_, n)| n)
-    .sum();
+    let counted: u64 =
+        keen_aws::counters::read_counters(&dynamodb, &config.tables.counters, "p1", "clicks")
+            .await
+            .expect("counters")
+            .iter()
+            .map(|(_, n)| n)
+            .sum();
     assert_eq!(counted, 2);
 
     // Replay without the ingest's environment says what is missing.

@@ -1,16 +1,15 @@
 //! SASL against the Keys table: PLAIN, SCRAM-SHA-256 and SCRAM-SHA-512 (architecture.md, "Keys
-//! table"), with the credentials cached for at most 30 s.
+//! table"), with the credentials read through the shared `KeysReader` (at most 30 s old).
 //!
 //! Username = project id, password = any of the project's keys that may write. SCRAM uses the
 //! project's one salt, tries every key's StoredKey and signs with the matched key's ServerKey; an
 //! unknown project gets a salt derived from the pepper, so the exchange looks the same and
 //! project ids cannot be enumerated. No password, key or proof is ever logged.
 
-use keen_shared::adapters::keys_table::{KeysTable, KeysTableError};
-use keen_shared::adapters::secrets::Pepper;
-use keen_shared::key::{
-    ProjectSalt, StoredKey, fake_salt_for_unknown_project, find_key_by_password,
-};
+use keen_aws::keys_reader::{KeysReader, ProjectCredentials};
+use keen_aws::keys_table::{KeysTable, KeysTableError};
+use keen_aws::secrets::Pepper;
+use keen_shared::key::{StoredKey, fake_salt_for_unknown_project, find_key_by_password};
 use keen_shared::record::check_project_id;
 use keen_shared::scram::{ClientFirst, ScramMechanism, ScramVerifier, ServerExchange, ServerNonce};
 use quick_cache::sync::Cache;
@@ -18,42 +17,21 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How long looked-up credentials (or a project's absence) are trusted: with ingest's own 30 s
-/// per-record check, a revoked key stops being stored within 60 s (product.md §5).
-pub const CREDENTIALS_TTL: Duration = Duration::from_secs(30);
-
 /// The mechanisms offered, in SaslHandshake's answer.
 pub const MECHANISMS: [&str; 3] = ["PLAIN", "SCRAM-SHA-512", "SCRAM-SHA-256"];
 
-/// One project's SCRAM salt and keys.
-#[derive(Debug)]
-pub struct ProjectCredentials {
-    pub salt: ProjectSalt,
-    pub keys: Vec<StoredKey>,
-}
-
-/// The Keys table behind two bounded caches: projects that exist, and ids that do not.
+/// The Keys table through the shared reader (`keen_aws::keys_reader`: credentials at most
+/// [`keen_aws::keys_reader::KEYS_TTL`] old, unknown projects remembered apart), and the pepper.
 pub struct Credentials {
-    table: KeysTable,
+    reader: KeysReader,
     pepper: Pepper,
-    known: Cache<String, (Instant, Arc<ProjectCredentials>)>,
-    /// Ids found missing: kept apart so that guessing random usernames never evicts a real
-    /// project's credentials, and costs one Keys-table read per id per TTL at most.
-    unknown: Cache<String, Instant>,
 }
-
-/// Projects whose credentials are cached per gateway task.
-const KNOWN_PROJECTS_CACHED: usize = 100_000;
-/// Missing project ids remembered per gateway task.
-const UNKNOWN_PROJECTS_CACHED: usize = 100_000;
 
 impl Credentials {
     pub fn new(table: KeysTable, pepper: Pepper) -> Self {
         Credentials {
-            table,
+            reader: KeysReader::new(table),
             pepper,
-            known: Cache::new(KNOWN_PROJECTS_CACHED),
-            unknown: Cache::new(UNKNOWN_PROJECTS_CACHED),
         }
     }
 
@@ -62,28 +40,7 @@ impl Credentials {
         &self,
         project_id: &str,
     ) -> Result<Option<Arc<ProjectCredentials>>, KeysTableError> {
-        if let Some((at, found)) = self.known.get(project_id)
-            && at.elapsed() < CREDENTIALS_TTL
-        {
-            return Ok(Some(found));
-        }
-        if let Some(at) = self.unknown.get(project_id)
-            && at.elapsed() < CREDENTIALS_TTL
-        {
-            return Ok(None);
-        }
-        // The salt item first: an id without one costs a single read, not a read and a query.
-        let Some(salt) = self.table.get_project(project_id).await? else {
-            self.known.remove(project_id);
-            self.unknown.insert(project_id.to_owned(), Instant::now());
-            return Ok(None);
-        };
-        let keys = self.table.list_keys(project_id).await?;
-        let found = Arc::new(ProjectCredentials { salt, keys });
-        self.unknown.remove(project_id);
-        self.known
-            .insert(project_id.to_owned(), (Instant::now(), found.clone()));
-        Ok(Some(found))
+        self.reader.credentials(project_id).await
     }
 
     /// Whether `key_id` of `project_id` may still write, by credentials at most 30 s old.

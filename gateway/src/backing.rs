@@ -239,7 +239,9 @@ impl Backing {
     /// Connects and learns the inbound topic's partition count (blocking: call at start).
     pub fn connect(config: &BackingConfig, topic: &str) -> Result<Backing, BackingError> {
         let mut client = ClientConfig::new();
-        config.connection.apply(&mut client);
+        for (key, value) in config.connection.client_properties() {
+            client.set(key, value);
+        }
         client
             .set("enable.idempotence", "true")
             .set("acks", "all")

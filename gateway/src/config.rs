@@ -10,21 +10,7 @@ use std::time::Duration;
 /// The largest record batch a customer may send (product.md §1, Kafka's `message.max.bytes`).
 pub const MAX_BATCH_BYTES: usize = 1_048_588;
 
-/// A configuration value that is missing or malformed.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{var} is required: {what}")]
-    Missing {
-        var: &'static str,
-        what: &'static str,
-    },
-    #[error("{var}={value:?} is not valid: {what}")]
-    Invalid {
-        var: &'static str,
-        value: String,
-        what: &'static str,
-    },
-}
+pub use keen_config::{BackingSettings, ConfigError, Env};
 
 /// Where the gateway tells clients to connect (`host:port`), which behind a load balancer is the
 /// balancer's name, not the listener's address.
@@ -32,76 +18,6 @@ pub enum ConfigError {
 pub struct Advertised {
     pub host: String,
     pub port: i32,
-}
-
-/// How to reach and authenticate to the backing cluster (MSK: `SASL_SSL` with SCRAM-SHA-512 on
-/// port 9096): the gateway's producer and the local event source mapping take the same
-/// `BACKING_*` variables, so one environment file drives both.
-#[derive(Clone, PartialEq, Eq)]
-pub struct BackingSettings {
-    /// `BACKING_BOOTSTRAP`.
-    pub bootstrap: String,
-    /// `BACKING_SECURITY_PROTOCOL`: `PLAINTEXT`, `SSL`, `SASL_PLAINTEXT` or `SASL_SSL`.
-    pub security_protocol: Option<String>,
-    /// `BACKING_SASL_MECHANISM`: `SCRAM-SHA-512` (MSK) or `SCRAM-SHA-256`.
-    pub sasl_mechanism: Option<String>,
-    /// `BACKING_SASL_USERNAME`.
-    pub sasl_username: Option<String>,
-    /// `BACKING_SASL_PASSWORD`; never logged (`Debug` redacts it).
-    pub sasl_password: Option<String>,
-    /// `BACKING_SSL_CA_LOCATION`: a CA bundle for the cluster's certificates.
-    pub ssl_ca_location: Option<PathBuf>,
-}
-
-impl std::fmt::Debug for BackingSettings {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BackingSettings")
-            .field("bootstrap", &self.bootstrap)
-            .field("security_protocol", &self.security_protocol)
-            .field("sasl_mechanism", &self.sasl_mechanism)
-            .field("sasl_username", &self.sasl_username)
-            .field(
-                "sasl_password",
-                &self.sasl_password.as_ref().map(|_| "<redacted>"),
-            )
-            .field("ssl_ca_location", &self.ssl_ca_location)
-            .finish()
-    }
-}
-
-impl BackingSettings {
-    /// Reads `BACKING_SECURITY_PROTOCOL`, `BACKING_SASL_MECHANISM`, `BACKING_SASL_USERNAME`,
-    /// `BACKING_SASL_PASSWORD` and `BACKING_SSL_CA_LOCATION` through `get`; the bootstrap servers
-    /// are required, and each caller says so in its own error type.
-    pub fn from_lookup(bootstrap: String, get: impl Fn(&'static str) -> Option<String>) -> Self {
-        BackingSettings {
-            bootstrap,
-            security_protocol: get("BACKING_SECURITY_PROTOCOL"),
-            sasl_mechanism: get("BACKING_SASL_MECHANISM"),
-            sasl_username: get("BACKING_SASL_USERNAME"),
-            sasl_password: get("BACKING_SASL_PASSWORD"),
-            ssl_ca_location: get("BACKING_SSL_CA_LOCATION").map(PathBuf::from),
-        }
-    }
-
-    /// Applies the connection settings to an rdkafka client configuration.
-    pub fn apply(&self, client: &mut rdkafka::ClientConfig) {
-        client.set("bootstrap.servers", &self.bootstrap);
-        let optional = [
-            ("security.protocol", &self.security_protocol),
-            ("sasl.mechanism", &self.sasl_mechanism),
-            ("sasl.username", &self.sasl_username),
-            ("sasl.password", &self.sasl_password),
-        ];
-        for (key, value) in optional {
-            if let Some(value) = value {
-                client.set(key, value);
-            }
-        }
-        if let Some(ca) = &self.ssl_ca_location {
-            client.set("ssl.ca.location", ca.display().to_string());
-        }
-    }
 }
 
 /// The gateway's producer towards the backing cluster.
@@ -235,20 +151,15 @@ impl std::fmt::Debug for Config {
 impl Config {
     /// Reads the configuration from the process environment.
     pub fn from_env() -> Result<Config, ConfigError> {
-        Config::from_lookup(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+        Config::read(&Env::process())
     }
 
-    /// Reads the configuration through `lookup` (the environment, or a test's map).
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
-        let get = |var: &'static str| lookup(var);
-        let required = |var: &'static str, what: &'static str| {
-            get(var).ok_or(ConfigError::Missing { var, what })
-        };
-        let listen: SocketAddr = parse(
-            var_or(&get, "GATEWAY_LISTEN", "127.0.0.1:9092"),
-            "GATEWAY_LISTEN",
-            "an address such as 0.0.0.0:9092",
-        )?;
+    /// Reads the configuration from `env` (the process environment, or a test's pairs).
+    pub fn read(env: &Env<'_>) -> Result<Config, ConfigError> {
+        let get = |var: &'static str| env.get(var);
+        let listen: SocketAddr = env
+            .parsed("GATEWAY_LISTEN", "an address such as 0.0.0.0:9092")?
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9092)));
         let advertised = match get("GATEWAY_ADVERTISED") {
             Some(value) => parse_advertised(&value)?,
             None => Advertised {
@@ -272,66 +183,43 @@ impl Config {
                 });
             }
         };
-        let metrics_listen = get("GATEWAY_METRICS_LISTEN")
-            .map(|v| {
-                parse(
-                    v,
-                    "GATEWAY_METRICS_LISTEN",
-                    "an address such as 0.0.0.0:9404",
-                )
-            })
-            .transpose()?;
+        let metrics_listen =
+            env.parsed("GATEWAY_METRICS_LISTEN", "an address such as 0.0.0.0:9404")?;
         let defaults = Limits::default();
         let limits = Limits {
-            max_request_bytes: number(
-                &get,
-                "GATEWAY_MAX_REQUEST_BYTES",
-                defaults.max_request_bytes,
-            )?,
+            max_request_bytes: env
+                .number("GATEWAY_MAX_REQUEST_BYTES", defaults.max_request_bytes)?,
             max_unauthenticated_request_bytes: defaults.max_unauthenticated_request_bytes,
-            max_decompressed_bytes: number(
-                &get,
+            max_decompressed_bytes: env.number(
                 "GATEWAY_MAX_DECOMPRESSED_BYTES",
                 defaults.max_decompressed_bytes,
             )?,
-            max_inflight_bytes_per_connection: number(
-                &get,
+            max_inflight_bytes_per_connection: env.number(
                 "GATEWAY_MAX_INFLIGHT_BYTES_PER_CONNECTION",
                 defaults.max_inflight_bytes_per_connection,
             )?,
-            max_inflight_bytes: number(
-                &get,
-                "GATEWAY_MAX_INFLIGHT_BYTES",
-                defaults.max_inflight_bytes,
-            )?,
-            max_decoded_bytes: number(
-                &get,
-                "GATEWAY_MAX_DECODED_BYTES",
-                defaults.max_decoded_bytes,
-            )?,
-            max_connections: number(&get, "GATEWAY_MAX_CONNECTIONS", defaults.max_connections)?,
-            sasl_timeout: Duration::from_millis(number(
-                &get,
+            max_inflight_bytes: env
+                .number("GATEWAY_MAX_INFLIGHT_BYTES", defaults.max_inflight_bytes)?,
+            max_decoded_bytes: env
+                .number("GATEWAY_MAX_DECODED_BYTES", defaults.max_decoded_bytes)?,
+            max_connections: env.number("GATEWAY_MAX_CONNECTIONS", defaults.max_connections)?,
+            sasl_timeout: Duration::from_millis(env.number(
                 "GATEWAY_SASL_TIMEOUT_MS",
                 defaults.sasl_timeout.as_millis() as u64,
             )?),
-            idle_timeout: Duration::from_millis(number(
-                &get,
+            idle_timeout: Duration::from_millis(env.number(
                 "GATEWAY_IDLE_TIMEOUT_MS",
                 defaults.idle_timeout.as_millis() as u64,
             )?),
-            max_connections_per_source: number(
-                &get,
+            max_connections_per_source: env.number(
                 "GATEWAY_MAX_CONNECTIONS_PER_SOURCE",
                 defaults.max_connections_per_source,
             )?,
-            frame_timeout: Duration::from_millis(number(
-                &get,
+            frame_timeout: Duration::from_millis(env.number(
                 "GATEWAY_FRAME_TIMEOUT_MS",
                 defaults.frame_timeout.as_millis() as u64,
             )?),
-            max_request_elements: number(
-                &get,
+            max_request_elements: env.number(
                 "GATEWAY_MAX_REQUEST_ELEMENTS",
                 defaults.max_request_elements,
             )?,
@@ -361,7 +249,7 @@ impl Config {
                 what: "must be at least GATEWAY_MAX_DECOMPRESSED_BYTES (itself under 4 GiB)",
             });
         }
-        let partitions: i32 = number(&get, "GATEWAY_PARTITIONS", 8)?;
+        let partitions: i32 = env.number("GATEWAY_PARTITIONS", 8)?;
         if !(1..=1024).contains(&partitions) {
             return Err(ConfigError::Invalid {
                 var: "GATEWAY_PARTITIONS",
@@ -373,90 +261,45 @@ impl Config {
             listen,
             advertised,
             tls,
-            proxy_protocol: flag(&get, "GATEWAY_PROXY_PROTOCOL")?,
+            proxy_protocol: env.flag("GATEWAY_PROXY_PROTOCOL")?,
             metrics_listen,
             backing: BackingConfig {
-                connection: BackingSettings::from_lookup(
-                    required(
-                        "BACKING_BOOTSTRAP",
-                        "the backing Kafka cluster's bootstrap servers",
-                    )?,
-                    get,
-                ),
-                linger_ms: milliseconds(&get, "BACKING_LINGER_MS", 1.0)?,
-                compression: var_or(&get, "BACKING_COMPRESSION", "lz4"),
-                stats_interval_ms: number(&get, "BACKING_STATS_INTERVAL_MS", 0)?,
-                message_timeout_ms: number(&get, "BACKING_MESSAGE_TIMEOUT_MS", 30_000)?,
+                connection: BackingSettings::from_env(
+                    env,
+                    "the backing Kafka cluster's bootstrap servers",
+                )?,
+                linger_ms: milliseconds(env, "BACKING_LINGER_MS", 1.0)?,
+                compression: env.get_or("BACKING_COMPRESSION", "lz4"),
+                stats_interval_ms: env.number("BACKING_STATS_INTERVAL_MS", 0)?,
+                message_timeout_ms: env.number("BACKING_MESSAGE_TIMEOUT_MS", 30_000)?,
             },
-            inbound_topic: var_or(&get, "INBOUND_TOPIC", "keen-inbound"),
+            inbound_topic: env.get_or("INBOUND_TOPIC", "keen-inbound"),
             partitions,
-            keys_table: required(
+            keys_table: env.required(
                 "KEYS_TABLE",
                 "the Keys table name (keenctl provision prints it)",
             )?,
-            node_id: number(&get, "GATEWAY_NODE_ID", 1)?,
+            node_id: env.number("GATEWAY_NODE_ID", 1)?,
             limits,
-            project_quota_bytes_per_sec: number(
-                &get,
+            project_quota_bytes_per_sec: env.number(
                 "GATEWAY_PROJECT_QUOTA_BYTES_PER_SEC",
                 crate::quota::DEFAULT_BYTES_PER_SEC,
             )?,
-            project_quota_records_per_sec: number(
-                &get,
+            project_quota_records_per_sec: env.number(
                 "GATEWAY_PROJECT_QUOTA_RECORDS_PER_SEC",
                 crate::quota::DEFAULT_RECORDS_PER_SEC,
             )?,
-            session_lifetime: Duration::from_millis(number(
-                &get,
-                "GATEWAY_SESSION_LIFETIME_MS",
-                25_000,
-            )?),
-            shutdown_grace: Duration::from_millis(number(
-                &get,
-                "GATEWAY_SHUTDOWN_GRACE_MS",
-                30_000,
-            )?),
+            session_lifetime: Duration::from_millis(
+                env.number("GATEWAY_SESSION_LIFETIME_MS", 25_000)?,
+            ),
+            shutdown_grace: Duration::from_millis(env.number("GATEWAY_SHUTDOWN_GRACE_MS", 30_000)?),
         })
     }
 }
 
-fn var_or(
-    get: &impl Fn(&'static str) -> Option<String>,
-    var: &'static str,
-    default: &str,
-) -> String {
-    get(var).unwrap_or_else(|| default.to_owned())
-}
-
-fn parse<T: std::str::FromStr>(
-    value: String,
-    var: &'static str,
-    what: &'static str,
-) -> Result<T, ConfigError> {
-    value
-        .trim()
-        .parse()
-        .map_err(|_| ConfigError::Invalid { var, value, what })
-}
-
-fn number<T: std::str::FromStr>(
-    get: &impl Fn(&'static str) -> Option<String>,
-    var: &'static str,
-    default: T,
-) -> Result<T, ConfigError> {
-    match get(var) {
-        Some(value) => parse(value.replace('_', ""), var, "a whole number"),
-        None => Ok(default),
-    }
-}
-
 /// A duration in milliseconds that may have a fraction (librdkafka's float properties).
-fn milliseconds(
-    get: &impl Fn(&'static str) -> Option<String>,
-    var: &'static str,
-    default: f64,
-) -> Result<f64, ConfigError> {
-    let Some(value) = get(var) else {
+fn milliseconds(env: &Env<'_>, var: &'static str, default: f64) -> Result<f64, ConfigError> {
+    let Some(value) = env.get(var) else {
         return Ok(default);
     };
     match value.parse::<f64>() {
@@ -465,21 +308,6 @@ fn milliseconds(
             var,
             value,
             what: "milliseconds from 0 to 900000 (fractions allowed, e.g. 0.5)",
-        }),
-    }
-}
-
-fn flag(
-    get: &impl Fn(&'static str) -> Option<String>,
-    var: &'static str,
-) -> Result<bool, ConfigError> {
-    match get(var).as_deref() {
-        None | Some("0" | "false" | "no" | "off") => Ok(false),
-        Some("1" | "true" | "yes" | "on") => Ok(true),
-        Some(other) => Err(ConfigError::Invalid {
-            var,
-            value: other.to_owned(),
-            what: "true or false",
         }),
     }
 }
@@ -505,14 +333,9 @@ fn parse_advertised(value: &str) -> Result<Advertised, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
     fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        Config::from_lookup(|name| map.get(name).cloned())
+        Config::read(&Env::from_pairs(vars.iter().copied()))
     }
 
     const REQUIRED: [(&str, &str); 2] =

@@ -1,12 +1,12 @@
 //! `keen-gateway`: configuration from the environment (see the README), then serve until
 //! SIGTERM or Ctrl-C, finishing in-flight produces and flushing the backing producer.
 
+use keen_aws::keys_table::KeysTable;
+use keen_aws::secrets::load_pepper;
 use keen_gateway::auth::Credentials;
 use keen_gateway::backing::Backing;
 use keen_gateway::config::Config;
 use keen_gateway::{Gateway, metrics, server};
-use keen_shared::adapters::keys_table::KeysTable;
-use keen_shared::adapters::secrets::load_pepper;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;

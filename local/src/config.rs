@@ -13,7 +13,7 @@ pub const MAX_BATCH_WINDOW: Duration = Duration::from_secs(300);
 /// Lambda's synchronous invocation payload limit: 6 MB of event JSON.
 pub const MAX_PAYLOAD_BYTES: usize = 6 * 1024 * 1024;
 
-pub use keen_gateway::config::BackingSettings;
+pub use keen_config::{BackingSettings, ConfigError, Env};
 
 /// Everything the mapping reads from its environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,62 +36,35 @@ pub struct EsmConfig {
     pub concurrency: usize,
 }
 
-/// A setting that is missing or out of range, named after its variable.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ConfigError {
-    #[error("environment variable {var} is not set; set it to {what}")]
-    Missing {
-        var: &'static str,
-        what: &'static str,
-    },
-    #[error("environment variable {var}={value:?} is invalid: it {what}")]
-    Invalid {
-        var: &'static str,
-        value: String,
-        what: &'static str,
-    },
-}
-
 impl EsmConfig {
     /// Reads the process environment; an empty variable counts as unset.
     pub fn from_env() -> Result<EsmConfig, ConfigError> {
-        Self::from_lookup(|var| std::env::var(var).ok().filter(|v| !v.is_empty()))
+        Self::read(&Env::process())
     }
 
-    /// Reads the settings through `get` (the environment, or a table in tests).
-    pub fn from_lookup(get: impl Fn(&'static str) -> Option<String>) -> Result<Self, ConfigError> {
-        let bootstrap = get("BACKING_BOOTSTRAP").ok_or(ConfigError::Missing {
-            var: "BACKING_BOOTSTRAP",
-            what: "the backing Kafka cluster's bootstrap servers (host:port,…)",
-        })?;
-        let batch_size: usize = number(&get, "ESM_BATCH_SIZE", 100)?;
-        if !(1..=MAX_BATCH_SIZE).contains(&batch_size) {
-            return Err(ConfigError::Invalid {
-                var: "ESM_BATCH_SIZE",
-                value: batch_size.to_string(),
-                what: "must be between 1 and 10000, as Lambda's BatchSize for Kafka",
-            });
-        }
-        let window = Duration::from_millis(number(&get, "ESM_BATCH_WINDOW_MS", 100)?);
-        if window > MAX_BATCH_WINDOW {
-            return Err(ConfigError::Invalid {
-                var: "ESM_BATCH_WINDOW_MS",
-                value: window.as_millis().to_string(),
-                what: "must be at most 300000 (5 minutes), as Lambda's batching window",
-            });
-        }
-        let concurrency: usize = number(&get, "ESM_CONCURRENCY", 4)?;
-        if !(1..=64).contains(&concurrency) {
-            return Err(ConfigError::Invalid {
-                var: "ESM_CONCURRENCY",
-                value: concurrency.to_string(),
-                what: "must be between 1 and 64",
-            });
-        }
+    /// Reads the settings from `env` (the process environment, or a test's pairs).
+    pub fn read(env: &Env<'_>) -> Result<Self, ConfigError> {
+        let batch_size: usize = env.number_in(
+            "ESM_BATCH_SIZE",
+            100,
+            1..=MAX_BATCH_SIZE,
+            "must be between 1 and 10000, as Lambda's BatchSize for Kafka",
+        )?;
+        let window = Duration::from_millis(env.number_in(
+            "ESM_BATCH_WINDOW_MS",
+            100,
+            0..=MAX_BATCH_WINDOW.as_millis() as u64,
+            "must be at most 300000 (5 minutes), as Lambda's batching window",
+        )?);
+        let concurrency: usize =
+            env.number_in("ESM_CONCURRENCY", 4, 1..=64, "must be between 1 and 64")?;
         Ok(EsmConfig {
-            backing: BackingSettings::from_lookup(bootstrap, &get),
-            topic: get("INBOUND_TOPIC").unwrap_or_else(|| "keen-inbound".to_owned()),
-            group_id: get("ESM_GROUP_ID").unwrap_or_else(|| "keen-local-esm".to_owned()),
+            backing: BackingSettings::from_env(
+                env,
+                "the backing Kafka cluster's bootstrap servers (host:port,…)",
+            )?,
+            topic: env.get_or("INBOUND_TOPIC", "keen-inbound"),
+            group_id: env.get_or("ESM_GROUP_ID", "keen-local-esm"),
             batch_size,
             batch_window: window,
             max_payload_bytes: MAX_PAYLOAD_BYTES,
@@ -100,30 +73,12 @@ impl EsmConfig {
     }
 }
 
-fn number<T: std::str::FromStr>(
-    get: &impl Fn(&'static str) -> Option<String>,
-    var: &'static str,
-    default: T,
-) -> Result<T, ConfigError> {
-    match get(var) {
-        None => Ok(default),
-        Some(text) => text.trim().parse().map_err(|_| ConfigError::Invalid {
-            var,
-            value: text,
-            what: "is not a whole number",
-        }),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
     fn read(vars: &[(&'static str, &str)]) -> Result<EsmConfig, ConfigError> {
-        let vars: HashMap<&'static str, String> =
-            vars.iter().map(|(k, v)| (*k, (*v).to_owned())).collect();
-        EsmConfig::from_lookup(|var| vars.get(var).cloned())
+        EsmConfig::read(&Env::from_pairs(vars.iter().copied()))
     }
 
     #[test]

@@ -1,11 +1,11 @@
 //! `keen-esm`: the ingest function's environment plus the mapping's own (see `config`), then
 //! consume until SIGTERM or Ctrl-C, finishing and committing the batch in hand.
 
+use keen_aws::batch::WriteBatcher;
+use keen_aws::dlq::DeadLetterQueue;
+use keen_aws::keys_table::KeysTable;
 use keen_ingest::{Config, Ingest};
 use keen_local::{EsmConfig, EventSourceMapping, IngestFunction};
-use keen_shared::adapters::batch::WriteBatcher;
-use keen_shared::adapters::dlq::DeadLetterQueue;
-use keen_shared::adapters::keys_table::KeysTable;
 use keen_shared::addon::ReferenceData;
 use std::process::ExitCode;
 use std::sync::Arc;

@@ -155,7 +155,9 @@ impl<F: Function> EventSourceMapping<F> {
         ready: Arc<AtomicBool>,
     ) -> Result<Self, MappingError> {
         let mut client = ClientConfig::new();
-        config.backing.apply(&mut client);
+        for (key, value) in config.backing.client_properties() {
+            client.set(key, value);
+        }
         client
             .set("group.id", &config.group_id)
             .set("client.id", "keen-local-esm")

@@ -11,8 +11,7 @@ mod common;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use common::{COLLECTION, KEY_ID, Outbound, PARTITIONS, PROJECT, TOPIC, produce};
-use keen_shared::adapters::keys_table::KeysTable;
-use keen_shared::adapters::store;
+use keen_aws::keys_table::KeysTable;
 use keen_shared::key::{KeyModel, SecretKey, StoredKey};
 use keen_testkit::{MotoServer, Provisioned, TansuBroker};
 use serde_json::json;
@@ -95,7 +94,7 @@ impl Stack {
     }
 
     async fn count(&self) -> u64 {
-        store::read_counters(
+        keen_aws::counters::read_counters(
             &self.aws.dynamodb,
             self.aws.name("COUNTERS_TABLE"),
             PROJECT,
@@ -129,8 +128,8 @@ impl Stack {
             }
         }
         items.retain(|item| {
-            let pk = store::string_attr(item, "pk").unwrap_or_default();
-            let sk = store::string_attr(item, "sk").unwrap_or_default();
+            let pk = keen_aws::items::string_attr(item, "pk").unwrap_or_default();
+            let sk = keen_aws::items::string_attr(item, "sk").unwrap_or_default();
             !pk.ends_with("#counts") && !keen_shared::storage::is_part_sort_key(sk)
         });
         items

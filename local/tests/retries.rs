@@ -8,7 +8,7 @@ mod common;
 
 use common::{Outbound, PARTITIONS, committed, produce};
 use keen_ingest::MskEvent;
-use keen_local::config::{BackingSettings, EsmConfig, MAX_PAYLOAD_BYTES};
+use keen_local::config::{Env, EsmConfig, MAX_PAYLOAD_BYTES};
 use keen_local::{EventSourceMapping, Function, Invocation};
 use keen_testkit::TansuBroker;
 use serde_json::json;
@@ -133,20 +133,16 @@ async fn run_script_bounded(script: &[Step], max_payload_bytes: usize) -> Vec<Se
 
     let group = keen_testkit::unique_prefix("esm-retries");
     let config = EsmConfig {
-        backing: BackingSettings {
-            bootstrap: broker.bootstrap(),
-            security_protocol: None,
-            sasl_mechanism: None,
-            sasl_username: None,
-            sasl_password: None,
-            ssl_ca_location: None,
-        },
-        topic: common::TOPIC.into(),
-        group_id: group.clone(),
-        concurrency: 1,
-        batch_size: 10,
-        batch_window: Duration::from_millis(50),
         max_payload_bytes,
+        ..EsmConfig::read(&Env::from_pairs([
+            ("BACKING_BOOTSTRAP", broker.bootstrap()),
+            ("INBOUND_TOPIC", common::TOPIC.to_owned()),
+            ("ESM_GROUP_ID", group.clone()),
+            ("ESM_CONCURRENCY", "1".to_owned()),
+            ("ESM_BATCH_SIZE", "10".to_owned()),
+            ("ESM_BATCH_WINDOW_MS", "50".to_owned()),
+        ]))
+        .expect("config")
     };
     let function = Scripted::new(script);
     let mapping = EventSourceMapping::new(config, Arc::clone(&function)).expect("a mapping");

@@ -427,7 +427,7 @@ impl fmt::Debug for StoredKey {
 
 /// A key as a password check sees it: the model and the peppered digest, without the SCRAM
 /// verifiers. The query API reads keys only this far
-/// ([`crate::adapters::keys_table::KeysTable::list_digested_keys`]); its role may not read more.
+/// (`keen_aws::keys_table::KeysTable::list_digested_keys`); its role may not read more.
 #[derive(Clone, PartialEq)]
 pub struct DigestedKey {
     pub model: KeyModel,

@@ -13,7 +13,6 @@ pub mod keen;
 pub mod key;
 pub mod pipeline;
 pub mod placeholder;
-pub mod query;
 pub mod record;
 pub mod reject;
 pub mod scram;
@@ -22,6 +21,3 @@ pub mod timestamp;
 
 pub use pipeline::{Outcome, StoredEvent, process};
 pub use reject::{ErrorCode, Rejection};
-
-#[cfg(feature = "aws")]
-pub mod adapters;

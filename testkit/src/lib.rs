@@ -10,7 +10,7 @@
 //!   `AWS_ENDPOINT_URL`, profile or credentials leak in), since tests run in parallel next to a
 //!   developer's shell settings.
 //! - [`MotoServer::provisioned`] creates the tables and queue of `template.yaml` through the same
-//!   code the local stack uses ([`keen_shared::adapters::provision`]).
+//!   code the local stack uses ([`keen_aws::provision`]).
 
 pub mod kafka;
 pub mod process;
@@ -20,7 +20,7 @@ pub use kafka::{
 };
 
 use aws_sdk_dynamodb::config::{Credentials, Region, SharedCredentialsProvider};
-use keen_shared::adapters::provision::{DeploymentSpec, ProvisionedNames, provision};
+use keen_aws::provision::{DeploymentSpec, ProvisionedNames, provision};
 use std::fs::File;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -94,6 +94,18 @@ impl Provisioned {
         self.names
             .get(env_var)
             .unwrap_or_else(|| panic!("template.yaml provisions nothing for {env_var}"))
+    }
+
+    /// An environment holding every provisioned name (`KEYS_TABLE`…) and `extra`, as a
+    /// function would read it: tests build each `Config` through its own reader.
+    pub fn env(&self, extra: &[(&str, &str)]) -> keen_config::Env<'static> {
+        let pairs: Vec<(String, String)> = self
+            .names
+            .iter()
+            .chain(extra.iter().copied())
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        keen_config::Env::from_pairs(pairs)
     }
 }
 

@@ -8,8 +8,8 @@
 //! fails.
 
 use keen_authorizer::Authorizer;
-use keen_shared::adapters::keys_table::KeysTable;
-use keen_shared::adapters::secrets::Pepper;
+use keen_aws::keys_table::KeysTable;
+use keen_aws::secrets::Pepper;
 use keen_testkit::kafka::TansuBroker;
 use keen_testkit::process::ServerProcess;
 use keen_testkit::{MotoServer, Provisioned, unique_prefix};

@@ -23,8 +23,8 @@
 //!   something, options of the documented shape, and `options.writes.autofill` passing the event
 //!   rules (product.md §4) by itself, since it is merged into every event the key writes.
 
-use keen_shared::adapters::keys_table::{KeysTable, KeysTableError};
-use keen_shared::adapters::secrets::Pepper;
+use keen_aws::keys_table::{KeysTable, KeysTableError};
+use keen_aws::secrets::Pepper;
 use keen_shared::event;
 use keen_shared::key::{
     KeyId, KeyKind, KeyModel, KeyOptions, Permission, SecretKey, StoredKey, generate_key,

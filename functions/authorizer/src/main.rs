@@ -5,8 +5,8 @@
 //! standard AWS variables (`AWS_ENDPOINT_URL` points it at a local server).
 
 use keen_authorizer::Authorizer;
-use keen_shared::adapters::keys_table::KeysTable;
-use keen_shared::adapters::secrets::load_pepper;
+use keen_aws::keys_table::KeysTable;
+use keen_aws::secrets::load_pepper;
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::Value;
 use tracing_subscriber::EnvFilter;
@@ -23,8 +23,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
         .init();
 
     let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let table_name = std::env::var("KEYS_TABLE")
-        .map_err(|_| "KEYS_TABLE is not set: set it to the Keys table's name")?;
+    let table_name = keen_config::Env::process().required("KEYS_TABLE", "the Keys table's name")?;
     let pepper = load_pepper(&config).await?;
     let keys = KeysTable::new(aws_sdk_dynamodb::Client::new(&config), table_name);
     // The first call pays the TLS handshake: pay it here, not in the first invocation, and fail

@@ -5,8 +5,8 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use keen_authorizer::Authorizer;
-use keen_shared::adapters::keys_table::KeysTable;
-use keen_shared::adapters::secrets::Pepper;
+use keen_aws::keys_table::KeysTable;
+use keen_aws::secrets::Pepper;
 use keen_shared::key::{KeyId, key_digest};
 use keen_testkit::{
     MotoServer, Provisioned, repo_root, sdk_config_for, unique_prefix, venv_python,

@@ -8,13 +8,14 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use keen_aws::batch::WriteBatcher;
+use keen_aws::dlq::DeadLetterQueue;
+use keen_aws::events::EventFacts;
+use keen_aws::items::Tables;
+use keen_aws::keys_table::KeysTable;
 use keen_ingest::MskEvent;
 use keen_ingest::{Config, Ingest, decode_event};
 use keen_shared::Outcome;
-use keen_shared::adapters::batch::WriteBatcher;
-use keen_shared::adapters::dlq::DeadLetterQueue;
-use keen_shared::adapters::keys_table::KeysTable;
-use keen_shared::adapters::store::{self, EventFacts, Tables};
 use keen_shared::addon::ReferenceData;
 use keen_shared::key::{KeyModel, SecretKey, StoredKey};
 use keen_shared::storage::EventLayout;
@@ -75,7 +76,7 @@ fn main() {
                     json: &stored.json,
                     source: &source,
                 };
-                items += store::event_items(&facts, &layout).parts.len() + 1;
+                items += keen_aws::events::event_items(&facts, &layout).parts.len() + 1;
             }
         }
         assert_eq!(items, events);
@@ -114,8 +115,8 @@ fn main() {
         json: &stored.json,
         source: &source,
     };
-    let items = store::event_items(&facts, &layout);
-    let size = store::item_size(&items.head);
+    let items = keen_aws::events::event_items(&facts, &layout);
+    let size = keen_aws::items::item_size(&items.head);
     println!(
         "typical event: {} bytes produced, {} bytes stored as JSON, body {} bytes compressed, item {} bytes = {} write unit(s) (target <= 1 KB)",
         typical.len(),

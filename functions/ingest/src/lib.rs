@@ -13,21 +13,29 @@
 //! each record's identity (see the `replay` module for how it counts and what it does with the
 //! dead letter).
 
+mod config;
 mod decode;
+mod fate;
 mod keys;
+mod memo;
 mod metrics;
 mod replay;
 
+pub use config::{Config, ConfigError, DEFAULT_TIME_RESERVE, Env};
 pub use decode::{DecodedRecord, MskEvent, MskRecord, decode_event};
+use fate::{Entry, Fate, apply_claim, apply_dead_letter_claim, first_failed_offsets, settle};
+use memo::CollectionMemo;
 pub use metrics::Counts;
 pub use replay::{ReplayOutcome, ReplayReport, ReplayResult};
 
 use aws_sdk_dynamodb::Client as DynamoDb;
 use aws_sdk_dynamodb::types::AttributeValue;
+use keen_aws::batch::{TableWrite, WriteBatcher, WriteOp};
+use keen_aws::collections::CollectionUpdate;
+use keen_aws::counters::CounterKey;
+use keen_aws::dlq::{self, Announcement, DeadLetterQueue};
+use keen_aws::events::EventFacts;
 use keen_shared::Outcome;
-use keen_shared::adapters::batch::{TableWrite, WriteBatcher, WriteOp};
-use keen_shared::adapters::dlq::{self, Announcement, DeadLetterQueue};
-use keen_shared::adapters::store::{self, Claim, CollectionUpdate, CounterKey, EventFacts, Tables};
 use keen_shared::addon::ReferenceData;
 use keen_shared::dead_letter::{DeadLetter, table_keys};
 use keen_shared::record::{HEADER_PRODUCER_TIMESTAMP, Tenant};
@@ -37,73 +45,6 @@ use serde_json::{Value, json};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
-
-/// Everything the function reads from its environment.
-#[derive(Debug, Clone)]
-pub struct Config {
-    /// Table names.
-    pub tables: Tables,
-    /// Keys table name.
-    pub keys_table: String,
-    /// SQS dead letter queue URL.
-    pub dead_letter_queue_url: String,
-    /// MaxMind City database path.
-    pub geoip_database: Option<std::path::PathBuf>,
-    /// Shards per (project, collection, day).
-    pub shards: u16,
-    /// Time kept back from the invocation's deadline for the writes after judging
-    /// (`INGEST_TIME_RESERVE_MS`, default [`DEFAULT_TIME_RESERVE`]).
-    pub time_reserve: Duration,
-}
-
-/// Time kept back for the writes: half the template's 120 s timeout; the writes of a batch take
-/// well under a second, and even a throttled table spends at most about 15 s per write step
-/// (eight attempts, waits up to 2 s).
-pub const DEFAULT_TIME_RESERVE: Duration = Duration::from_secs(60);
-
-/// A configuration problem, named after the variable.
-#[derive(Debug, thiserror::Error)]
-#[error("environment variable {0} is not set; set it to the {1}")]
-pub struct ConfigError(&'static str, &'static str);
-
-impl Config {
-    /// Reads `EVENTS_TABLE`, `COUNTERS_TABLE`, `COLLECTIONS_TABLE`, `DEDUPE_TABLE`, `DEAD_LETTERS_TABLE`,
-    /// `KEYS_TABLE`, `DEAD_LETTER_QUEUE_URL`, `GEOIP_DATABASE`, `EVENT_SHARDS` and
-    /// `INGEST_TIME_RESERVE_MS`.
-    pub fn from_env() -> Result<Config, ConfigError> {
-        let var = |name: &'static str, what: &'static str| {
-            std::env::var(name).map_err(|_| ConfigError(name, what))
-        };
-        Ok(Config {
-            tables: Tables {
-                events: var("EVENTS_TABLE", "Events table name")?,
-                counters: var("COUNTERS_TABLE", "Counters table name")?,
-                collections: var("COLLECTIONS_TABLE", "Collections table name")?,
-                dedupe: var("DEDUPE_TABLE", "Dedupe table name")?,
-                dead_letters: var("DEAD_LETTERS_TABLE", "DeadLetters table name")?,
-            },
-            keys_table: var("KEYS_TABLE", "Keys table name")?,
-            dead_letter_queue_url: var("DEAD_LETTER_QUEUE_URL", "SQS dead letter queue URL")?,
-            // Empty means none: a template parameter cannot be left out, only left blank.
-            geoip_database: std::env::var_os("GEOIP_DATABASE")
-                .filter(|path| !path.is_empty())
-                .map(Into::into),
-            shards: std::env::var("EVENT_SHARDS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(storage::DEFAULT_SHARDS),
-            time_reserve: match std::env::var("INGEST_TIME_RESERVE_MS") {
-                Err(_) => DEFAULT_TIME_RESERVE,
-                Ok(text) => text.trim().parse().map(Duration::from_millis).map_err(|_| {
-                    ConfigError(
-                        "INGEST_TIME_RESERVE_MS",
-                        "milliseconds kept back from the invocation's deadline (a whole number)",
-                    )
-                })?,
-            },
-        })
-    }
-}
 
 /// The function's state, built once per execution environment.
 pub struct Ingest {
@@ -127,24 +68,6 @@ pub fn system_clock_ms() -> i64 {
         .unwrap_or(0)
 }
 
-/// Per-record fate within one invocation.
-#[derive(Debug, Clone, PartialEq)]
-enum Fate {
-    /// Being written as an event.
-    Store,
-    /// Dropped as a uniqueness-token duplicate (counted, not stored).
-    Duplicate,
-    /// Already stored from another offset (an idempotent producer's resend).
-    Resend,
-    /// Being dead-lettered.
-    DeadLetter,
-    /// Transient failure: retried by Lambda from the first such offset of its partition.
-    Retry,
-    /// Replays only: the event is stored already, written by the ingest itself (a later delivery
-    /// of the record after its cause was fixed), which also counted it.
-    AlreadyStored,
-}
-
 /// Whether a batch is the inbound topic's (Lambda's delivery) or an operator's replay of dead
 /// letters. They differ in three ways: a replay sends no new dead letter (it keeps the one it
 /// replays, see [`Ingest::replay`]), counts each record once by its identity rather than by the
@@ -157,18 +80,15 @@ enum Mode {
 }
 
 /// Steps 1–3 of a batch.
-struct Judged {
-    tenants: Vec<Option<Tenant>>,
-    outcomes: Vec<Option<Outcome>>,
-    fates: Vec<Fate>,
+struct Judged<'a> {
+    entries: Vec<Entry<'a>>,
     /// Records left unjudged for the next invocation (time ran out).
     deferred: u64,
 }
 
 /// What became of a batch.
-struct Batch {
-    outcomes: Vec<Option<Outcome>>,
-    fates: Vec<Fate>,
+struct Batch<'a> {
+    entries: Vec<Entry<'a>>,
     /// Replays only: the records this run counted (the others were counted by an earlier one).
     newly_counted: HashSet<usize>,
     /// Records left unjudged for the next invocation (time ran out).
@@ -183,7 +103,7 @@ impl Ingest {
         dynamodb: DynamoDb,
         batcher: WriteBatcher,
         queue: DeadLetterQueue,
-        keys_table: keen_shared::adapters::keys_table::KeysTable,
+        keys_table: keen_aws::keys_table::KeysTable,
         data: Arc<ReferenceData>,
     ) -> Self {
         let layout = EventLayout::new(config.shards);
@@ -212,7 +132,7 @@ impl Ingest {
             dynamodb.clone(),
             WriteBatcher::new(dynamodb.clone()),
             DeadLetterQueue::new(sqs, config.dead_letter_queue_url.clone()),
-            keen_shared::adapters::keys_table::KeysTable::new(dynamodb, config.keys_table.clone()),
+            keen_aws::keys_table::KeysTable::new(dynamodb, config.keys_table.clone()),
             data,
         )
     }
@@ -248,19 +168,18 @@ impl Ingest {
         let batch = self
             .run(&records, Mode::Live, now_ms, cutoff, &mut counts)
             .await;
-        let (outcomes, fates) = (batch.outcomes, batch.fates);
 
-        let first_failed = first_failed_offsets(&records, &fates);
-        for (i, fate) in fates.iter().enumerate() {
-            match fate {
+        let first_failed = first_failed_offsets(&batch.entries);
+        for entry in &batch.entries {
+            match entry.fate {
                 Fate::Store => counts.stored += 1,
                 Fate::Duplicate => counts.duplicates += 1,
                 Fate::Resend | Fate::AlreadyStored => counts.resends += 1,
                 Fate::DeadLetter => {
-                    if let Some(Outcome::DeadLettered(r)) = &outcomes[i] {
+                    if let Some(rejection) = entry.to_dead_letter() {
                         *counts
                             .dead_lettered
-                            .entry(r.code.as_str().to_owned())
+                            .entry(rejection.code.as_str().to_owned())
                             .or_default() += 1;
                     }
                 }
@@ -279,58 +198,57 @@ impl Ingest {
 
     /// Steps 1–3 of a batch: tenants, keys (each looked up once), the core record by record,
     /// and one record per keen.id.
-    async fn judge(&self, records: &[DecodedRecord], cutoff: Option<Instant>) -> Judged {
-        let mut fates: Vec<Fate> = vec![Fate::Retry; records.len()];
-
+    async fn judge<'a>(&self, records: &'a [DecodedRecord], cutoff: Option<Instant>) -> Judged<'a> {
         // 1. Tenants and keys, each key looked up once.
-        let tenants: Vec<Option<Tenant>> = records
+        let mut entries: Vec<Entry<'a>> = records
             .iter()
-            .map(|r| Tenant::from_record(&r.as_inbound()).ok())
+            .map(|record| Entry {
+                record,
+                tenant: Tenant::from_record(&record.as_inbound()).ok(),
+                outcome: None,
+                fate: Fate::Retry,
+            })
             .collect();
-        let wanted: HashSet<(String, String)> = tenants
+        let wanted: HashSet<(String, String)> = entries
             .iter()
-            .flatten()
+            .filter_map(|e| e.tenant.as_ref())
             .map(|t| (t.project_id.clone(), t.key_id.clone()))
             .collect();
         let looked_up = self.keys.lookup_all(wanted).await;
 
         // 2. The core, record by record, while time is left (the records after are retried).
-        let mut outcomes: Vec<Option<Outcome>> = Vec::with_capacity(records.len());
         let mut deferred = 0;
-        for (i, record) in records.iter().enumerate() {
+        for (i, entry) in entries.iter_mut().enumerate() {
             if i > 0 && cutoff.is_some_and(|cutoff| Instant::now() >= cutoff) {
                 deferred = records.len() - i;
-                outcomes.resize(records.len(), None);
                 break;
             }
-            let outcome = match &tenants[i] {
-                None => Some(keen_shared::process(&record.as_inbound(), None, &self.data)),
+            let inbound = entry.record.as_inbound();
+            entry.outcome = match &entry.tenant {
+                None => Some(keen_shared::process(&inbound, None, &self.data)),
                 Some(tenant) => {
                     match looked_up.get(&(tenant.project_id.clone(), tenant.key_id.clone())) {
-                        Some(Ok(model)) => Some(keen_shared::process(
-                            &record.as_inbound(),
-                            model.as_ref(),
-                            &self.data,
-                        )),
+                        Some(Ok(model)) => {
+                            Some(keen_shared::process(&inbound, model.as_deref(), &self.data))
+                        }
                         _ => None, // key lookup failed transiently: retry the record
                     }
                 }
             };
-            fates[i] = match &outcome {
+            entry.fate = match &entry.outcome {
                 Some(Outcome::Stored(_)) => Fate::Store,
                 Some(Outcome::DeadLettered(_)) => Fate::DeadLetter,
                 None => Fate::Retry,
             };
-            outcomes.push(outcome);
         }
 
         // 3. One record per keen.id within the batch (a resend in the same batch).
         let mut seen_ids = HashSet::new();
-        for (i, outcome) in outcomes.iter().enumerate() {
-            if let Some(Outcome::Stored(event)) = outcome
+        for entry in &mut entries {
+            if let Some(Outcome::Stored(event)) = &entry.outcome
                 && !seen_ids.insert(event.keen_id)
             {
-                fates[i] = Fate::Resend;
+                entry.fate = Fate::Resend;
             }
         }
         if deferred > 0 {
@@ -340,81 +258,64 @@ impl Ingest {
             );
         }
         Judged {
-            tenants,
-            outcomes,
-            fates,
+            entries,
             deferred: deferred as u64,
         }
     }
 
-    /// The whole of a batch in `mode`; the fates say what became of each record.
-    async fn run(
+    /// The whole of a batch in `mode`: each step moves the records' fates on, in this order;
+    /// the entries say what became of each record.
+    async fn run<'a>(
         &self,
-        records: &[DecodedRecord],
+        records: &'a [DecodedRecord],
         mode: Mode,
         now_ms: i64,
         cutoff: Option<Instant>,
         counts: &mut Counts,
-    ) -> Batch {
-        // 1–3.
+    ) -> Batch<'a> {
+        // 1–3. Tenants, keys, the core, one record per keen.id.
         let Judged {
-            tenants,
-            mut outcomes,
-            mut fates,
+            mut entries,
             deferred,
         } = self.judge(records, cutoff).await;
 
         // 4. Uniqueness tokens: claim before writing.
-        self.claim_tokens(records, &outcomes, &mut fates, now_ms)
-            .await;
+        self.claim_tokens(&mut entries, now_ms).await;
 
         // 5. Resends of idempotent producers' records already stored from another offset (and,
         // for a replay, events the ingest itself stored meanwhile).
-        self.skip_resends(records, &tenants, &outcomes, &mut fates, mode)
-            .await;
+        self.skip_resends(&mut entries, mode).await;
 
         // 6. Events: parts first, then heads of events whose parts all landed.
         // An event the table refuses for good (none should be: items are bounded by
         // construction) is dead-lettered rather than retried forever.
-        self.write_events(records, &mut outcomes, &mut fates, counts, mode, now_ms)
-            .await;
+        self.write_events(&mut entries, counts, mode, now_ms).await;
 
         // 7. Dead letters: table and queue. A replay keeps its one dead letter itself.
         if mode == Mode::Live {
-            self.dead_letter(records, &tenants, &outcomes, &mut fates, counts, now_ms)
-                .await;
+            self.dead_letter(&mut entries, counts, now_ms).await;
         }
 
         // 8. Counters and collections, over the successful prefix of each partition (a replay's
         // records stand each on its own: none waits for another's redelivery).
         let first_failed = match mode {
-            Mode::Live => first_failed_offsets(records, &fates),
+            Mode::Live => first_failed_offsets(&entries),
             Mode::Replay => BTreeMap::new(),
         };
         let newly_counted = self
-            .count_and_describe(records, &outcomes, &mut fates, &first_failed, mode)
+            .count_and_describe(&mut entries, &first_failed, mode)
             .await;
         Batch {
-            outcomes,
-            fates,
+            entries,
             newly_counted,
             deferred,
         }
     }
 
-    async fn claim_tokens(
-        &self,
-        records: &[DecodedRecord],
-        outcomes: &[Option<Outcome>],
-        fates: &mut [Fate],
-        now_ms: i64,
-    ) {
+    async fn claim_tokens(&self, entries: &mut [Entry<'_>], now_ms: i64) {
         let mut claims = Vec::new();
-        for (i, outcome) in outcomes.iter().enumerate() {
-            if fates[i] != Fate::Store {
-                continue;
-            }
-            let Some(Outcome::Stored(event)) = outcome else {
+        for (i, entry) in entries.iter_mut().enumerate() {
+            let Some(event) = entry.to_store() else {
                 continue;
             };
             let Some(token) = &event.uniqueness_token else {
@@ -425,62 +326,59 @@ impl Ingest {
             let key = storage::dedupe_key(&event.project_id, &event.collection, token);
             let id = event.keen_id.to_hex();
             // Until its claim answers, the record counts as one to retry (a lost task included).
-            fates[i] = Fate::Retry;
+            entry.fate = Fate::Retry;
             claims.push((i, async move {
-                store::claim_token(&client, &table, &key, &id, now_ms / 1000).await
+                keen_aws::dedupe::claim_token(&client, &table, &key, &id, now_ms / 1000).await
             }));
         }
-        bounded(claims, |i, result| apply_claim(fates, i, result)).await;
+        bounded(claims, |i, result| {
+            apply_claim(&mut entries[i].fate, result)
+        })
+        .await;
 
         // An idempotent producer's record whose timestamp the gateway replaced by its clock: a
         // resend through another instance or after a restart got another reading, hence another
         // sort key. The first copy claims the keen.id with its sort key; a later copy finds
         // another sort key there and is a resend of a stored record.
         let mut claims = Vec::new();
-        for (i, outcome) in outcomes.iter().enumerate() {
-            let Some(Outcome::Stored(event)) = outcome else {
-                continue;
-            };
-            if fates[i] != Fate::Store || !records[i].header(HEADER_PRODUCER_TIMESTAMP) {
+        for (i, entry) in entries.iter_mut().enumerate() {
+            if !entry.record.header(HEADER_PRODUCER_TIMESTAMP) {
                 continue;
             }
+            let Some(event) = entry.to_store() else {
+                continue;
+            };
             let client = self.dynamodb.clone();
             let table = self.config.tables.dedupe.clone();
             let key =
                 storage::clock_resend_key(&event.project_id, &event.collection, &event.keen_id);
             let sort_key = storage::sort_key(event.timestamp_ms, &event.keen_id);
-            fates[i] = Fate::Retry;
+            entry.fate = Fate::Retry;
             claims.push((i, async move {
-                store::claim_token(&client, &table, &key, &sort_key, now_ms / 1000).await
+                keen_aws::dedupe::claim_token(&client, &table, &key, &sort_key, now_ms / 1000).await
             }));
         }
         bounded(claims, |i, result| {
-            apply_claim(fates, i, result);
-            if fates[i] == Fate::Duplicate {
-                fates[i] = Fate::Resend;
+            let fate = &mut entries[i].fate;
+            apply_claim(fate, result);
+            if *fate == Fate::Duplicate {
+                *fate = Fate::Resend;
             }
         })
         .await;
     }
 
-    async fn skip_resends(
-        &self,
-        records: &[DecodedRecord],
-        tenants: &[Option<Tenant>],
-        outcomes: &[Option<Outcome>],
-        fates: &mut [Fate],
-        mode: Mode,
-    ) {
+    async fn skip_resends(&self, entries: &mut [Entry<'_>], mode: Mode) {
         // Only an idempotent producer's record can reach us at two offsets with one keen.id. A
         // replay checks every record: the ingest may have stored it meanwhile.
         let mut keys: Vec<(String, String)> = Vec::new();
         let mut by_key: HashMap<(String, String), usize> = HashMap::new();
-        for (i, outcome) in outcomes.iter().enumerate() {
-            let producer = tenants[i].as_ref().is_some_and(|t| t.producer.is_some());
-            if fates[i] != Fate::Store || (mode == Mode::Live && !producer) {
+        for (i, entry) in entries.iter().enumerate() {
+            let producer = entry.tenant.as_ref().is_some_and(|t| t.producer.is_some());
+            if mode == Mode::Live && !producer {
                 continue;
             }
-            let Some(Outcome::Stored(event)) = outcome else {
+            let Some(event) = entry.to_store() else {
                 continue;
             };
             let pk = self.layout.partition_key(
@@ -496,21 +394,24 @@ impl Ingest {
         if keys.is_empty() {
             return;
         }
-        match store::existing_heads(&self.dynamodb, &self.config.tables.events, &keys).await {
+        match keen_aws::events::existing_heads(&self.dynamodb, &self.config.tables.events, &keys)
+            .await
+        {
             Ok(found) => {
                 for (key, head) in found {
                     let Some(&i) = by_key.get(&key) else { continue };
-                    if head.source != records[i].source() {
-                        fates[i] = Fate::Resend;
+                    let entry = &mut entries[i];
+                    if head.source != entry.record.source() {
+                        entry.fate = Fate::Resend;
                     } else if mode == Mode::Replay && !head.replayed {
-                        fates[i] = Fate::AlreadyStored;
+                        entry.fate = Fate::AlreadyStored;
                     }
                 }
             }
             Err(error) => {
                 tracing::warn!(%error, "resend check failed; the records will be retried");
                 for &i in by_key.values() {
-                    fates[i] = Fate::Retry;
+                    entries[i].fate = Fate::Retry;
                 }
             }
         }
@@ -518,23 +419,18 @@ impl Ingest {
 
     async fn write_events(
         &self,
-        records: &[DecodedRecord],
-        outcomes: &mut [Option<Outcome>],
-        fates: &mut [Fate],
+        entries: &mut [Entry<'_>],
         counts: &mut Counts,
         mode: Mode,
         now_ms: i64,
     ) {
         let mut parts = Vec::new();
         let mut heads = Vec::new();
-        for (i, outcome) in outcomes.iter().enumerate() {
-            if fates[i] != Fate::Store {
-                continue;
-            }
-            let Some(Outcome::Stored(event)) = outcome else {
+        for (i, entry) in entries.iter().enumerate() {
+            let Some(event) = entry.to_store() else {
                 continue;
             };
-            let source = records[i].source();
+            let source = entry.record.source();
             let facts = EventFacts {
                 project_id: &event.project_id,
                 collection: &event.collection,
@@ -543,10 +439,10 @@ impl Ingest {
                 json: &event.json,
                 source: &source,
             };
-            let mut items = store::event_items(&facts, &self.layout);
+            let mut items = keen_aws::events::event_items(&facts, &self.layout);
             if mode == Mode::Replay {
                 items.head.insert(
-                    store::REPLAYED_AT.to_owned(),
+                    keen_aws::events::REPLAYED_AT.to_owned(),
                     AttributeValue::N(now_ms.to_string()),
                 );
             }
@@ -568,7 +464,7 @@ impl Ingest {
             // A head is written only once all its parts are: readers start from heads.
             let writes: Vec<TableWrite> = writes
                 .into_iter()
-                .filter(|w| fates[w.tag] == Fate::Store)
+                .filter(|w| entries[w.tag].fate == Fate::Store)
                 .collect();
             if writes.is_empty() {
                 continue;
@@ -577,41 +473,31 @@ impl Ingest {
             counts.write_retries += u64::from(report.retries);
             let refused: BTreeMap<usize, String> = report.refused().into_iter().collect();
             for tag in report.failed_tags {
+                let entry = &mut entries[tag];
                 match refused.get(&tag) {
                     Some(reason) => {
                         tracing::error!(%reason, "the Events table refused an event; dead-lettering it");
-                        fates[tag] = Fate::DeadLetter;
-                        outcomes[tag] = Some(Outcome::DeadLettered(store_refused(reason)));
+                        entry.fate = Fate::DeadLetter;
+                        entry.outcome = Some(Outcome::DeadLettered(store_refused(reason)));
                     }
-                    None => fates[tag] = Fate::Retry,
+                    None => entry.fate = Fate::Retry,
                 }
             }
         }
     }
 
-    async fn dead_letter(
-        &self,
-        records: &[DecodedRecord],
-        tenants: &[Option<Tenant>],
-        outcomes: &[Option<Outcome>],
-        fates: &mut [Fate],
-        counts: &mut Counts,
-        now_ms: i64,
-    ) {
+    async fn dead_letter(&self, entries: &mut [Entry<'_>], counts: &mut Counts, now_ms: i64) {
         // Each record's dead letter is kept under the time it first failed (claimed in the Dedupe
         // table), so a redelivered batch overwrites its dead letters instead of adding more.
         let mut claims = Vec::new();
         let mut letters: BTreeMap<usize, DeadLetter> = BTreeMap::new();
-        for (i, outcome) in outcomes.iter().enumerate() {
-            if fates[i] != Fate::DeadLetter {
-                continue;
-            }
-            let Some(Outcome::DeadLettered(rejection)) = outcome else {
+        for (i, entry) in entries.iter_mut().enumerate() {
+            let Some(rejection) = entry.to_dead_letter() else {
                 continue;
             };
             let letter = DeadLetter::new(
-                &records[i].as_inbound(),
-                tenants[i].as_ref(),
+                &entry.record.as_inbound(),
+                entry.tenant.as_ref(),
                 rejection,
                 now_ms,
             );
@@ -620,13 +506,13 @@ impl Ingest {
             let id = letter.id.clone();
             letters.insert(i, letter);
             // Until its claim answers, the record counts as one to retry (a lost task included).
-            fates[i] = Fate::Retry;
+            entry.fate = Fate::Retry;
             claims.push((i, async move {
-                store::claim_dead_letter(&client, &table, &id, now_ms).await
+                keen_aws::dedupe::claim_dead_letter(&client, &table, &id, now_ms).await
             }));
         }
         bounded(claims, |i, result| {
-            apply_dead_letter_claim(fates, &mut letters, i, result)
+            apply_dead_letter_claim(&mut entries[i].fate, &mut letters, i, result)
         })
         .await;
 
@@ -634,9 +520,9 @@ impl Ingest {
         let pending: Vec<usize> = letters
             .keys()
             .copied()
-            .filter(|&i| fates[i] == Fate::DeadLetter)
+            .filter(|&i| entries[i].fate == Fate::DeadLetter)
             .collect();
-        let refused = self.store_dead_letters(&letters, &pending, fates).await;
+        let refused = self.store_dead_letters(&letters, &pending, entries).await;
         let mut stored_whole: HashSet<usize> = pending.iter().copied().collect();
         if !refused.is_empty() {
             let mut last_resorts = BTreeMap::new();
@@ -647,7 +533,7 @@ impl Ingest {
             }
             let tags: Vec<usize> = last_resorts.keys().copied().collect();
             counts.last_resort += tags.len() as u64;
-            for (i, reason) in self.store_dead_letters(&last_resorts, &tags, fates).await {
+            for (i, reason) in self.store_dead_letters(&last_resorts, &tags, entries).await {
                 // Bounded and plain by construction: this cannot happen short of a bug. The log
                 // line (and the metric) is then the record's only trace: never retried forever.
                 tracing::error!(%reason, id = %last_resorts[&i].id, source = ?last_resorts[&i].source, "the last-resort dead letter was refused too");
@@ -659,10 +545,10 @@ impl Ingest {
         // The queue: each announcement as it fits; one refused for good in its last-resort form.
         let announcements: Vec<Announcement> = letters
             .iter()
-            .filter(|(i, _)| fates[**i] == Fate::DeadLetter)
+            .filter(|(i, _)| entries[**i].fate == Fate::DeadLetter)
             .map(|(&i, letter)| announcement(letter, i))
             .collect();
-        let refused = self.announce(announcements, fates).await;
+        let refused = self.announce(announcements, entries).await;
         if !refused.is_empty() {
             let mut last_resorts = Vec::new();
             for (i, reason) in refused {
@@ -674,7 +560,7 @@ impl Ingest {
                 last_resorts.push(announcement(&last, i));
             }
             counts.last_resort += last_resorts.len() as u64;
-            for (i, reason) in self.announce(last_resorts, fates).await {
+            for (i, reason) in self.announce(last_resorts, entries).await {
                 tracing::error!(%reason, id = %letters[&i].id, "the last-resort announcement was refused too");
                 counts.unrecorded += 1;
             }
@@ -688,12 +574,12 @@ impl Ingest {
         &self,
         letters: &BTreeMap<usize, DeadLetter>,
         tags: &[usize],
-        fates: &mut [Fate],
+        entries: &mut [Entry<'_>],
     ) -> Vec<(usize, String)> {
         let now_s = (self.clock)() / 1000;
         let mut writes = Vec::new();
         for &i in tags {
-            let (parts, head) = store::dead_letter_items(&letters[&i], now_s);
+            let (parts, head) = keen_aws::dead_letters::dead_letter_items(&letters[&i], now_s);
             for item in parts.into_iter().chain([head]) {
                 writes.push(TableWrite {
                     table: self.config.tables.dead_letters.clone(),
@@ -706,38 +592,36 @@ impl Ingest {
             return Vec::new();
         }
         let report = self.batcher.write_all(writes).await;
-        settle(&report, fates)
+        settle(&report, entries)
     }
 
     /// Announces on the dead letter queue; as [`Ingest::store_dead_letters`] for the outcome.
     async fn announce(
         &self,
         announcements: Vec<Announcement>,
-        fates: &mut [Fate],
+        entries: &mut [Entry<'_>],
     ) -> Vec<(usize, String)> {
         if announcements.is_empty() {
             return Vec::new();
         }
         let report = self.queue.announce_all(announcements).await;
-        settle(&report, fates)
+        settle(&report, entries)
     }
 
     async fn count_and_describe(
         &self,
-        records: &[DecodedRecord],
-        outcomes: &[Option<Outcome>],
-        fates: &mut [Fate],
+        entries: &mut [Entry<'_>],
         first_failed: &BTreeMap<(String, i32), i64>,
         mode: Mode,
     ) -> HashSet<usize> {
         let mut newly_counted = HashSet::new();
         let mut counters: BTreeMap<CounterKey, Vec<(i64, usize)>> = BTreeMap::new();
         let mut collections: BTreeMap<(String, String), CollectionBatch> = BTreeMap::new();
-        for (i, outcome) in outcomes.iter().enumerate() {
-            if fates[i] != Fate::Store {
+        for (i, entry) in entries.iter().enumerate() {
+            let Some(event) = entry.to_store() else {
                 continue;
-            }
-            let record = &records[i];
+            };
+            let record = entry.record;
             // Past the first failure of its partition the record will be redelivered: count it then.
             if first_failed
                 .get(&(record.topic.clone(), record.partition))
@@ -745,9 +629,6 @@ impl Ingest {
             {
                 continue;
             }
-            let Some(Outcome::Stored(event)) = outcome else {
-                continue;
-            };
             let key = CounterKey {
                 project_id: event.project_id.clone(),
                 collection: event.collection.clone(),
@@ -775,7 +656,7 @@ impl Ingest {
             // One replayed record at a time: each is its own conditional write on its counter.
             for (key, members) in std::mem::take(&mut counters) {
                 for (offset, i) in members {
-                    match store::count_replayed(
+                    match keen_aws::counters::count_replayed(
                         &self.dynamodb,
                         &self.config.tables.counters,
                         &key,
@@ -789,7 +670,7 @@ impl Ingest {
                         Ok(false) => {}
                         Err(error) => {
                             tracing::warn!(%error, "replay counter update failed; replay again");
-                            fates[i] = Fate::Retry;
+                            entries[i].fate = Fate::Retry;
                         }
                     }
                 }
@@ -803,7 +684,7 @@ impl Ingest {
                 .filter(|_| mode == Mode::Live)
                 .map(|(key, members)| async move {
                     let offsets: Vec<i64> = members.iter().map(|(o, _)| *o).collect();
-                    let result = store::add_to_counter(
+                    let result = keen_aws::counters::add_to_counter(
                         &self.dynamodb,
                         &self.config.tables.counters,
                         &key,
@@ -827,7 +708,7 @@ impl Ingest {
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .novel(&project, &collection, update);
-                let result = store::update_collection(
+                let result = keen_aws::collections::update_collection(
                     &self.dynamodb,
                     &self.config.tables.collections,
                     &project,
@@ -865,7 +746,7 @@ impl Ingest {
             }
             tracing::warn!(%error, what, "update failed; the records will be retried");
             for i in members {
-                fates[i] = Fate::Retry;
+                entries[i].fate = Fate::Retry;
             }
         }
         newly_counted
@@ -902,37 +783,6 @@ where
     while let Some(joined) = running.join_next().await {
         if let Ok((i, answer)) = joined {
             apply(i, answer);
-        }
-    }
-}
-
-fn apply_claim(fates: &mut [Fate], i: usize, result: Result<Claim, store::StoreError>) {
-    fates[i] = match result {
-        Ok(Claim::Won) => Fate::Store,
-        Ok(Claim::Duplicate) => Fate::Duplicate,
-        Err(error) => {
-            tracing::warn!(%error, "dedupe claim failed; the record will be retried");
-            Fate::Retry
-        }
-    };
-}
-
-fn apply_dead_letter_claim(
-    fates: &mut [Fate],
-    letters: &mut BTreeMap<usize, DeadLetter>,
-    i: usize,
-    result: Result<i64, store::StoreError>,
-) {
-    match result {
-        Ok(first_failed_ms) => {
-            if let Some(letter) = letters.get_mut(&i) {
-                letter.failed_at = keen_shared::timestamp::format_millis(first_failed_ms);
-            }
-            fates[i] = Fate::DeadLetter;
-        }
-        Err(error) => {
-            tracing::warn!(%error, "dead letter claim failed; the record will be retried");
-            fates[i] = Fate::Retry;
         }
     }
 }
@@ -982,21 +832,6 @@ fn announcement(letter: &DeadLetter, tag: usize) -> Announcement {
     make(letter.with_source_ref(table_keys(letter)))
 }
 
-/// Applies a write or announcement report: transient failures become [`Fate::Retry`]; refusals
-/// of the content are returned with their reason (retrying them is useless).
-fn settle(
-    report: &keen_shared::adapters::batch::WriteReport,
-    fates: &mut [Fate],
-) -> Vec<(usize, String)> {
-    let refused = report.refused();
-    for &tag in &report.failed_tags {
-        if !refused.iter().any(|(t, _)| *t == tag) {
-            fates[tag] = Fate::Retry;
-        }
-    }
-    refused
-}
-
 /// The rejection of an event the Events table refused for good.
 fn store_refused(reason: &str) -> Rejection {
     Rejection::new(
@@ -1007,109 +842,6 @@ fn store_refused(reason: &str) -> Rejection {
         ),
     )
     .with_detail("store_refused")
-}
-
-/// What this process knows of the Collections table: the (path, type) pairs each collection's
-/// schema already holds or can never hold (past its bounds), the widest first/last event times
-/// written, and whether the schema says paths were left out. Lets a batch skip the schema read
-/// and write when it brings nothing new. Bounded: forgotten whole when full (the next batches
-/// read again).
-#[derive(Default)]
-struct CollectionMemo {
-    paths: HashSet<u64>,
-    collections: HashMap<(String, String), Known>,
-}
-
-/// What is known written of one collection.
-#[derive(Clone, Copy)]
-struct Known {
-    first_ms: i64,
-    last_ms: i64,
-    truncated: bool,
-}
-
-impl CollectionMemo {
-    const MAX_PATHS: usize = 262_144;
-    const MAX_COLLECTIONS: usize = 16_384;
-
-    fn pair(project: &str, collection: &str, path: &str, kind: &str) -> u64 {
-        use std::hash::{Hash, Hasher};
-        let mut hasher = std::collections::hash_map::DefaultHasher::new();
-        (project, collection, path, kind).hash(&mut hasher);
-        hasher.finish()
-    }
-
-    /// `update` without what is known already.
-    fn novel(
-        &self,
-        project: &str,
-        collection: &str,
-        mut update: CollectionUpdate,
-    ) -> CollectionUpdate {
-        update.paths.retain(|path, kinds| {
-            kinds.split('|').any(|kind| {
-                !self
-                    .paths
-                    .contains(&Self::pair(project, collection, path, kind))
-            })
-        });
-        let key = (project.to_owned(), collection.to_owned());
-        if let Some(known) = self.collections.get(&key) {
-            update.first_ms = update.first_ms.filter(|&f| f < known.first_ms);
-            update.last_ms = update.last_ms.filter(|&l| l > known.last_ms);
-            update.truncated &= !known.truncated;
-        }
-        update
-    }
-
-    /// Records what a successful update made known.
-    fn learn(
-        &mut self,
-        project: &str,
-        collection: &str,
-        update: &CollectionUpdate,
-        recorded: Option<&BTreeMap<String, String>>,
-    ) {
-        if self.paths.len() >= Self::MAX_PATHS || self.collections.len() >= Self::MAX_COLLECTIONS {
-            self.paths.clear();
-            self.collections.clear();
-        }
-        for (path, kinds) in update.paths.iter().chain(recorded.into_iter().flatten()) {
-            for kind in kinds.split('|') {
-                self.paths
-                    .insert(Self::pair(project, collection, path, kind));
-            }
-        }
-        let known = self
-            .collections
-            .entry((project.to_owned(), collection.to_owned()))
-            .or_insert(Known {
-                first_ms: i64::MAX,
-                last_ms: i64::MIN,
-                truncated: false,
-            });
-        if let Some(first) = update.first_ms {
-            known.first_ms = known.first_ms.min(first);
-        }
-        if let Some(last) = update.last_ms {
-            known.last_ms = known.last_ms.max(last);
-        }
-        known.truncated |= update.truncated;
-    }
-}
-
-/// The first offset of each partition whose record must be retried.
-fn first_failed_offsets(records: &[DecodedRecord], fates: &[Fate]) -> BTreeMap<(String, i32), i64> {
-    let mut first: BTreeMap<(String, i32), i64> = BTreeMap::new();
-    for (record, fate) in records.iter().zip(fates) {
-        if *fate == Fate::Retry {
-            let entry = first
-                .entry((record.topic.clone(), record.partition))
-                .or_insert(record.offset);
-            *entry = (*entry).min(record.offset);
-        }
-    }
-    first
 }
 
 /// When judging stops: `reserve` before the deadline, but never more than half of the time left

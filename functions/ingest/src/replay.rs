@@ -8,7 +8,7 @@
 //! - Counting: a replayed record sits below its partition's high-water mark, which the
 //!   ingest's counters go by; a replay instead adds the record's position to the hourly
 //!   counter's set of replayed records in the same conditional write as the count
-//!   ([`store::count_replayed`]), so it is counted once however often it is replayed, retried
+//!   ([`keen_aws::counters::count_replayed`]), so it is counted once however often it is replayed, retried
 //!   or interrupted. The event heads a replay writes are marked: an event the ingest stored
 //!   itself (a later delivery after the cause was fixed) is left alone and not counted again.
 //! - The dead letter: removed (every copy of its id, head first) once its record is stored or
@@ -20,10 +20,9 @@
 //! - A transient failure leaves the dead letter as it was; replaying again is always safe.
 
 use crate::{DecodedRecord, Fate, Ingest, Mode};
+use keen_aws::dead_letters;
 use keen_shared::Outcome;
-use keen_shared::adapters::dead_letters;
 use keen_shared::dead_letter::{DeadLetter, PayloadRef, SERVICE_VERSION, table_keys};
-use keen_shared::record::Tenant;
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// What became of one replayed dead letter.
@@ -168,7 +167,7 @@ impl Ingest {
                 .and_then(|c| c.get(&letter.id))
                 .cloned()
                 .unwrap_or_default();
-            let outcome = match (&batch.fates[r], &batch.outcomes[r]) {
+            let outcome = match (&batch.entries[r].fate, &batch.entries[r].outcome) {
                 (Fate::Store, Some(Outcome::Stored(event))) => {
                     if batch.newly_counted.contains(&r) {
                         ReplayOutcome::Stored {
@@ -188,10 +187,9 @@ impl Ingest {
                     duplicate("the same producer record is already stored from another offset")
                 }
                 (Fate::DeadLetter, Some(Outcome::DeadLettered(rejection))) => {
-                    let tenant = Tenant::from_record(&records[r].as_inbound()).ok();
                     let fresh = DeadLetter::new(
                         &records[r].as_inbound(),
-                        tenant.as_ref(),
+                        batch.entries[r].tenant.as_ref(),
                         rejection,
                         now_ms,
                     );
@@ -250,17 +248,21 @@ impl Ingest {
         }
         let judged = self.judge(&records, None).await;
         for (r, &i) in previewed.iter().enumerate() {
-            outcomes[i] = Some(match (&judged.fates[r], &judged.outcomes[r]) {
-                (Fate::Resend, _) => duplicate("another letter replayed with it has its keen.id"),
-                (_, Some(Outcome::Stored(event))) => ReplayOutcome::Stored {
-                    keen_id: event.keen_id.to_hex(),
+            outcomes[i] = Some(
+                match (&judged.entries[r].fate, &judged.entries[r].outcome) {
+                    (Fate::Resend, _) => {
+                        duplicate("another letter replayed with it has its keen.id")
+                    }
+                    (_, Some(Outcome::Stored(event))) => ReplayOutcome::Stored {
+                        keen_id: event.keen_id.to_hex(),
+                    },
+                    (_, Some(Outcome::DeadLettered(rejection))) => ReplayOutcome::StillInvalid {
+                        code: rejection.code.as_str().to_owned(),
+                        message: rejection.message.clone(),
+                    },
+                    (_, None) => failed("the writing key could not be looked up".to_owned()),
                 },
-                (_, Some(Outcome::DeadLettered(rejection))) => ReplayOutcome::StillInvalid {
-                    code: rejection.code.as_str().to_owned(),
-                    message: rejection.message.clone(),
-                },
-                (_, None) => failed("the writing key could not be looked up".to_owned()),
-            });
+            );
         }
         report(&letters, outcomes)
     }
@@ -272,7 +274,7 @@ impl Ingest {
         letter: &DeadLetter,
         copies: &[PayloadRef],
         fresh: DeadLetter,
-    ) -> Result<(), keen_shared::adapters::store::StoreError> {
+    ) -> Result<(), keen_aws::items::StoreError> {
         let replayed = table_keys(letter);
         let Some(kept) = copies
             .iter()
@@ -299,10 +301,7 @@ impl Ingest {
         self.remove_all(&others).await
     }
 
-    async fn remove_all(
-        &self,
-        copies: &[PayloadRef],
-    ) -> Result<(), keen_shared::adapters::store::StoreError> {
+    async fn remove_all(&self, copies: &[PayloadRef]) -> Result<(), keen_aws::items::StoreError> {
         for copy in copies {
             dead_letters::delete_dead_letter(
                 &self.dynamodb,

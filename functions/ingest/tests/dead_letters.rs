@@ -5,10 +5,9 @@
 mod common;
 
 use common::*;
+use keen_aws::batch::WriteBatcher;
+use keen_aws::dead_letters::{DeadLetterQuery, find_dead_letter, list_dead_letters};
 use keen_ingest::{DecodedRecord, ReplayOutcome};
-use keen_shared::adapters::batch::WriteBatcher;
-use keen_shared::adapters::dead_letters::{DeadLetterQuery, find_dead_letter, list_dead_letters};
-use keen_shared::adapters::store;
 use keen_shared::dead_letter::DeadLetter;
 use keen_shared::keen::KeenId;
 
@@ -56,7 +55,7 @@ async fn stored_heads(h: &Harness) -> Vec<(String, i64)> {
         .iter()
         .filter_map(|item| {
             let envelope: DeadLetter =
-                serde_json::from_str(store::string_attr(item, "envelope")?).ok()?;
+                serde_json::from_str(keen_aws::items::string_attr(item, "envelope")?).ok()?;
             Some((envelope.collection, envelope.source.offset))
         })
         .collect();
@@ -107,7 +106,9 @@ async fn listing_is_newest_first_filtered_and_whole() {
         .await
         .iter()
         .filter(|i| {
-            keen_shared::storage::is_part_sort_key(store::string_attr(i, "sk").unwrap_or(""))
+            keen_shared::storage::is_part_sort_key(
+                keen_aws::items::string_attr(i, "sk").unwrap_or(""),
+            )
         })
         .count();
     assert!(parts >= 2, "the large payload is split ({parts} parts)");

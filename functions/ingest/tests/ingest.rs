@@ -3,9 +3,10 @@
 //! idempotent-producer resends, exact counters under redelivery, and injected write faults.
 
 use aws_sdk_dynamodb::types::AttributeValue;
+use keen_aws::batch::WriteBatcher;
+use keen_aws::faults::{Fault, FaultInjecting};
+use keen_aws::retry::Retrying;
 use keen_ingest::DecodedRecord;
-use keen_shared::adapters::batch::{Fault, FaultInjecting, Retrying, WriteBatcher};
-use keen_shared::adapters::store;
 use keen_shared::addon::ReferenceData;
 use keen_shared::key::KeyModel;
 use keen_shared::record::Header;
@@ -59,7 +60,7 @@ async fn the_sample_batch_is_stored_dead_lettered_and_deduplicated() {
         &expected.keen_id,
     );
     let sk = keen_shared::storage::sort_key(expected.timestamp_ms, &expected.keen_id);
-    let stored = store::read_event(&h.aws.dynamodb, &h.config.tables.events, &pk, &sk)
+    let stored = keen_aws::events::read_event(&h.aws.dynamodb, &h.config.tables.events, &pk, &sk)
         .await
         .expect("read")
         .expect("present");
@@ -128,9 +129,10 @@ async fn the_sample_batch_is_stored_dead_lettered_and_deduplicated() {
         .expect("get")
         .item
         .expect("collection item");
-    let properties: Value =
-        serde_json::from_str(store::string_attr(&collection, "properties").unwrap_or("{}"))
-            .expect("json");
+    let properties: Value = serde_json::from_str(
+        keen_aws::items::string_attr(&collection, "properties").unwrap_or("{}"),
+    )
+    .expect("json");
     assert_eq!(properties["parsed_page_url.domain"], "string");
     assert_eq!(properties["price"], "number");
 
@@ -146,7 +148,7 @@ async fn the_sample_batch_is_stored_dead_lettered_and_deduplicated() {
     let sort_keys = |items: &[std::collections::HashMap<String, AttributeValue>]| {
         let mut keys: Vec<String> = items
             .iter()
-            .filter_map(|item| store::string_attr(item, "sk").map(str::to_owned))
+            .filter_map(|item| keen_aws::items::string_attr(item, "sk").map(str::to_owned))
             .collect();
         keys.sort();
         keys
@@ -175,7 +177,7 @@ async fn injected_throttling_is_retried_until_everything_is_stored() {
     let h = Harness::start("throttle").await;
     let faulty = FaultInjecting::shuffled(h.aws.dynamodb.clone(), 42, 10, 0.3, 4);
     let ingest = h.ingest(WriteBatcher::with_api(Arc::new(faulty)).with_policy(
-        keen_shared::adapters::batch::RetryPolicy {
+        keen_aws::retry::RetryPolicy {
             max_attempts: 30,
             base_delay: std::time::Duration::from_millis(1),
             max_delay: std::time::Duration::from_millis(5),
@@ -209,7 +211,7 @@ async fn a_revoked_key_is_dead_lettered_and_a_failing_store_is_retried_from_the_
     );
     let ingest = h.ingest(
         WriteBatcher::with_api(Arc::new(always_failing)).with_policy(
-            keen_shared::adapters::batch::RetryPolicy {
+            keen_aws::retry::RetryPolicy {
                 max_attempts: 2,
                 base_delay: std::time::Duration::from_millis(1),
                 max_delay: std::time::Duration::from_millis(2),
@@ -229,18 +231,18 @@ async fn a_revoked_key_is_dead_lettered_and_a_failing_store_is_retried_from_the_
 /// Holds back every write of part 2 of any split event, forwarding the rest to the real client.
 struct PartTwoFails(aws_sdk_dynamodb::Client);
 
-impl keen_shared::adapters::batch::BatchWriteApi for PartTwoFails {
+impl keen_aws::batch::BatchWriteApi for PartTwoFails {
     fn batch_write(
         &self,
         mut request_items: std::collections::HashMap<
             String,
             Vec<aws_sdk_dynamodb::types::WriteRequest>,
         >,
-    ) -> keen_shared::adapters::batch::BoxFuture<
+    ) -> keen_aws::retry::BoxFuture<
         '_,
         Result<
             std::collections::HashMap<String, Vec<aws_sdk_dynamodb::types::WriteRequest>>,
-            keen_shared::adapters::batch::CallError,
+            keen_aws::retry::CallError,
         >,
     > {
         let mut held = std::collections::HashMap::new();
@@ -302,7 +304,7 @@ async fn a_large_event_is_invisible_until_all_its_parts_are_written() {
 
     let failing = h.ingest(
         WriteBatcher::with_api(Arc::new(PartTwoFails(h.aws.dynamodb.clone()))).with_policy(
-            keen_shared::adapters::batch::RetryPolicy {
+            keen_aws::retry::RetryPolicy {
                 max_attempts: 3,
                 base_delay: std::time::Duration::from_millis(1),
                 max_delay: std::time::Duration::from_millis(2),
@@ -333,9 +335,9 @@ async fn a_large_event_is_invisible_until_all_its_parts_are_written() {
         "the event is split in three parts"
     );
     assert_eq!(h.count("clicks").await, 1);
-    let pk = store::string_attr(&heads[0], "pk").expect("pk");
-    let sk = store::string_attr(&heads[0], "sk").expect("sk");
-    let stored = store::read_event(&h.aws.dynamodb, &h.config.tables.events, pk, sk)
+    let pk = keen_aws::items::string_attr(&heads[0], "pk").expect("pk");
+    let sk = keen_aws::items::string_attr(&heads[0], "sk").expect("sk");
+    let stored = keen_aws::events::read_event(&h.aws.dynamodb, &h.config.tables.events, pk, sk)
         .await
         .expect("read")
         .expect("present");
@@ -426,11 +428,14 @@ async fn a_dead_letter_too_large_for_sqs_is_announced_by_reference_and_kept_whol
         "the announcement carries no payload"
     );
     let reference = body.payload_ref.expect("a reference to the table item");
-    let stored =
-        store::read_dead_letter(&h.aws.dynamodb, &h.config.tables.dead_letters, &reference)
-            .await
-            .expect("read")
-            .expect("present");
+    let stored = keen_aws::dead_letters::read_dead_letter(
+        &h.aws.dynamodb,
+        &h.config.tables.dead_letters,
+        &reference,
+    )
+    .await
+    .expect("read")
+    .expect("present");
     assert_eq!(stored.value_bytes(), Some(noise), "never truncated");
     assert_eq!(stored.source.offset, 9);
     assert_eq!(stored.error.code, "InvalidEventError");

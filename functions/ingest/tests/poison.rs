@@ -3,9 +3,9 @@
 //! Against moto, which refuses items over 405,000 bytes as DynamoDB refuses them over 400 KB.
 
 use aws_sdk_dynamodb::types::{AttributeValue, WriteRequest};
-use keen_shared::adapters::batch::{BatchWriteApi, BoxFuture, CallError, WriteBatcher};
-use keen_shared::adapters::dead_letters::{DeadLetterQuery, list_dead_letters};
-use keen_shared::adapters::store;
+use keen_aws::batch::{BatchWriteApi, WriteBatcher};
+use keen_aws::dead_letters::{DeadLetterQuery, list_dead_letters};
+use keen_aws::retry::{BoxFuture, CallError};
 use keen_shared::dead_letter::DeadLetter;
 use keen_shared::record::Header;
 use serde_json::{Map, Value, json};
@@ -130,12 +130,12 @@ async fn poison_pills_are_dead_lettered_or_stored_and_the_partition_goes_on() {
         .scan(&h.config.tables.collections)
         .await
         .into_iter()
-        .find(|i| store::string_attr(i, "sk") == Some("clicks"))
+        .find(|i| keen_aws::items::string_attr(i, "sk") == Some("clicks"))
         .expect("collection item");
     assert!(
-        store::item_size(&item) < 400_000,
+        keen_aws::items::item_size(&item) < 400_000,
         "{}",
-        store::item_size(&item)
+        keen_aws::items::item_size(&item)
     );
     assert_eq!(
         item.get("properties_truncated"),

@@ -3,22 +3,17 @@
 //! compared in constant time against every key of the project ([`find_digested_key_by_password`]);
 //! keys are read without their SCRAM verifiers, which the query function has no use for.
 //!
-//! A project's keys are cached for at most 30 seconds, as the gateway and ingest do: a revoked
-//! read key stops answering within that bound. An unknown project and a wrong key get the same
+//! A project's keys are read through the Keys-table reader the gateway and ingest share
+//! (`keen_aws::keys_reader`): a revoked read key stops answering within its 30 s bound. An unknown project and a wrong key get the same
 //! answer, so project ids cannot be enumerated.
 
-use keen_shared::adapters::keys_table::KeysTable;
-use keen_shared::adapters::secrets::Pepper;
-use keen_shared::adapters::store::StoreError;
+use crate::analysis::QueryError;
+use keen_aws::items::StoreError;
+use keen_aws::keys_reader::KeysReader;
+use keen_aws::keys_table::KeysTable;
+use keen_aws::secrets::Pepper;
 use keen_shared::key::{DigestedKey, KeyKind, KeyModel, Permission, find_digested_key_by_password};
-use keen_shared::query::QueryError;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
-
-/// How long a project's keys are trusted.
-pub const KEY_CACHE_TTL: Duration = Duration::from_secs(30);
-/// Projects whose keys are kept at once.
-const KEY_CACHE_PROJECTS: usize = 10_000;
 
 /// What a route needs of the key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,41 +33,29 @@ pub enum AuthError {
     Store(StoreError),
 }
 
-/// The Keys table behind a short cache.
+/// The Keys table through the shared reader, and the pepper keys are digested under.
 pub struct KeyDirectory {
-    table: KeysTable,
+    reader: KeysReader,
     pepper: Pepper,
-    cache: quick_cache::sync::Cache<String, (Instant, Arc<Vec<DigestedKey>>)>,
 }
 
 impl KeyDirectory {
     /// A directory over `table`, checking keys under `pepper`.
     pub fn new(table: KeysTable, pepper: Pepper) -> Self {
         KeyDirectory {
-            table,
+            reader: KeysReader::new(table),
             pepper,
-            cache: quick_cache::sync::Cache::new(KEY_CACHE_PROJECTS),
         }
     }
 
     async fn keys_of(&self, project: &str) -> Result<Arc<Vec<DigestedKey>>, StoreError> {
-        if let Some((at, keys)) = self.cache.get(project)
-            && at.elapsed() < KEY_CACHE_TTL
-        {
-            return Ok(keys);
-        }
-        let keys = Arc::new(
-            self.table
-                .list_digested_keys(project)
-                .await
-                .map_err(|error| StoreError {
-                    operation: "read keys",
-                    message: error.to_string(),
-                })?,
-        );
-        self.cache
-            .insert(project.to_owned(), (Instant::now(), Arc::clone(&keys)));
-        Ok(keys)
+        self.reader
+            .digested_keys(project)
+            .await
+            .map_err(|error| StoreError {
+                operation: "read keys",
+                message: error.to_string(),
+            })
     }
 
     /// The key model of `api_key` when it may do `needed` in `project`.

@@ -1,13 +1,14 @@
 //! Running a count or an extraction against the Events table.
 //!
 //! Which partitions to read and how events match is the query domain's
-//! ([`keen_shared::query`]); this module fetches in parallel and combines.
+//! ([`crate::analysis`]); this module fetches in parallel and combines.
 
+use crate::analysis::{self, QueryError, QueryKind, QueryRequest, Window};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
-use keen_shared::adapters::reads::{self, ReadOrder, StoredEvent, sort_key_range};
-use keen_shared::adapters::store::{StoreError, read_counters};
+use keen_aws::counters::read_counters;
+use keen_aws::events::{EventRow, ReadOrder, sort_key_range};
+use keen_aws::items::StoreError;
 use keen_shared::key::KeyModel;
-use keen_shared::query::{self, QueryError, QueryKind, QueryRequest, Window};
 use keen_shared::storage;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
@@ -123,7 +124,7 @@ pub async fn count(
     let counters = counters(engine, project, &request.event_collection).await?;
     if request.filters.is_empty() {
         // Whole hours from the counters; the partial hours at the edges by counting items.
-        let split = query::split_for_counters(window);
+        let split = analysis::split_for_counters(window);
         let from_counters: u64 = counters
             .hours
             .iter()
@@ -132,7 +133,7 @@ pub async fn count(
             .sum();
         let mut partitions = Vec::new();
         for edge in &split.edges {
-            for (day, shard) in query::plan_reads(
+            for (day, shard) in analysis::plan_reads(
                 *edge,
                 &counters.days,
                 engine.shards,
@@ -146,7 +147,7 @@ pub async fn count(
                 let pk =
                     storage::day_partition_key(project, &request.event_collection, &day, shard);
                 async move {
-                    reads::count_events(
+                    keen_aws::events::count_events(
                         engine.dynamodb,
                         engine.events_table,
                         &pk,
@@ -160,7 +161,7 @@ pub async fn count(
             .await?;
         return Ok(json!({ "result": from_counters + from_edges }));
     }
-    let plan = query::plan_reads(
+    let plan = analysis::plan_reads(
         window,
         &counters.days,
         engine.shards,
@@ -212,7 +213,7 @@ pub async fn extraction(
             latest_events(engine, project, &request, window, &counters.days, latest).await?
         }
         None => {
-            let plan = query::plan_reads(
+            let plan = analysis::plan_reads(
                 window,
                 &counters.days,
                 engine.shards,
@@ -228,7 +229,7 @@ pub async fn extraction(
     let result: Vec<Value> = events
         .drain(..)
         .map(|stored| match &request.property_names {
-            Some(paths) => query::project(&stored.event, paths),
+            Some(paths) => analysis::project(&stored.event, paths),
             None => stored.event,
         })
         .collect();
@@ -245,8 +246,8 @@ async fn latest_events(
     window: Window,
     days: &[String],
     latest: usize,
-) -> Result<Vec<StoredEvent>, Failure> {
-    let plan = query::plan_reads(window, days, engine.shards, usize::MAX)?;
+) -> Result<Vec<EventRow>, Failure> {
+    let plan = analysis::plan_reads(window, days, engine.shards, usize::MAX)?;
     let mut by_day: Vec<(String, Vec<(String, u16)>)> = Vec::new();
     for (day, shard) in plan {
         match by_day.last_mut() {
@@ -254,7 +255,7 @@ async fn latest_events(
             _ => by_day.push((day.clone(), vec![(day, shard)])),
         }
     }
-    let mut found: Vec<StoredEvent> = Vec::new();
+    let mut found: Vec<EventRow> = Vec::new();
     let mut partitions_read = 0usize;
     for (_, partitions) in by_day.into_iter().rev() {
         partitions_read += partitions.len();
@@ -302,7 +303,7 @@ async fn read_matching(
     window: Window,
     plan: Vec<(String, u16)>,
     newest_limit: Option<usize>,
-) -> Result<Option<Vec<StoredEvent>>, Failure> {
+) -> Result<Option<Vec<EventRow>>, Failure> {
     let range = sort_key_range(window.start_ms, window.end_ms);
     let order = ReadOrder {
         newest_first: newest_limit.is_some(),
@@ -336,12 +337,19 @@ fn partition_reads<'a>(
     range: &'a (String, String),
     plan: Vec<(String, u16)>,
     order: ReadOrder,
-) -> impl futures_util::Stream<Item = Result<Vec<StoredEvent>, StoreError>> + 'a {
+) -> impl futures_util::Stream<Item = Result<Vec<EventRow>, StoreError>> + 'a {
     stream::iter(plan)
         .map(move |(day, shard)| {
             let pk = storage::day_partition_key(project, &request.event_collection, &day, shard);
             async move {
-                reads::read_events(engine.dynamodb, engine.events_table, &pk, range, order).await
+                keen_aws::events::read_events(
+                    engine.dynamodb,
+                    engine.events_table,
+                    &pk,
+                    range,
+                    order,
+                )
+                .await
             }
         })
         .buffer_unordered(PARALLEL_READS)
@@ -369,7 +377,7 @@ impl DeadLetterParams {
                 .map(|(_, v)| v.as_str())
         };
         let collection = get("event_collection").map(str::to_owned);
-        let window = query::window_param(get("timeframe"), get("timezone"), now_ms)?;
+        let window = analysis::window_param(get("timeframe"), get("timezone"), now_ms)?;
         let limit = match get("limit") {
             None => DEAD_LETTERS_DEFAULT,
             Some(text) => match text.parse::<usize>() {

@@ -9,16 +9,17 @@
 //! that holds data, in parallel; `latest` walks the days backwards from the newest; a query
 //! that would read more than the configured bounds is refused with 400 before it starts.
 
+pub mod analysis;
 mod auth;
 mod engine;
 
 pub use auth::{Access, KeyDirectory};
 pub use engine::Bounds;
 
-use keen_shared::adapters::dead_letters::{DeadLetterQuery, list_dead_letters};
-use keen_shared::adapters::reads::read_collections;
+use crate::analysis::QueryError;
+use keen_aws::collections::read_collections;
+use keen_aws::dead_letters::{DeadLetterQuery, list_dead_letters};
 use keen_shared::key::KeyModel;
-use keen_shared::query::QueryError;
 use serde_json::{Value, json};
 
 /// Table names and limits, from the environment.
@@ -40,53 +41,30 @@ pub struct Config {
     pub bounds: Bounds,
 }
 
-/// A configuration problem, named after the variable.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// A required variable is not set.
-    #[error("environment variable {0} is not set; set it to the {1}")]
-    Missing(&'static str, &'static str),
-    /// A variable does not parse.
-    #[error("environment variable {0} is not a valid {1}")]
-    Invalid(&'static str, &'static str),
-}
+pub use keen_config::{ConfigError, Env};
 
 impl Config {
-    /// Reads `EVENTS_TABLE`, `COUNTERS_TABLE`, `COLLECTIONS_TABLE`, `DEAD_LETTERS_TABLE`, `KEYS_TABLE`,
-    /// `EVENT_SHARDS` (default 16), `QUERY_MAX_PARTITIONS` and `QUERY_MAX_EVENTS`.
+    /// Reads the process environment ([`Config::read`]).
     pub fn from_env() -> Result<Config, ConfigError> {
-        let var = |name: &'static str, what: &'static str| {
-            std::env::var(name).map_err(|_| ConfigError::Missing(name, what))
-        };
-        fn number<T: std::str::FromStr>(
-            name: &'static str,
-            what: &'static str,
-            default: T,
-        ) -> Result<T, ConfigError> {
-            match std::env::var(name) {
-                Ok(text) => text.parse().map_err(|_| ConfigError::Invalid(name, what)),
-                Err(_) => Ok(default),
-            }
-        }
+        Config::read(&Env::process())
+    }
+
+    /// Reads `EVENTS_TABLE`, `COUNTERS_TABLE`, `COLLECTIONS_TABLE`, `DEAD_LETTERS_TABLE`,
+    /// `KEYS_TABLE`, `EVENT_SHARDS` (default 16), `QUERY_MAX_PARTITIONS` and `QUERY_MAX_EVENTS`
+    /// from `env`; a malformed value is an error, never a default.
+    pub fn read(env: &Env<'_>) -> Result<Config, ConfigError> {
         let defaults = Bounds::default();
         Ok(Config {
-            events_table: var("EVENTS_TABLE", "Events table name")?,
-            counters_table: var("COUNTERS_TABLE", "Counters table name")?,
-            collections_table: var("COLLECTIONS_TABLE", "Collections table name")?,
-            dead_letters_table: var("DEAD_LETTERS_TABLE", "DeadLetters table name")?,
-            keys_table: var("KEYS_TABLE", "Keys table name")?,
-            shards: number(
-                "EVENT_SHARDS",
-                "shard count",
-                keen_shared::storage::DEFAULT_SHARDS,
-            )?,
+            events_table: env.required("EVENTS_TABLE", "the Events table's name")?,
+            counters_table: env.required("COUNTERS_TABLE", "the Counters table's name")?,
+            collections_table: env.required("COLLECTIONS_TABLE", "the Collections table's name")?,
+            dead_letters_table: env
+                .required("DEAD_LETTERS_TABLE", "the DeadLetters table's name")?,
+            keys_table: env.required("KEYS_TABLE", "the Keys table's name")?,
+            shards: keen_aws::items::shards(env)?,
             bounds: Bounds {
-                partitions: number(
-                    "QUERY_MAX_PARTITIONS",
-                    "partition count",
-                    defaults.partitions,
-                )?,
-                events: number("QUERY_MAX_EVENTS", "event count", defaults.events)?,
+                partitions: env.number("QUERY_MAX_PARTITIONS", defaults.partitions)?,
+                events: env.number("QUERY_MAX_EVENTS", defaults.events)?,
             },
         })
     }
@@ -114,7 +92,7 @@ impl Reply {
     }
 
     /// A storage failure: the caller may retry; the message says so without internals.
-    fn unavailable(error: &keen_shared::adapters::store::StoreError) -> Reply {
+    fn unavailable(error: &keen_aws::items::StoreError) -> Reply {
         tracing::error!(%error, "storage read failed");
         Reply {
             status: 503,
@@ -175,13 +153,10 @@ impl QueryService {
     pub fn new(
         config: Config,
         dynamodb: aws_sdk_dynamodb::Client,
-        pepper: keen_shared::adapters::secrets::Pepper,
+        pepper: keen_aws::secrets::Pepper,
     ) -> Self {
         let keys = KeyDirectory::new(
-            keen_shared::adapters::keys_table::KeysTable::new(
-                dynamodb.clone(),
-                config.keys_table.clone(),
-            ),
+            keen_aws::keys_table::KeysTable::new(dynamodb.clone(), config.keys_table.clone()),
             pepper,
         );
         QueryService {

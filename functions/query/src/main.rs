@@ -5,8 +5,8 @@
 //! `127.0.0.1:3000`), which is how the local stack serves it; both paths go through
 //! [`QueryService::respond`].
 
+use keen_aws::secrets::load_pepper;
 use keen_query::{Config, QueryService, Reply};
-use keen_shared::adapters::secrets::load_pepper;
 use std::sync::Arc;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -35,7 +35,7 @@ async fn main() -> Result<(), Error> {
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
         lambda(service).await
     } else {
-        let listen = std::env::var("QUERY_LISTEN").unwrap_or_else(|_| "127.0.0.1:3000".into());
+        let listen = keen_config::Env::process().get_or("QUERY_LISTEN", "127.0.0.1:3000");
         local::serve(service, &listen).await
     }
 }

@@ -2,13 +2,12 @@
 //! count, extraction, the collections listing and the dead letters listing, with every kind of
 //! key; and the `query` binary answering over HTTP on a free port.
 
+use keen_aws::batch::WriteBatcher;
+use keen_aws::dlq::DeadLetterQueue;
+use keen_aws::keys_table::KeysTable;
+use keen_aws::secrets::Pepper;
 use keen_ingest::{Config as IngestConfig, DecodedRecord, Ingest};
 use keen_query::{Bounds, Config, QueryService, Reply};
-use keen_shared::adapters::batch::WriteBatcher;
-use keen_shared::adapters::dlq::DeadLetterQueue;
-use keen_shared::adapters::keys_table::KeysTable;
-use keen_shared::adapters::secrets::Pepper;
-use keen_shared::adapters::store::Tables;
 use keen_shared::addon::ReferenceData;
 use keen_shared::key::{KeyModel, SecretKey, StoredKey};
 use keen_shared::record::{HEADER_COLLECTION, HEADER_KEY_ID, HEADER_PROJECT_ID, Header};
@@ -50,15 +49,7 @@ impl Harness {
     async fn start(label: &str) -> Harness {
         let moto = MotoServer::start();
         let aws = moto.provisioned(&keen_testkit::unique_prefix(label)).await;
-        let config = Config {
-            events_table: aws.name("EVENTS_TABLE").to_owned(),
-            counters_table: aws.name("COUNTERS_TABLE").to_owned(),
-            collections_table: aws.name("COLLECTIONS_TABLE").to_owned(),
-            dead_letters_table: aws.name("DEAD_LETTERS_TABLE").to_owned(),
-            keys_table: aws.name("KEYS_TABLE").to_owned(),
-            shards: 16,
-            bounds: Bounds::default(),
-        };
+        let config = Config::read(&aws.env(&[])).expect("config");
         let harness = Harness { moto, aws, config };
         harness.put_keys().await;
         harness
@@ -121,20 +112,7 @@ impl Harness {
     }
 
     fn ingest(&self) -> Ingest {
-        let config = IngestConfig {
-            tables: Tables {
-                events: self.config.events_table.clone(),
-                counters: self.config.counters_table.clone(),
-                collections: self.config.collections_table.clone(),
-                dedupe: self.aws.name("DEDUPE_TABLE").to_owned(),
-                dead_letters: self.config.dead_letters_table.clone(),
-            },
-            keys_table: self.config.keys_table.clone(),
-            dead_letter_queue_url: self.aws.name("DEAD_LETTER_QUEUE_URL").to_owned(),
-            geoip_database: None,
-            time_reserve: keen_ingest::DEFAULT_TIME_RESERVE,
-            shards: self.config.shards,
-        };
+        let config = IngestConfig::read(&self.aws.env(&[])).expect("ingest config");
         Ingest::new(
             config.clone(),
             self.aws.dynamodb.clone(),

@@ -4,8 +4,8 @@
 #![allow(dead_code)]
 
 use keen_authorizer::Authorizer;
-use keen_shared::adapters::keys_table::KeysTable;
-use keen_shared::adapters::secrets::Pepper;
+use keen_aws::keys_table::KeysTable;
+use keen_aws::secrets::Pepper;
 use keen_testkit::kafka::TansuBroker;
 use keen_testkit::process::ServerProcess;
 use keen_testkit::{MotoServer, Provisioned, unique_prefix};

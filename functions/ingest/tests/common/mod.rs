@@ -4,12 +4,11 @@
 #![allow(dead_code)] // each test file uses its own share of the harness
 
 use aws_sdk_dynamodb::types::AttributeValue;
+use keen_aws::batch::WriteBatcher;
+use keen_aws::dlq::DeadLetterQueue;
+use keen_aws::keys_table::KeysTable;
 use keen_ingest::MskEvent;
 use keen_ingest::{Config, DecodedRecord, Ingest, decode_event};
-use keen_shared::adapters::batch::WriteBatcher;
-use keen_shared::adapters::dlq::DeadLetterQueue;
-use keen_shared::adapters::keys_table::KeysTable;
-use keen_shared::adapters::store::{self, Tables};
 use keen_shared::addon::ReferenceData;
 use keen_shared::key::{KeyModel, ProjectSalt, SecretKey, StoredKey};
 use keen_shared::record::{HEADER_COLLECTION, HEADER_KEY_ID, HEADER_PROJECT_ID, Header};
@@ -48,20 +47,9 @@ impl Harness {
     pub async fn start(label: &str) -> Harness {
         let moto = MotoServer::start();
         let aws = moto.provisioned(&keen_testkit::unique_prefix(label)).await;
-        let config = Config {
-            tables: Tables {
-                events: aws.name("EVENTS_TABLE").to_owned(),
-                counters: aws.name("COUNTERS_TABLE").to_owned(),
-                collections: aws.name("COLLECTIONS_TABLE").to_owned(),
-                dedupe: aws.name("DEDUPE_TABLE").to_owned(),
-                dead_letters: aws.name("DEAD_LETTERS_TABLE").to_owned(),
-            },
-            keys_table: aws.name("KEYS_TABLE").to_owned(),
-            dead_letter_queue_url: aws.name("DEAD_LETTER_QUEUE_URL").to_owned(),
-            geoip_database: Some(geoip()),
-            shards: 16,
-            time_reserve: keen_ingest::DEFAULT_TIME_RESERVE,
-        };
+        let geoip = geoip();
+        let geoip = geoip.to_str().expect("a UTF-8 path");
+        let config = Config::read(&aws.env(&[("GEOIP_DATABASE", geoip)])).expect("config");
         let harness = Harness { moto, aws, config };
         harness.put_key(true).await;
         harness
@@ -121,15 +109,15 @@ impl Harness {
             .await
             .into_iter()
             .filter(|i| {
-                let pk = store::string_attr(i, "pk").unwrap_or_default();
-                let sk = store::string_attr(i, "sk").unwrap_or_default();
+                let pk = keen_aws::items::string_attr(i, "pk").unwrap_or_default();
+                let sk = keen_aws::items::string_attr(i, "sk").unwrap_or_default();
                 !pk.ends_with("#counts") && !keen_shared::storage::is_part_sort_key(sk)
             })
             .collect()
     }
 
     pub async fn count(&self, collection: &str) -> u64 {
-        store::read_counters(
+        keen_aws::counters::read_counters(
             &self.aws.dynamodb,
             &self.config.tables.counters,
             PROJECT,

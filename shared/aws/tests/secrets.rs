@@ -1,6 +1,6 @@
 //! The key pepper from Secrets Manager, on a real moto server.
 
-use keen_shared::adapters::secrets::{PepperError, resolve_pepper};
+use keen_aws::secrets::{PepperError, resolve_pepper};
 use keen_testkit::MotoServer;
 
 #[tokio::test]

@@ -19,9 +19,8 @@ use std::sync::Arc;
 
 use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
 
-use super::batch::{
-    BoxFuture, CallError, CallOutcome, Fault, FaultInjecting, Retrier, Retrying, WriteErrorKind,
-    WriteReport,
+use crate::retry::{
+    BoxFuture, CallError, CallOutcome, Retrier, Retrying, WriteErrorKind, WriteReport,
 };
 
 /// SQS's limit on one message: body and attributes (names, types, values), in bytes.
@@ -309,44 +308,6 @@ impl<T: SendMessageBatchApi + ?Sized> SendMessageBatchApi for Arc<T> {
     }
 }
 
-/// [`Fault::Unprocessed`] answers the withheld entries as failed, not the sender's fault.
-impl<A: SendMessageBatchApi> SendMessageBatchApi for FaultInjecting<A> {
-    fn send_batch<'a>(
-        &'a self,
-        queue_url: &'a str,
-        entries: Vec<SendMessageBatchRequestEntry>,
-    ) -> BoxFuture<'a, Result<BatchSendResult, CallError>> {
-        let fraction = match self.next_fault() {
-            Fault::Pass => return self.inner().send_batch(queue_url, entries),
-            Fault::Fail(err) => return Box::pin(async move { Err(err) }),
-            Fault::Unprocessed { fraction } => fraction,
-        };
-        let mask = self.withheld_mask(entries.len(), fraction);
-        let (withheld, forwarded): (Vec<_>, Vec<_>) = entries
-            .into_iter()
-            .zip(mask)
-            .partition(|(_, withheld)| *withheld);
-        Box::pin(async move {
-            let forwarded: Vec<SendMessageBatchRequestEntry> =
-                forwarded.into_iter().map(|(entry, _)| entry).collect();
-            let mut result = if forwarded.is_empty() {
-                BatchSendResult::default()
-            } else {
-                self.inner().send_batch(queue_url, forwarded).await?
-            };
-            result
-                .failed
-                .extend(withheld.into_iter().map(|(entry, _)| EntryFailure {
-                    id: entry.id().to_owned(),
-                    sender_fault: false,
-                    code: "InternalError".into(),
-                    message: "injected failure".into(),
-                }));
-            Ok(result)
-        })
-    }
-}
-
 /// Announces dead letters on an SQS queue; see the module documentation for the contract.
 #[derive(Clone)]
 pub struct DeadLetterQueue {
@@ -377,7 +338,7 @@ impl DeadLetterQueue {
         DeadLetterQueue::with_api(Arc::new(client), queue_url)
     }
 
-    /// The queue through any [`SendMessageBatchApi`] (a [`FaultInjecting`] client, a fake).
+    /// The queue through any [`SendMessageBatchApi`] (a fault-injecting client, a fake).
     pub fn with_api(api: Arc<dyn SendMessageBatchApi>, queue_url: impl Into<String>) -> Self {
         DeadLetterQueue {
             api,
@@ -522,7 +483,8 @@ fn send(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::adapters::batch::{RetryPolicy, Sleeper};
+    use crate::faults::{Fault, FaultInjecting};
+    use crate::retry::{RetryPolicy, Sleeper};
     use std::collections::HashSet;
     use std::sync::{Mutex, PoisonError};
     use std::time::Duration;

@@ -1,12 +1,12 @@
-//! Dead letter announcements (`keen_shared::adapters::dlq`) against a real moto server: packing
+//! Dead letter announcements (`keen_aws::dlq`) against a real moto server: packing
 //! within SQS's limits, message attributes, and what moto itself accepts.
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::{Message, SendMessageBatchRequestEntry};
-use keen_shared::adapters::batch::WriteErrorKind;
-use keen_shared::adapters::dlq::{Announcement, DeadLetterQueue, MAX_MESSAGE_BYTES, message_size};
+use keen_aws::dlq::{Announcement, DeadLetterQueue, MAX_MESSAGE_BYTES, message_size};
+use keen_aws::retry::WriteErrorKind;
 use keen_testkit::{MotoServer, unique_prefix};
 
 fn announcement(tag: usize, body_bytes: usize) -> Announcement {

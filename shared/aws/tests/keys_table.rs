@@ -1,6 +1,6 @@
 //! The Keys table adapter on a real moto server.
 
-use keen_shared::adapters::keys_table::{KeysTable, KeysTableError};
+use keen_aws::keys_table::{KeysTable, KeysTableError};
 use keen_shared::key::{
     KeyId, KeyKind, KeyModel, KeyOptions, ProjectSalt, StoredKey, generate_key,
 };

@@ -21,16 +21,16 @@
 //!   conditional failures are answers, not failures.
 //! - Nothing here logs, and errors never carry digests or verifiers.
 
-use crate::key::{
-    DigestedKey, KeyId, KeyKind, KeyModel, KeyOptions, Permission, ProjectSalt, StoredKey,
-};
-use crate::scram::ScramVerifier;
 use aws_sdk_dynamodb::config::http::HttpResponse;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::primitives::Blob;
 use aws_sdk_dynamodb::types::{AttributeValue, Select};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use keen_shared::key::{
+    DigestedKey, KeyId, KeyKind, KeyModel, KeyOptions, Permission, ProjectSalt, StoredKey,
+};
+use keen_shared::scram::ScramVerifier;
 use std::collections::HashMap;
 
 /// Sort key of a project's item.
@@ -355,7 +355,7 @@ fn now_text() -> String {
         .map_or(0, |elapsed| {
             i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX)
         });
-    crate::timestamp::format_millis(millis)
+    keen_shared::timestamp::format_millis(millis)
 }
 
 fn kind_name(kind: KeyKind) -> &'static str {
@@ -601,7 +601,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::key::{KeyOptions, generate_key};
+    use keen_shared::key::{KeyOptions, generate_key};
     use serde_json::json;
 
     const PEPPER: &[u8] = b"a pepper of sixteen bytes or more";
@@ -637,9 +637,10 @@ mod tests {
     }
 
     /// The query function's role may read exactly what `list_digested_keys` asks for.
+    #[cfg(feature = "provision")]
     #[test]
     fn the_query_role_reads_keys_as_list_digested_keys_asks() {
-        use crate::adapters::provision::DEPLOYMENT_TEMPLATE;
+        use crate::provision::DEPLOYMENT_TEMPLATE;
         let template: serde_yaml::Value =
             serde_yaml::from_str(DEPLOYMENT_TEMPLATE).expect("template.yaml is YAML");
         let statements = &template["Resources"]["QueryRole"]["Properties"]["Policies"][0]["PolicyDocument"]

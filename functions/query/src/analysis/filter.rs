@@ -15,7 +15,7 @@
 //!   A property present with the value `null` exists.
 
 use super::QueryError;
-use crate::timestamp;
+use keen_shared::timestamp;
 use serde_json::{Map, Number, Value};
 use std::cmp::Ordering;
 

@@ -83,7 +83,7 @@ pub enum ProvisionError {
     Template { message: String },
     #[error(
         "resource {logical_id}: property {property} cannot be provisioned locally ({reason}); \
-         teach shared/src/adapters/provision.rs about it or change the template"
+         teach shared/aws/src/provision.rs about it or change the template"
     )]
     Unsupported {
         logical_id: String,

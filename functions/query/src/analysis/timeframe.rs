@@ -9,12 +9,12 @@
 //! the zone's calendar, so a day across a DST change lasts 23 or 25 hours.
 
 use super::QueryError;
-use crate::timestamp;
 use chrono::{
     DateTime, Datelike, FixedOffset, LocalResult, Months, NaiveDate, NaiveDateTime, TimeDelta,
     TimeZone, Timelike,
 };
 use chrono_tz::Tz;
+use keen_shared::timestamp;
 use serde_json::Value;
 
 /// The first instant the product can store: 0000-01-01T00:00:00.000Z.
@@ -449,7 +449,7 @@ fn shift(date: NaiveDate, unit: Unit, by: i64) -> NaiveDate {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::query::testing::{ms, window};
+    use crate::analysis::testing::{ms, window};
     use proptest::prelude::*;
 
     fn resolve(timeframe: &str, now: &str, tz: &str) -> Window {

@@ -33,7 +33,7 @@ mod testing {
 
     /// Milliseconds of an ISO-8601 test timestamp.
     pub fn ms(text: &str) -> i64 {
-        crate::timestamp::parse(text)
+        keen_shared::timestamp::parse(text)
             .expect("valid test timestamp")
             .unix_millis()
     }

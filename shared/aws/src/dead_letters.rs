@@ -1,8 +1,9 @@
-//! Reading and tidying the DeadLetters table: a project's dead letters newest first (product.md
-//! §9, and the operator's `keenctl dead-letters`), and the removals and updates a replay makes.
+//! The DeadLetters table: the items of a dead letter (bounded by construction, whatever the
+//! record), reading one back whole, a project's dead letters newest first (product.md §9, and
+//! the operator's `keenctl dead-letters`), and the removals and updates a replay makes.
 //!
 //! Contract:
-//! - Items are those of [`super::store::dead_letter_items`]: a head per dead letter (`pk` =
+//! - Items are those of [`dead_letter_items`]: a head per dead letter (`pk` =
 //!   `{project_id}#{collection}`, `sk` = `{failed_at}#{id}`, attributes `id`, `error_code`,
 //!   `envelope`, `project_id`, and the payload inline or as a part count) and its parts
 //!   (`{sk}#part#{n}`). Only heads carry `id`, which is how a query tells them from parts.
@@ -14,13 +15,153 @@
 //! - Listed dead letters are the full §8 envelope: the payload is read (parts joined and
 //!   decompressed) for each one returned, never for those filtered out.
 
-use super::store::{Item, StoreError, conditional, read_dead_letter, stored_envelope, string_attr};
-use crate::dead_letter::{DeadLetter, PayloadRef, table_keys};
-use crate::storage;
+use crate::items::{Item, StoreError, conditional, n, read_split, s, split_items, string_attr};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::AttributeValue;
+use keen_shared::dead_letter::{DeadLetter, PayloadRef, table_keys};
+use keen_shared::storage::{self, Body};
 use std::collections::{HashMap, HashSet};
+
+/// The DeadLetters table items of a dead letter: the envelope without payload as JSON, the
+/// payload zstd-compressed, split into parts like a large event when needed.
+///
+/// Bounded by construction, whatever the record: the envelope's own texts are capped
+/// ([`keen_shared::dead_letter::MAX_MESSAGE_BYTES`], [`keen_shared::dead_letter::MAX_PATH_BYTES`]); a key
+/// and headers of more than [`MAX_INLINE_SOURCE_BYTES`] move out of the envelope into the
+/// compressed body (with the payload; head flag [`SOURCE_IN_BODY`]); and the payload stays inline
+/// only when it fits beside the envelope, else it goes to parts of at most
+/// [`storage::MAX_BODY_CHUNK`] bytes.
+pub fn dead_letter_items(letter: &DeadLetter, now_s: i64) -> (Vec<Item>, Item) {
+    let keys = table_keys(letter);
+    let expires = [("expires_at", n(now_s + storage::DEAD_LETTER_TTL_SECONDS))];
+    let (envelope, content, source_in_body) = if letter.last_resort.is_some() {
+        (letter.to_json(), None, false)
+    } else if source_bytes(letter) > MAX_INLINE_SOURCE_BYTES {
+        let record = RecordContent {
+            key_b64: letter.source.key_b64.clone(),
+            headers: letter.source.headers.clone(),
+            payload_b64: letter
+                .value_bytes()
+                .map(|v| base64::Engine::encode(&base64::engine::general_purpose::STANDARD, v)),
+        };
+        let json = serde_json::to_vec(&record).unwrap_or_default();
+        (stored_envelope(letter), Some(json), true)
+    } else {
+        (
+            stored_envelope(letter),
+            Some(letter.value_bytes().unwrap_or_default()),
+            false,
+        )
+    };
+    let (parts, mut head) = match content {
+        Some(bytes) => {
+            // Room left in the head beside the envelope and the other attributes.
+            let inline_max = storage::MAX_BODY_CHUNK.saturating_sub(envelope.len() + 2_048);
+            let body = Body::of_bytes_within(&bytes, inline_max, storage::MAX_BODY_CHUNK);
+            split_items(&keys.pk, &keys.sk, body, "payload", &expires)
+        }
+        None => {
+            let mut head = Item::from([
+                ("pk".to_owned(), s(keys.pk.clone())),
+                ("sk".to_owned(), s(keys.sk.clone())),
+            ]);
+            head.extend(expires.iter().map(|(k, v)| ((*k).to_owned(), v.clone())));
+            (Vec::new(), head)
+        }
+    };
+    head.insert("id".to_owned(), s(letter.id.clone()));
+    head.insert("error_code".to_owned(), s(letter.error.code.clone()));
+    head.insert("envelope".to_owned(), s(envelope));
+    if source_in_body {
+        head.insert(SOURCE_IN_BODY.to_owned(), AttributeValue::Bool(true));
+    }
+    // The key of the index that lists a whole project. Only heads carry it, so parts stay out
+    // of the index; and a record without tenant headers has no project, which an index key
+    // cannot be (DynamoDB refuses an empty string there).
+    if !letter.project_id.is_empty() {
+        head.insert(
+            DEAD_LETTER_PROJECT_ATTR.to_owned(),
+            s(letter.project_id.clone()),
+        );
+    }
+    (parts, head)
+}
+
+/// The DeadLetters head attribute keying the `by_project` index (template.yaml).
+pub const DEAD_LETTER_PROJECT_ATTR: &str = "project_id";
+
+/// Key and headers (their JSON) of more than this many bytes are kept in the compressed body
+/// rather than in the head's envelope: a record may carry a ~1 MB key or header.
+pub const MAX_INLINE_SOURCE_BYTES: usize = 64 * 1024;
+
+/// Head flag: the body holds the record's key, headers and payload ([`RecordContent`]), and
+/// the envelope has none of them.
+pub const SOURCE_IN_BODY: &str = "source_in_body";
+
+/// What a dead letter's body holds when its key and headers are too large for the head.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct RecordContent {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    key_b64: Option<String>,
+    headers: Vec<keen_shared::dead_letter::SourceHeader>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    payload_b64: Option<String>,
+}
+
+/// The bytes the record's key and headers take in an envelope.
+fn source_bytes(letter: &DeadLetter) -> usize {
+    letter.source.key_b64.as_ref().map_or(0, String::len)
+        + serde_json::to_string(&letter.source.headers).map_or(usize::MAX, |json| json.len())
+}
+
+/// The envelope as a head item keeps it: JSON without the payload, which lives in `payload`
+/// (and without key and headers when they are too large for the head).
+pub fn stored_envelope(letter: &DeadLetter) -> String {
+    let mut envelope = letter.clone();
+    envelope.payload = None;
+    envelope.payload_b64 = None;
+    envelope.payload_zstd_b64 = None;
+    envelope.payload_ref = None;
+    if source_bytes(letter) > MAX_INLINE_SOURCE_BYTES {
+        envelope.source.key_b64 = None;
+        envelope.source.headers = Vec::new();
+    }
+    envelope.to_json()
+}
+
+/// Reads a dead letter back whole, payload included, from its table keys.
+pub async fn read_dead_letter(
+    client: &Client,
+    table: &str,
+    keys: &keen_shared::dead_letter::PayloadRef,
+) -> Result<Option<DeadLetter>, StoreError> {
+    let Some((head, body)) = read_split(client, table, &keys.pk, &keys.sk, "payload").await? else {
+        return Ok(None);
+    };
+    let envelope = string_attr(&head, "envelope").unwrap_or_default();
+    let mut letter: DeadLetter =
+        serde_json::from_str(envelope).map_err(|e| StoreError::new("decode dead letter", e))?;
+    if letter.last_resort.is_some() {
+        return Ok(Some(letter));
+    }
+    if head.get(SOURCE_IN_BODY).is_some() {
+        let content: RecordContent = serde_json::from_slice(&body)
+            .map_err(|e| StoreError::new("decode dead letter content", e))?;
+        let value = content
+            .payload_b64
+            .map(|b64| base64::Engine::decode(&base64::engine::general_purpose::STANDARD, b64))
+            .transpose()
+            .map_err(|e| StoreError::new("decode dead letter payload", e))?
+            .unwrap_or_default();
+        letter.source.key_b64 = content.key_b64;
+        letter.source.headers = content.headers;
+        letter.set_payload(&value);
+    } else {
+        letter.set_payload(&body);
+    }
+    Ok(Some(letter))
+}
 
 /// The DeadLetters index that lists a whole project (template.yaml).
 pub const BY_PROJECT_INDEX: &str = "by_project";
@@ -126,7 +267,7 @@ async fn head_page(
     // `{failed_at}#{id}` with a fixed-width failed_at: every key of an instant before `to` sorts
     // below the bare text of `to`, and every key of an instant at or after `from` at or above
     // the text of `from`; no key equals either, so BETWEEN is the half-open range.
-    let text = crate::timestamp::format_millis;
+    let text = keen_shared::timestamp::format_millis;
     match (query.from_ms, query.to_ms) {
         (Some(from), Some(to)) => {
             condition.push_str(" AND sk BETWEEN :from AND :to");

@@ -3,7 +3,7 @@
 //! hours (summed from the hourly counters) and partial-hour edges (counted from events).
 
 use super::{QueryError, Window};
-use crate::storage;
+use keen_shared::storage;
 
 const HOUR_MS: i64 = 3_600_000;
 
@@ -127,7 +127,7 @@ pub fn split_for_counters(window: Window) -> CounterSplit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::query::testing::window;
+    use crate::analysis::testing::window;
     use proptest::prelude::*;
 
     fn days(list: &[&str]) -> Vec<String> {

@@ -2,7 +2,7 @@
 
 use aws_sdk_dynamodb::types::{BillingMode, KeyType, TimeToLiveStatus};
 use aws_sdk_sqs::types::QueueAttributeName;
-use keen_shared::adapters::provision::{DeploymentSpec, ProvisionError, provision};
+use keen_aws::provision::{DeploymentSpec, ProvisionError, provision};
 use keen_testkit::{MotoServer, unique_prefix};
 
 #[tokio::test]

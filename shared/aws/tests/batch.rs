@@ -1,4 +1,4 @@
-//! The DynamoDB write engine (`keen_shared::adapters::batch`) against a real moto server, with
+//! The DynamoDB write engine (`keen_aws::batch`) against a real moto server, with
 //! faults injected around the real client (moto itself never throttles nor leaves items
 //! unprocessed).
 
@@ -6,9 +6,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use aws_sdk_dynamodb::types::{AttributeValue, Select};
-use keen_shared::adapters::batch::{
-    Fault, FaultInjecting, TableWrite, WriteBatcher, WriteErrorKind, WriteOp,
-};
+use keen_aws::batch::{TableWrite, WriteBatcher, WriteOp};
+use keen_aws::faults::{Fault, FaultInjecting};
+use keen_aws::retry::WriteErrorKind;
 use keen_testkit::{MotoServer, unique_prefix};
 
 fn s(value: &str) -> AttributeValue {

@@ -11,8 +11,8 @@
 //!   parameter (a cache buster, `api_key`) is ignored.
 
 use super::{Filters, QueryError, Timeframe, Timezone, Window, parse_property_names};
-use crate::collection;
-use crate::key::{KeyModel, QueriesOptions};
+use keen_shared::collection;
+use keen_shared::key::{KeyModel, QueriesOptions};
 
 /// The largest `latest` accepted.
 pub const MAX_LATEST: usize = 100_000;
@@ -224,8 +224,8 @@ pub fn parse_latest(text: &str) -> Result<usize, QueryError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::query::Relative;
-    use crate::query::Unit;
+    use crate::analysis::Relative;
+    use crate::analysis::Unit;
     use serde_json::json;
 
     fn params(list: &[(&str, &str)]) -> Vec<(String, String)> {
