@@ -267,12 +267,13 @@ impl Connection {
             // reserved meanwhile; other requests (re-authentication) are not held.
             let mut head = [0u8; 2];
             let mut have = 0;
-            if let Some(project_id) = self
-                .session
-                .as_ref()
-                .map(|s| s.principal.project_id.clone())
+            if gateway.quota.is_on()
+                && !self.raw_sasl
                 && size >= head.len()
-                && gateway.quota.is_on()
+                && let Some(project_id) = self
+                    .session
+                    .as_ref()
+                    .map(|s| s.principal.project_id.clone())
             {
                 match tokio::time::timeout(limits.frame_timeout, reader.read_exact(&mut head)).await
                 {

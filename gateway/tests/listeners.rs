@@ -270,22 +270,9 @@ async fn connections_do_not_multiply_a_projects_quota() {
     // against 100/s and one second of burst. A per-connection pause would read all eight
     // requests at once; the project's pause reads the next only once the deficit is paid.
     let started = std::time::Instant::now();
-    let clients: Vec<_> = (0..8)
-        .map(|_| {
-            let argument = json!({
-                "bootstrap": gateway.bootstrap(), "mechanism": "PLAIN", "username": heavy.id,
-                "password": heavy.write_key, "topic": "quota",
-                // One partition and a long linger: each client's 100 records in one request.
-                "records": (0..100).map(|i| json!({"value": format!("{{\"n\":{i}}}"), "partition": 0})).collect::<Vec<_>>(),
-                "config": {"linger.ms": 500, "message.timeout.ms": 60000},
-            });
-            std::thread::spawn(move || {
-                run_client(python().to_str().expect("utf-8"), "confluent_produce.py", &argument)
-            })
-        })
-        .collect();
-    for client in clients {
-        let answer = client.join().expect("client");
+    let config = json!({"linger.ms": 500, "message.timeout.ms": 60000});
+    // One partition and a long linger: each client's 100 records in one request.
+    for answer in clients_at_once(&gateway, &heavy, 8, 100, &config) {
         assert_eq!(answer["delivered"], 100, "throttled, not refused: {answer}");
     }
     // A lower bound only (a slow machine makes it longer, never shorter): 700 records past the
@@ -308,22 +295,9 @@ async fn a_throttled_session_is_not_cut_off_for_the_time_it_was_held() {
         ("GATEWAY_PROJECT_QUOTA_RECORDS_PER_SEC", "100"),
         ("GATEWAY_SESSION_LIFETIME_MS", "2000"),
     ]);
-    let clients: Vec<_> = (0..4)
-        .map(|_| {
-            let argument = json!({
-                "bootstrap": gateway.bootstrap(), "mechanism": "PLAIN", "username": heavy.id,
-                "password": heavy.write_key, "topic": "quota",
-                "records": (0..150).map(|i| json!({"value": format!("{{\"n\":{i}}}"), "partition": 0})).collect::<Vec<_>>(),
-                "config": {"batch.num.messages": 50, "linger.ms": 5, "message.timeout.ms": 60000,
-                           "enable.idempotence": true},
-            });
-            std::thread::spawn(move || {
-                run_client(python().to_str().expect("utf-8"), "confluent_produce.py", &argument)
-            })
-        })
-        .collect();
-    for client in clients {
-        let answer = client.join().expect("client");
+    let config = json!({"batch.num.messages": 50, "linger.ms": 5, "message.timeout.ms": 60000,
+                        "enable.idempotence": true});
+    for answer in clients_at_once(&gateway, &heavy, 4, 150, &config) {
         assert_eq!(answer["delivered"], 150, "{answer}");
     }
     let log = gateway.log_text();
@@ -331,4 +305,37 @@ async fn a_throttled_session_is_not_cut_off_for_the_time_it_was_held() {
         !log.contains("session expired without re-authentication"),
         "a request the client sent in time was refused as late:\n{log}"
     );
+}
+
+/// Runs `clients` confluent-kafka producers of `project` at once, each sending `records` small
+/// records to partition 0 with `config`; returns their answers.
+fn clients_at_once(
+    gateway: &common::Gateway,
+    project: &common::Project,
+    clients: usize,
+    records: usize,
+    config: &serde_json::Value,
+) -> Vec<serde_json::Value> {
+    let argument = json!({
+        "bootstrap": gateway.bootstrap(), "mechanism": "PLAIN", "username": project.id,
+        "password": project.write_key, "topic": "quota",
+        "records": (0..records).map(|i| json!({"value": format!("{{\"n\":{i}}}"), "partition": 0})).collect::<Vec<_>>(),
+        "config": config,
+    });
+    let running: Vec<_> = (0..clients)
+        .map(|_| {
+            let argument = argument.clone();
+            std::thread::spawn(move || {
+                run_client(
+                    python().to_str().expect("utf-8"),
+                    "confluent_produce.py",
+                    &argument,
+                )
+            })
+        })
+        .collect();
+    running
+        .into_iter()
+        .map(|client| client.join().expect("client"))
+        .collect()
 }
