@@ -294,6 +294,14 @@ async fn provision_command(invocation: &Invocation) -> Result<ExitCode, CliError
         .await
         .map_err(|error| CliError::Failure(error.to_string()))?;
     print!("{}", names.to_exports());
+    if !names.without_ttl().is_empty() {
+        // Said once, on stderr: the exports on stdout stay eval-able.
+        eprintln!(
+            "keenctl: this DynamoDB endpoint has no TimeToLive API; TTL is not enabled on {} \
+             (their expired items stay until removed otherwise)",
+            names.without_ttl().join(", ")
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

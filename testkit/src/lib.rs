@@ -279,6 +279,133 @@ pub fn sdk_config_for(endpoint: &str) -> aws_config::SdkConfig {
         .build()
 }
 
+/// dynalite (npm, LevelDB underneath): a DynamoDB stand-in whose Query reads only the requested
+/// partition's key range and which keeps DynamoDB's validation (25 writes a batch, 400 KB
+/// items). It has no TimeToLive API: provisioning says so and goes on.
+#[derive(Debug)]
+pub struct DynaliteServer {
+    child: Child,
+    port: u16,
+    endpoint: String,
+    log: PathBuf,
+}
+
+impl DynaliteServer {
+    /// Starts dynalite on a free port, in memory, and waits until it answers.
+    ///
+    /// # Panics
+    /// If it is not installed (run `scripts/setup-test-env`) or does not answer within 10 s.
+    pub fn start() -> Self {
+        Self::start_at(None)
+    }
+
+    /// Starts dynalite keeping its tables under `path` (LevelDB), so that a server started again
+    /// on the same path finds them.
+    ///
+    /// # Panics
+    /// As [`DynaliteServer::start`].
+    pub fn start_at(path: Option<&std::path::Path>) -> Self {
+        let binary = repo_root().join("tests/node/node_modules/.bin/dynalite");
+        assert!(
+            binary.exists(),
+            "{} not found: run scripts/setup-test-env (it installs dynalite into tests/node)",
+            binary.display()
+        );
+        let mut failures = Vec::new();
+        for _ in 0..START_ATTEMPTS {
+            match Self::try_start(&binary, path) {
+                Ok(server) => return server,
+                Err(failure) => failures.push(failure),
+            }
+        }
+        panic!("dynalite did not start: {}", failures.join("; "));
+    }
+
+    fn try_start(binary: &std::path::Path, path: Option<&std::path::Path>) -> Result<Self, String> {
+        let port = free_port().map_err(|error| format!("no free port: {error}"))?;
+        let log =
+            std::env::temp_dir().join(format!("keen-dynalite-{}-{port}.log", std::process::id()));
+        let log_file = File::create(&log).map_err(|error| format!("{}: {error}", log.display()))?;
+        let log_err = log_file
+            .try_clone()
+            .map_err(|error| format!("{}: {error}", log.display()))?;
+        let mut command = Command::new(binary);
+        command.args(["--host", "127.0.0.1", "--port", &port.to_string()]);
+        // Tables become ACTIVE at once, as the tests do not wait on real DynamoDB's timing.
+        command.args([
+            "--createTableMs",
+            "0",
+            "--deleteTableMs",
+            "0",
+            "--updateTableMs",
+            "0",
+        ]);
+        if let Some(path) = path {
+            command.arg("--path").arg(path);
+        }
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(log_file)
+            .stderr(log_err)
+            .spawn()
+            .map_err(|error| format!("spawning failed: {error}"))?;
+        let mut server = DynaliteServer {
+            child,
+            port,
+            endpoint: format!("http://127.0.0.1:{port}"),
+            log,
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            // Any HTTP answer (dynalite refuses a bare GET) means it listens.
+            if http_request(port, "GET", "/").is_ok() {
+                return Ok(server);
+            }
+            if let Ok(Some(status)) = server.child.try_wait() {
+                let mut text = String::new();
+                let _ = File::open(&server.log).and_then(|mut f| f.read_to_string(&mut text));
+                return Err(format!("exited with {status} on port {port}: {text}"));
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "no answer on port {port} within {} s",
+                    START_TIMEOUT.as_secs()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A DynamoDB client on this server (us-east-1, static test credentials).
+    pub fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
+        aws_sdk_dynamodb::Client::new(&sdk_config_for(&self.endpoint))
+    }
+
+    /// Stops the server the way a developer's Ctrl-C does (SIGKILL here: LevelDB keeps what
+    /// was acknowledged).
+    pub fn stop(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for DynaliteServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
 /// A port that was free a moment ago (bind port 0, read it, let it go).
 pub fn free_port() -> std::io::Result<u16> {
     let listener = TcpListener::bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;

@@ -259,31 +259,41 @@ impl DeploymentSpec {
     }
 }
 
-/// What [`provision`] created: environment variable → table name or queue URL.
+/// What [`provision`] created: environment variable → table name or queue URL, and the tables
+/// whose TTL the server could not enable.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ProvisionedNames(BTreeMap<String, String>);
+pub struct ProvisionedNames {
+    names: BTreeMap<String, String>,
+    without_ttl: Vec<String>,
+}
 
 impl ProvisionedNames {
     /// The table name or queue URL published under `env_var` (e.g. `KEYS_TABLE`).
     pub fn get(&self, env_var: &str) -> Option<&str> {
-        self.0.get(env_var).map(String::as_str)
+        self.names.get(env_var).map(String::as_str)
     }
 
     /// Every (variable, value) pair, sorted by variable.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+        self.names.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
     /// `export NAME=value` lines, one per resource, for a shell to `eval`.
     pub fn to_exports(&self) -> String {
-        self.0
+        self.names
             .iter()
             .map(|(name, value)| format!("export {name}={}\n", shell_quote(value)))
             .collect()
     }
 
     pub fn into_map(self) -> BTreeMap<String, String> {
-        self.0
+        self.names
+    }
+
+    /// Tables whose template asks for TTL on a server without the TimeToLive API (dynalite, the
+    /// local stand-in): their expired items stay until removed otherwise. Empty on DynamoDB.
+    pub fn without_ttl(&self) -> &[String] {
+        &self.without_ttl
     }
 }
 
@@ -298,6 +308,7 @@ pub async fn provision(
 ) -> Result<ProvisionedNames, ProvisionError> {
     check_prefix(name_prefix)?;
     let mut names = BTreeMap::new();
+    let mut without_ttl = Vec::new();
     // Create every table before waiting on any, so that real DynamoDB builds them in parallel.
     for table in &spec.tables {
         create_table(dynamodb, table, &table.physical_name(name_prefix)).await?;
@@ -305,8 +316,10 @@ pub async fn provision(
     for table in &spec.tables {
         let name = table.physical_name(name_prefix);
         wait_until_active(dynamodb, &name).await?;
-        if let Some(attribute) = &table.ttl_attribute {
-            enable_ttl(dynamodb, &name, attribute).await?;
+        if let Some(attribute) = &table.ttl_attribute
+            && enable_ttl(dynamodb, &name, attribute).await? == Ttl::Unsupported
+        {
+            without_ttl.push(name.clone());
         }
         names.insert(table.env_var(), name);
     }
@@ -314,7 +327,7 @@ pub async fn provision(
         let url = create_queue(sqs, queue, &queue.physical_name(name_prefix)).await?;
         names.insert(queue.env_var(), url);
     }
-    Ok(ProvisionedNames(names))
+    Ok(ProvisionedNames { names, without_ttl })
 }
 
 async fn create_table(
@@ -447,12 +460,20 @@ async fn wait_until_active(
     }
 }
 
+/// Whether a table's TTL is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ttl {
+    On,
+    /// The server has no TimeToLive API (dynalite answers `UnknownOperationException`).
+    Unsupported,
+}
+
 /// Enables TTL unless it already is on the same attribute (DynamoDB refuses to enable it twice).
 async fn enable_ttl(
     client: &aws_sdk_dynamodb::Client,
     name: &str,
     attribute: &str,
-) -> Result<(), ProvisionError> {
+) -> Result<Ttl, ProvisionError> {
     let described = client
         .describe_time_to_live()
         .table_name(name)
@@ -465,7 +486,7 @@ async fn enable_ttl(
             Some(TimeToLiveStatus::Enabled | TimeToLiveStatus::Enabling)
         );
         match current.attribute_name() {
-            Some(existing) if on && existing == attribute => return Ok(()),
+            Some(existing) if on && existing == attribute => return Ok(Ttl::On),
             Some(existing) if on => {
                 return Err(ProvisionError::Conflict {
                     name: name.to_owned(),
@@ -484,14 +505,17 @@ async fn enable_ttl(
             property: "TimeToLiveSpecification".to_owned(),
             reason: error.to_string(),
         })?;
-    client
+    match client
         .update_time_to_live()
         .table_name(name)
         .time_to_live_specification(specification)
         .send()
         .await
-        .map_err(|error| service_error("UpdateTimeToLive", name, &error))?;
-    Ok(())
+    {
+        Ok(_) => Ok(Ttl::On),
+        Err(error) if error.code() == Some("UnknownOperationException") => Ok(Ttl::Unsupported),
+        Err(error) => Err(service_error("UpdateTimeToLive", name, &error)),
+    }
 }
 
 async fn create_queue(
@@ -1130,14 +1154,17 @@ Resources:
         assert!(check_prefix("a.b").is_err());
         assert!(check_prefix("a b").is_err());
         assert!(check_prefix(&"x".repeat(41)).is_err());
-        let names = ProvisionedNames(BTreeMap::from([
-            ("KEYS_TABLE".to_owned(), "t-KeysTable".to_owned()),
-            (
-                "DEAD_LETTER_QUEUE_URL".to_owned(),
-                "http://127.0.0.1:5000/123456789012/t-DeadLetterQueue".to_owned(),
-            ),
-            ("ODD".to_owned(), "it's".to_owned()),
-        ]));
+        let names = ProvisionedNames {
+            without_ttl: Vec::new(),
+            names: BTreeMap::from([
+                ("KEYS_TABLE".to_owned(), "t-KeysTable".to_owned()),
+                (
+                    "DEAD_LETTER_QUEUE_URL".to_owned(),
+                    "http://127.0.0.1:5000/123456789012/t-DeadLetterQueue".to_owned(),
+                ),
+                ("ODD".to_owned(), "it's".to_owned()),
+            ]),
+        };
         assert_eq!(
             names.to_exports(),
             "export DEAD_LETTER_QUEUE_URL=http://127.0.0.1:5000/123456789012/t-DeadLetterQueue\n\
