@@ -70,10 +70,7 @@ pub fn unique_prefix(label: &str) -> String {
 /// A moto server of this test's own.
 #[derive(Debug)]
 pub struct MotoServer {
-    child: Child,
-    port: u16,
-    endpoint: String,
-    log: PathBuf,
+    process: ServerProcess,
 }
 
 /// Clients on a moto server and the resources of `template.yaml` created on it.
@@ -142,63 +139,32 @@ impl MotoServer {
     }
 
     fn try_start(command: &[PathBuf]) -> Result<Self, String> {
-        let port = free_port().map_err(|error| format!("no free port: {error}"))?;
-        let log = std::env::temp_dir().join(format!("keen-moto-{}-{port}.log", std::process::id()));
-        // moto logs every request: to a file, since an unread pipe would fill and stall it.
-        let log_file = File::create(&log).map_err(|error| format!("{}: {error}", log.display()))?;
-        let log_err = log_file
-            .try_clone()
-            .map_err(|error| format!("{}: {error}", log.display()))?;
-        let child = Command::new(&command[0])
-            .args(&command[1..])
-            .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(log_file)
-            .stderr(log_err)
-            .spawn()
-            .map_err(|error| format!("spawning failed: {error}"))?;
-        let mut server = MotoServer {
-            child,
-            port,
-            endpoint: format!("http://127.0.0.1:{port}"),
-            log,
-        };
-        // On every error below, `server` is dropped, which kills moto.
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if http_request(port, "GET", "/moto-api/").is_ok() {
-                return Ok(server);
-            }
-            if let Ok(Some(status)) = server.child.try_wait() {
-                return Err(format!(
-                    "exited with {status} on port {port}: {}",
-                    server.log_tail()
-                ));
-            }
-            if Instant::now() >= deadline {
-                return Err(format!(
-                    "no answer on port {port} within {} s: {}",
-                    START_TIMEOUT.as_secs(),
-                    server.log_tail()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let process = ServerProcess::start(
+            "moto",
+            |port| {
+                let mut moto = Command::new(&command[0]);
+                moto.args(&command[1..])
+                    .args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+                moto
+            },
+            "/moto-api/",
+        )?;
+        Ok(MotoServer { process })
     }
 
     /// `http://127.0.0.1:PORT`.
     pub fn endpoint(&self) -> &str {
-        &self.endpoint
+        &self.process.endpoint
     }
 
     pub fn port(&self) -> u16 {
-        self.port
+        self.process.port
     }
 
     /// SDK configuration for this server: its endpoint, us-east-1, static test credentials, and
     /// nothing from the process environment.
     pub fn sdk_config(&self) -> aws_config::SdkConfig {
-        sdk_config_for(&self.endpoint)
+        sdk_config_for(self.endpoint())
     }
 
     pub fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
@@ -218,7 +184,7 @@ impl MotoServer {
     /// # Panics
     /// If moto does not answer 200.
     pub fn reset(&self) {
-        match http_request(self.port, "POST", "/moto-api/reset") {
+        match http_request(self.port(), "POST", "/moto-api/reset") {
             Ok(status) if status.contains(" 200") => {}
             other => panic!("resetting moto failed: {other:?}"),
         }
@@ -240,26 +206,6 @@ impl MotoServer {
             sqs,
             names,
         }
-    }
-
-    fn log_tail(&self) -> String {
-        let mut text = String::new();
-        if File::open(&self.log)
-            .and_then(|mut file| file.read_to_string(&mut text))
-            .is_err()
-        {
-            return format!("(no log at {})", self.log.display());
-        }
-        let tail: Vec<&str> = text.lines().rev().take(10).collect();
-        tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
-    }
-}
-
-impl Drop for MotoServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.log);
     }
 }
 
@@ -284,10 +230,7 @@ pub fn sdk_config_for(endpoint: &str) -> aws_config::SdkConfig {
 /// items). It has no TimeToLive API: provisioning says so and goes on.
 #[derive(Debug)]
 pub struct DynaliteServer {
-    child: Child,
-    port: u16,
-    endpoint: String,
-    log: PathBuf,
+    process: ServerProcess,
 }
 
 impl DynaliteServer {
@@ -304,7 +247,7 @@ impl DynaliteServer {
     ///
     /// # Panics
     /// As [`DynaliteServer::start`].
-    pub fn start_at(path: Option<&std::path::Path>) -> Self {
+    pub fn start_at(path: Option<&Path>) -> Self {
         let binary = repo_root().join("tests/node/node_modules/.bin/dynalite");
         assert!(
             binary.exists(),
@@ -321,35 +264,80 @@ impl DynaliteServer {
         panic!("dynalite did not start: {}", failures.join("; "));
     }
 
-    fn try_start(binary: &std::path::Path, path: Option<&std::path::Path>) -> Result<Self, String> {
+    fn try_start(binary: &Path, path: Option<&Path>) -> Result<Self, String> {
+        let process = ServerProcess::start(
+            "dynalite",
+            |port| {
+                let mut dynalite = Command::new(binary);
+                dynalite.args(["--host", "127.0.0.1", "--port", &port.to_string()]);
+                // Tables become ACTIVE at once: the tests do not wait on real DynamoDB's timing.
+                dynalite.args(["--createTableMs", "0", "--deleteTableMs", "0"]);
+                dynalite.args(["--updateTableMs", "0"]);
+                if let Some(path) = path {
+                    dynalite.arg("--path").arg(path);
+                }
+                dynalite
+            },
+            // Any HTTP answer (dynalite refuses a bare GET) means it listens.
+            "/",
+        )?;
+        Ok(DynaliteServer { process })
+    }
+
+    /// `http://127.0.0.1:PORT`.
+    pub fn endpoint(&self) -> &str {
+        &self.process.endpoint
+    }
+
+    pub fn port(&self) -> u16 {
+        self.process.port
+    }
+
+    /// A DynamoDB client on this server (us-east-1, static test credentials).
+    pub fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
+        aws_sdk_dynamodb::Client::new(&sdk_config_for(self.endpoint()))
+    }
+
+    /// Stops the server at once (SIGKILL, as a crash would: LevelDB keeps what was
+    /// acknowledged).
+    pub fn stop(self) {
+        drop(self);
+    }
+}
+
+/// A local server process on a free port, logging to a file (an unread pipe would fill and
+/// stall it); killed when dropped.
+#[derive(Debug)]
+struct ServerProcess {
+    child: Child,
+    port: u16,
+    endpoint: String,
+    log: PathBuf,
+}
+
+impl ServerProcess {
+    /// Spawns the command `command(port)` builds on a free port, and waits until `GET
+    /// ready_path` gets any HTTP answer; `name` names the server in errors and its log file.
+    fn start(
+        name: &str,
+        command: impl FnOnce(u16) -> Command,
+        ready_path: &str,
+    ) -> Result<Self, String> {
         let port = free_port().map_err(|error| format!("no free port: {error}"))?;
         let log =
-            std::env::temp_dir().join(format!("keen-dynalite-{}-{port}.log", std::process::id()));
+            std::env::temp_dir().join(format!("keen-{name}-{}-{port}.log", std::process::id()));
         let log_file = File::create(&log).map_err(|error| format!("{}: {error}", log.display()))?;
         let log_err = log_file
             .try_clone()
             .map_err(|error| format!("{}: {error}", log.display()))?;
-        let mut command = Command::new(binary);
-        command.args(["--host", "127.0.0.1", "--port", &port.to_string()]);
-        // Tables become ACTIVE at once, as the tests do not wait on real DynamoDB's timing.
-        command.args([
-            "--createTableMs",
-            "0",
-            "--deleteTableMs",
-            "0",
-            "--updateTableMs",
-            "0",
-        ]);
-        if let Some(path) = path {
-            command.arg("--path").arg(path);
-        }
-        let child = command
+        let child = command(port)
             .stdin(Stdio::null())
             .stdout(log_file)
             .stderr(log_err)
             .spawn()
             .map_err(|error| format!("spawning failed: {error}"))?;
-        let mut server = DynaliteServer {
+        // On every error below, `server` is dropped, which kills the process.
+        let mut server = ServerProcess {
             child,
             port,
             endpoint: format!("http://127.0.0.1:{port}"),
@@ -357,52 +345,68 @@ impl DynaliteServer {
         };
         let deadline = Instant::now() + START_TIMEOUT;
         loop {
-            // Any HTTP answer (dynalite refuses a bare GET) means it listens.
-            if http_request(port, "GET", "/").is_ok() {
+            if http_request(port, "GET", ready_path).is_ok() {
                 return Ok(server);
             }
             if let Ok(Some(status)) = server.child.try_wait() {
-                let mut text = String::new();
-                let _ = File::open(&server.log).and_then(|mut f| f.read_to_string(&mut text));
-                return Err(format!("exited with {status} on port {port}: {text}"));
+                return Err(format!(
+                    "exited with {status} on port {port}: {}",
+                    server.log_tail()
+                ));
             }
             if Instant::now() >= deadline {
                 return Err(format!(
-                    "no answer on port {port} within {} s",
-                    START_TIMEOUT.as_secs()
+                    "no answer on port {port} within {} s: {}",
+                    START_TIMEOUT.as_secs(),
+                    server.log_tail()
                 ));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
     }
 
-    /// `http://127.0.0.1:PORT`.
-    pub fn endpoint(&self) -> &str {
-        &self.endpoint
-    }
-
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// A DynamoDB client on this server (us-east-1, static test credentials).
-    pub fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
-        aws_sdk_dynamodb::Client::new(&sdk_config_for(&self.endpoint))
-    }
-
-    /// Stops the server the way a developer's Ctrl-C does (SIGKILL here: LevelDB keeps what
-    /// was acknowledged).
-    pub fn stop(mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+    fn log_tail(&self) -> String {
+        let mut text = String::new();
+        if File::open(&self.log)
+            .and_then(|mut file| file.read_to_string(&mut text))
+            .is_err()
+        {
+            return format!("(no log at {})", self.log.display());
+        }
+        let tail: Vec<&str> = text.lines().rev().take(10).collect();
+        tail.into_iter().rev().collect::<Vec<_>>().join(" | ")
     }
 }
 
-impl Drop for DynaliteServer {
+impl Drop for ServerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// The number of items in `table` (a paged Scan with `Select=COUNT`).
+///
+/// # Panics
+/// If a Scan fails.
+pub async fn count_items(client: &aws_sdk_dynamodb::Client, table: &str) -> i32 {
+    let mut total = 0;
+    let mut start = None;
+    loop {
+        let page = client
+            .scan()
+            .table_name(table)
+            .select(aws_sdk_dynamodb::types::Select::Count)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .expect("scan");
+        total += page.count;
+        start = page.last_evaluated_key;
+        if start.is_none() {
+            return total;
+        }
     }
 }
 

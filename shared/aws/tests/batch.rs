@@ -5,11 +5,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use aws_sdk_dynamodb::types::{AttributeValue, Select};
+use aws_sdk_dynamodb::types::AttributeValue;
 use keen_aws::batch::{TableWrite, WriteBatcher, WriteOp};
 use keen_aws::faults::{Fault, FaultInjecting};
 use keen_aws::retry::WriteErrorKind;
-use keen_testkit::{MotoServer, unique_prefix};
+use keen_testkit::{MotoServer, count_items, unique_prefix};
 
 fn s(value: &str) -> AttributeValue {
     AttributeValue::S(value.into())
@@ -31,26 +31,6 @@ fn put(table: &str, item: HashMap<String, AttributeValue>, tag: usize) -> TableW
         table: table.into(),
         op: WriteOp::Put(item),
         tag,
-    }
-}
-
-async fn count(client: &aws_sdk_dynamodb::Client, table: &str) -> i32 {
-    let mut total = 0;
-    let mut start = None;
-    loop {
-        let page = client
-            .scan()
-            .table_name(table)
-            .select(Select::Count)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .expect("scan");
-        total += page.count;
-        start = page.last_evaluated_key;
-        if start.is_none() {
-            return total;
-        }
     }
 }
 
@@ -102,7 +82,7 @@ async fn a_thousand_items_land_despite_unprocessed_items_and_throttling() {
     let report = batcher.write_all(writes).await;
 
     assert!(report.is_success(), "{:?}", report.errors);
-    assert_eq!(count(&provisioned.dynamodb, &table).await, 1000);
+    assert_eq!(count_items(&provisioned.dynamodb, &table).await, 1000);
     let injected = faulty.injected();
     assert_eq!(injected.failed_calls, 4);
     assert!(injected.withheld >= 7, "{injected:?}");
@@ -153,7 +133,7 @@ async fn moto_refusals_are_permanent_and_isolated() {
         messages[1].starts_with("ResourceNotFoundException"),
         "{messages:?}"
     );
-    assert_eq!(count(&provisioned.dynamodb, &table).await, 24);
+    assert_eq!(count_items(&provisioned.dynamodb, &table).await, 24);
     eprintln!("refusals: {} calls; {messages:?}", report.calls);
 }
 
@@ -196,7 +176,7 @@ async fn writes_to_one_key_land_in_order() {
         Some(AttributeValue::B(vec![4].into()))
     );
     assert_eq!(
-        count(&provisioned.dynamodb, &table).await,
+        count_items(&provisioned.dynamodb, &table).await,
         1,
         "key 2 put then deleted"
     );

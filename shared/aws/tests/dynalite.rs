@@ -5,10 +5,10 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::types::{AttributeValue, Select};
+use aws_sdk_dynamodb::types::AttributeValue;
 use keen_aws::batch::{TableWrite, WriteBatcher, WriteOp};
 use keen_aws::provision::{DeploymentSpec, ProvisionedNames, provision};
-use keen_testkit::{DynaliteServer, MotoServer, unique_prefix};
+use keen_testkit::{DynaliteServer, MotoServer, count_items, unique_prefix};
 
 fn item(i: usize, body_bytes: usize) -> HashMap<String, AttributeValue> {
     HashMap::from([
@@ -22,26 +22,6 @@ fn item(i: usize, body_bytes: usize) -> HashMap<String, AttributeValue> {
             AttributeValue::B(vec![b'x'; body_bytes].into()),
         ),
     ])
-}
-
-async fn count(client: &aws_sdk_dynamodb::Client, table: &str) -> i32 {
-    let mut total = 0;
-    let mut start = None;
-    loop {
-        let page = client
-            .scan()
-            .table_name(table)
-            .select(Select::Count)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .expect("scan");
-        total += page.count;
-        start = page.last_evaluated_key;
-        if start.is_none() {
-            return total;
-        }
-    }
 }
 
 async fn provisioned(
@@ -113,7 +93,7 @@ async fn the_write_engine_keeps_dynamodbs_limits_on_dynalite() {
     assert_eq!(refused.len(), 1, "{report:?}");
     assert!(refused[0].1.contains("ValidationException"), "{refused:?}");
     assert!(report.calls >= 40, "{report:?}");
-    assert_eq!(count(&dynalite.dynamodb(), &table).await, 999);
+    assert_eq!(count_items(&dynalite.dynamodb(), &table).await, 999);
 
     // DynamoDB's own limit, straight: 26 writes in one call are refused.
     let requests: Vec<_> = (0..26)
@@ -163,7 +143,7 @@ async fn tables_and_items_survive_a_restart_on_the_same_directory() {
     dynalite.stop();
 
     let restarted = DynaliteServer::start_at(Some(&data));
-    assert_eq!(count(&restarted.dynamodb(), &table).await, 100);
+    assert_eq!(count_items(&restarted.dynamodb(), &table).await, 100);
     // Provisioning a restarted stack finds every table as it left it.
     let again = provisioned(&restarted, &moto, &prefix).await;
     assert_eq!(again.get("EVENTS_TABLE"), Some(table.as_str()));
