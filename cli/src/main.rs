@@ -21,7 +21,8 @@ use std::io::BufRead;
 use std::process::ExitCode;
 
 const USAGE: &str = "\
-usage: keenctl [--endpoint-url URL] [--region REGION] [--keys-table NAME] [--pepper-env VAR] COMMAND
+usage: keenctl [--endpoint-url URL] [--dynamodb-endpoint-url URL] [--region REGION]
+               [--keys-table NAME] [--pepper-env VAR] COMMAND
 
 commands:
   provision [--prefix P]          create the tables and queue of template.yaml, named P<LogicalId>
@@ -53,7 +54,9 @@ commands:
                                   invalid keeps exactly one, with the new error. Replaying
                                   twice stores and counts once. --dry-run writes nothing.
 
-defaults: --endpoint-url from AWS_ENDPOINT_URL, --keys-table from KEYS_TABLE, the pepper from
+defaults: --endpoint-url from AWS_ENDPOINT_URL (every service), --dynamodb-endpoint-url from
+AWS_ENDPOINT_URL_DYNAMODB (DynamoDB only, ahead of --endpoint-url: the local stack keeps its
+tables in dynalite and its queue in moto), --keys-table from KEYS_TABLE, the pepper from
 the variable KEY_PEPPER (its value, or the ARN of a Secrets Manager secret holding it).
 dead-letters list/show read DEAD_LETTERS_TABLE (or --dead-letters-table); replay needs the
 ingest's own environment: EVENTS_TABLE, COLLECTIONS_TABLE, DEDUPE_TABLE, DEAD_LETTERS_TABLE,
@@ -72,6 +75,8 @@ const EXIT_FAILURE: u8 = 3;
 #[derive(Debug, Default, PartialEq, Eq)]
 struct Invocation {
     endpoint_url: Option<String>,
+    /// DynamoDB's own endpoint, ahead of `endpoint_url`.
+    dynamodb_endpoint_url: Option<String>,
     region: Option<String>,
     keys_table: Option<String>,
     pepper_env: Option<String>,
@@ -117,6 +122,7 @@ impl Invocation {
             };
             match name.as_str() {
                 "endpoint-url" => invocation.endpoint_url = Some(value),
+                "dynamodb-endpoint-url" => invocation.dynamodb_endpoint_url = Some(value),
                 "region" => invocation.region = Some(value),
                 "keys-table" => invocation.keys_table = Some(value),
                 "pepper-env" => invocation.pepper_env = Some(value),
@@ -374,7 +380,8 @@ async fn sdk_config(invocation: &Invocation) -> aws_config::SdkConfig {
         loader = loader.region(aws_config::Region::new(region.clone()));
     }
     let config = loader.load().await;
-    if config.region().is_none() && invocation.endpoint_url.is_some() {
+    let local = invocation.endpoint_url.is_some() || invocation.dynamodb_endpoint_url.is_some();
+    if config.region().is_none() && local {
         // A local server ignores the region, but the SDK insists on one.
         return config
             .into_builder()
@@ -396,12 +403,17 @@ fn sqs_client(config: &aws_config::SdkConfig, invocation: &Invocation) -> aws_sd
     }
 }
 
-/// An explicit `--endpoint-url` wins over service-specific endpoint variables too.
+/// `--dynamodb-endpoint-url`, else an explicit `--endpoint-url`, wins over the endpoint
+/// variables (`AWS_ENDPOINT_URL_DYNAMODB` included).
 fn dynamodb_client(
     config: &aws_config::SdkConfig,
     invocation: &Invocation,
 ) -> aws_sdk_dynamodb::Client {
-    match &invocation.endpoint_url {
+    let explicit = invocation
+        .dynamodb_endpoint_url
+        .as_ref()
+        .or(invocation.endpoint_url.as_ref());
+    match explicit {
         Some(url) => aws_sdk_dynamodb::Client::from_conf(
             aws_sdk_dynamodb::config::Builder::from(config)
                 .endpoint_url(url)
@@ -439,12 +451,33 @@ mod tests {
             Some("http://127.0.0.1:5000")
         );
         assert_eq!(invocation.region.as_deref(), Some("eu-west-1"));
+        assert_eq!(invocation.dynamodb_endpoint_url, None);
         let request = new_key_request(&invocation).expect("request");
         assert_eq!(
             request,
             json!({"action": "create_key", "project_id": "p1", "name": "tenant 7",
                    "kind": "access", "permitted": ["writes", "queries"], "options": null})
         );
+    }
+
+    #[test]
+    fn dynamodb_has_an_endpoint_of_its_own() {
+        let invocation = parse(&[
+            "--endpoint-url=http://127.0.0.1:4566",
+            "--dynamodb-endpoint-url",
+            "http://127.0.0.1:4567",
+            "list-keys",
+            "p1",
+        ]);
+        assert_eq!(
+            invocation.dynamodb_endpoint_url.as_deref(),
+            Some("http://127.0.0.1:4567")
+        );
+        assert_eq!(
+            invocation.endpoint_url.as_deref(),
+            Some("http://127.0.0.1:4566")
+        );
+        assert!(invocation.options.is_empty(), "{:?}", invocation.options);
     }
 
     #[test]

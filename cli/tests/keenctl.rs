@@ -1,7 +1,7 @@
 //! The built `keenctl` binary against a real moto server: provision, then keys; dead letters
 //! written by the ingest handler, listed, shown and replayed.
 
-use keen_testkit::{MotoServer, unique_prefix};
+use keen_testkit::{DynaliteServer, MotoServer, count_items, unique_prefix};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -199,6 +199,65 @@ fn provision_create_import_and_list_keys() {
     );
     assert_eq!(no_pepper.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&no_pepper.stderr).contains("KEY_PEPPER is not set"));
+}
+
+/// The local stack's split: the tables on dynalite (`--dynamodb-endpoint-url`), the queue on
+/// moto (`--endpoint-url`); dynalite has no TimeToLive API, which provisioning says once.
+#[tokio::test]
+async fn provision_splits_tables_and_queue_between_two_endpoints() {
+    let moto = MotoServer::start();
+    let dynalite = DynaliteServer::start();
+    let prefix = unique_prefix("cli");
+    let tables = ["--dynamodb-endpoint-url", dynalite.endpoint()];
+    let provision: Vec<&str> = tables
+        .iter()
+        .copied()
+        .chain(["provision", "--prefix", &prefix])
+        .collect();
+    let output = keenctl(&moto, &provision, None);
+    let exports = exports_of(&output);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        stderr.matches("no TimeToLive API").count(),
+        1,
+        "said once: {stderr}"
+    );
+
+    let on_dynalite = dynalite
+        .dynamodb()
+        .list_tables()
+        .send()
+        .await
+        .expect("tables");
+    let on_moto = moto.dynamodb().list_tables().send().await.expect("tables");
+    assert_eq!(on_dynalite.table_names().len(), 6, "{on_dynalite:?}");
+    assert!(on_moto.table_names().is_empty(), "{on_moto:?}");
+    let queue = &exports["DEAD_LETTER_QUEUE_URL"];
+    assert!(queue.starts_with(moto.endpoint()), "{queue}");
+
+    // Keys go to dynalite's Keys table, and are read back from there.
+    let keys_table = exports["KEYS_TABLE"].as_str();
+    let run = |args: &[&str]| {
+        let all: Vec<&str> = tables
+            .iter()
+            .copied()
+            .chain(["--keys-table", keys_table, "--pepper-env", "TEST_PEPPER"])
+            .chain(args.iter().copied())
+            .collect();
+        keenctl(&moto, &all, None)
+    };
+    assert_eq!(count_items(&dynalite.dynamodb(), keys_table).await, 0);
+    json_of(&run(&[
+        "create-key",
+        "p1",
+        "--name",
+        "n",
+        "--kind",
+        "write",
+    ]));
+    assert!(count_items(&dynalite.dynamodb(), keys_table).await > 0);
+    let listed = json_of(&run(&["list-keys", "p1"]));
+    assert_eq!(listed["keys"].as_array().map(Vec::len), Some(1), "{listed}");
 }
 
 fn text_of(output: &Output) -> String {

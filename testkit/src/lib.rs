@@ -113,7 +113,16 @@ impl MotoServer {
     /// If the binary is missing (run `scripts/setup-test-env`) or moto does not answer within
     /// 10 seconds.
     pub fn start() -> Self {
-        let command: Vec<PathBuf> = match std::env::var_os(MOTO_SERVER_ENV) {
+        Self::start_at(None)
+    }
+
+    /// Starts moto keeping its queues in `state_file` (`scripts/moto_server.py --state-file`),
+    /// so that a server started again on the same file finds them.
+    ///
+    /// # Panics
+    /// As [`MotoServer::start`].
+    pub fn start_at(state_file: Option<&Path>) -> Self {
+        let mut command: Vec<PathBuf> = match std::env::var_os(MOTO_SERVER_ENV) {
             Some(binary) => vec![PathBuf::from(binary)],
             None => vec![venv_python(), repo_root().join("scripts/moto_server.py")],
         };
@@ -124,6 +133,9 @@ impl MotoServer {
             command[0].display()
         );
         let binary = command[0].clone();
+        if let Some(file) = state_file {
+            command.extend([PathBuf::from("--state-file"), file.to_path_buf()]);
+        }
         let mut failures = Vec::new();
         for _ in 0..START_ATTEMPTS {
             match Self::try_start(&command) {
@@ -195,12 +207,29 @@ impl MotoServer {
     /// # Panics
     /// If provisioning fails.
     pub async fn provisioned(&self, prefix: &str) -> Provisioned {
-        let dynamodb = self.dynamodb();
-        let sqs = self.sqs();
+        Provisioned::create(self.dynamodb(), self.sqs(), prefix).await
+    }
+
+    /// As [`MotoServer::provisioned`], with the tables on `dynalite` and the queue here: the
+    /// local stack's split (dynalite reads a partition, not the whole table).
+    ///
+    /// # Panics
+    /// If provisioning fails.
+    pub async fn provisioned_with(&self, dynalite: &DynaliteServer, prefix: &str) -> Provisioned {
+        Provisioned::create(dynalite.dynamodb(), self.sqs(), prefix).await
+    }
+}
+
+impl Provisioned {
+    async fn create(
+        dynamodb: aws_sdk_dynamodb::Client,
+        sqs: aws_sdk_sqs::Client,
+        prefix: &str,
+    ) -> Provisioned {
         let spec = DeploymentSpec::deployment().expect("template.yaml parses");
         let names = provision(&dynamodb, &sqs, &spec, prefix)
             .await
-            .unwrap_or_else(|error| panic!("provisioning on moto failed: {error}"));
+            .unwrap_or_else(|error| panic!("provisioning failed: {error}"));
         Provisioned {
             dynamodb,
             sqs,

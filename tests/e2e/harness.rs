@@ -1,5 +1,6 @@
-//! The end-to-end harness: the whole local stack on free ports — a tansu broker, a moto server
-//! with the tables and queue of template.yaml, gateway instances, the local event source mapping
+//! The end-to-end harness: the whole local stack on free ports — a tansu broker, dynalite with
+//! the tables of template.yaml and a moto server with its queue (as `scripts/dev` runs them),
+//! gateway instances, the local event source mapping
 //! (`keen-esm`) and the query API (`query`) — as the real binaries, each in its own process.
 //!
 //! The binaries come from the workspace's target directory, built once per test process with
@@ -12,7 +13,7 @@ use keen_aws::keys_table::KeysTable;
 use keen_aws::secrets::Pepper;
 use keen_testkit::kafka::TansuBroker;
 use keen_testkit::process::ServerProcess;
-use keen_testkit::{MotoServer, Provisioned, unique_prefix};
+use keen_testkit::{DynaliteServer, MotoServer, Provisioned, unique_prefix};
 use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -121,7 +122,10 @@ pub struct Project {
 
 /// The whole local stack.
 pub struct LocalStack {
+    /// The queue (SQS).
     pub moto: MotoServer,
+    /// The tables (DynamoDB).
+    pub dynalite: DynaliteServer,
     pub provisioned: Provisioned,
     pub tansu: TansuBroker,
     authorizer: Authorizer,
@@ -139,10 +143,13 @@ impl LocalStack {
         let tansu = TansuBroker::start();
         tansu.create_topic(INBOUND_TOPIC, INBOUND_PARTITIONS);
         let moto = MotoServer::start();
-        let provisioned = moto.provisioned(&unique_prefix("e2e")).await;
+        let dynalite = DynaliteServer::start();
+        let provisioned = moto
+            .provisioned_with(&dynalite, &unique_prefix("e2e"))
+            .await;
         let keys = KeysTable::new(provisioned.dynamodb.clone(), provisioned.name("KEYS_TABLE"));
         let authorizer = Authorizer::new(keys, Pepper::new(PEPPER.as_bytes()).expect("pepper"));
-        let env = base_env(&moto, &provisioned, &tansu);
+        let env = base_env(&moto, &dynalite, &provisioned, &tansu);
         let query_addr = free_addr();
         let mut query_env = env.clone();
         query_env.push(("QUERY_LISTEN".into(), query_addr.to_string()));
@@ -150,6 +157,7 @@ impl LocalStack {
         query.addr = Some(query_addr);
         let mut stack = LocalStack {
             moto,
+            dynalite,
             provisioned,
             tansu,
             authorizer,
@@ -163,7 +171,7 @@ impl LocalStack {
     }
 
     fn env(&self) -> Vec<(String, String)> {
-        base_env(&self.moto, &self.provisioned, &self.tansu)
+        base_env(&self.moto, &self.dynalite, &self.provisioned, &self.tansu)
     }
 
     /// Starts another gateway instance with `extra` variables; returns its address.
@@ -333,6 +341,7 @@ impl LocalStack {
 
 fn base_env(
     moto: &MotoServer,
+    dynalite: &DynaliteServer,
     provisioned: &Provisioned,
     tansu: &TansuBroker,
 ) -> Vec<(String, String)> {
@@ -354,6 +363,8 @@ fn base_env(
                     .to_string(),
             ),
             ("AWS_ENDPOINT_URL", moto.endpoint().to_owned()),
+            // DynamoDB only; the SDK reads it ahead of AWS_ENDPOINT_URL.
+            ("AWS_ENDPOINT_URL_DYNAMODB", dynalite.endpoint().to_owned()),
             ("AWS_ACCESS_KEY_ID", "test".to_owned()),
             ("AWS_SECRET_ACCESS_KEY", "test".to_owned()),
             ("AWS_REGION", "us-east-1".to_owned()),
