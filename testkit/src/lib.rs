@@ -71,6 +71,8 @@ pub fn unique_prefix(label: &str) -> String {
 #[derive(Debug)]
 pub struct MotoServer {
     process: ServerProcess,
+    /// The program and its arguments, before the host and port.
+    command: Vec<PathBuf>,
 }
 
 /// Clients on a moto server and the resources of `template.yaml` created on it.
@@ -151,17 +153,33 @@ impl MotoServer {
     }
 
     fn try_start(command: &[PathBuf]) -> Result<Self, String> {
-        let process = ServerProcess::start(
-            "moto",
-            |port| {
-                let mut moto = Command::new(&command[0]);
-                moto.args(&command[1..])
-                    .args(["-H", "127.0.0.1", "-p", &port.to_string()]);
-                moto
-            },
-            "/moto-api/",
-        )?;
-        Ok(MotoServer { process })
+        let process = ServerProcess::start("moto", Self::command(command), "/moto-api/")?;
+        Ok(MotoServer {
+            process,
+            command: command.to_vec(),
+        })
+    }
+
+    fn command(command: &[PathBuf]) -> impl FnOnce(u16) -> Command + '_ {
+        |port| {
+            let mut moto = Command::new(&command[0]);
+            moto.args(&command[1..])
+                .args(["-H", "127.0.0.1", "-p", &port.to_string()]);
+            moto
+        }
+    }
+
+    /// Kills moto (as a crash would) and starts it again on its port: the queues are back when
+    /// it was started with a state file ([`MotoServer::start_at`]), gone otherwise.
+    ///
+    /// # Panics
+    /// If it does not start again.
+    pub fn restart(&mut self) {
+        let port = self.process.port;
+        self.process.kill();
+        self.process =
+            ServerProcess::start_on("moto", port, Self::command(&self.command), "/moto-api/")
+                .unwrap_or_else(|failure| panic!("moto did not restart: {failure}"));
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -260,6 +278,9 @@ pub fn sdk_config_for(endpoint: &str) -> aws_config::SdkConfig {
 #[derive(Debug)]
 pub struct DynaliteServer {
     process: ServerProcess,
+    binary: PathBuf,
+    /// Its data directory; in memory when `None`.
+    path: Option<PathBuf>,
 }
 
 impl DynaliteServer {
@@ -294,23 +315,40 @@ impl DynaliteServer {
     }
 
     fn try_start(binary: &Path, path: Option<&Path>) -> Result<Self, String> {
-        let process = ServerProcess::start(
-            "dynalite",
-            |port| {
-                let mut dynalite = Command::new(binary);
-                dynalite.args(["--host", "127.0.0.1", "--port", &port.to_string()]);
-                // Tables become ACTIVE at once: the tests do not wait on real DynamoDB's timing.
-                dynalite.args(["--createTableMs", "0", "--deleteTableMs", "0"]);
-                dynalite.args(["--updateTableMs", "0"]);
-                if let Some(path) = path {
-                    dynalite.arg("--path").arg(path);
-                }
-                dynalite
-            },
-            // Any HTTP answer (dynalite refuses a bare GET) means it listens.
-            "/",
-        )?;
-        Ok(DynaliteServer { process })
+        // Any HTTP answer (dynalite refuses a bare GET) means it listens.
+        let process = ServerProcess::start("dynalite", Self::command(binary, path), "/")?;
+        Ok(DynaliteServer {
+            process,
+            binary: binary.to_path_buf(),
+            path: path.map(Path::to_path_buf),
+        })
+    }
+
+    fn command<'a>(binary: &'a Path, path: Option<&'a Path>) -> impl FnOnce(u16) -> Command + 'a {
+        move |port| {
+            let mut dynalite = Command::new(binary);
+            dynalite.args(["--host", "127.0.0.1", "--port", &port.to_string()]);
+            // Tables become ACTIVE at once: the tests do not wait on real DynamoDB's timing.
+            dynalite.args(["--createTableMs", "0", "--deleteTableMs", "0"]);
+            dynalite.args(["--updateTableMs", "0"]);
+            if let Some(path) = path {
+                dynalite.arg("--path").arg(path);
+            }
+            dynalite
+        }
+    }
+
+    /// Kills dynalite (SIGKILL, as a crash would) and starts it again on its port, so that
+    /// clients made before keep working: on its data directory, its tables are back.
+    ///
+    /// # Panics
+    /// If it does not start again.
+    pub fn restart(&mut self) {
+        let port = self.process.port;
+        self.process.kill();
+        let command = Self::command(&self.binary, self.path.as_deref());
+        self.process = ServerProcess::start_on("dynalite", port, command, "/")
+            .unwrap_or_else(|failure| panic!("dynalite did not restart: {failure}"));
     }
 
     /// `http://127.0.0.1:PORT`.
@@ -353,6 +391,16 @@ impl ServerProcess {
         ready_path: &str,
     ) -> Result<Self, String> {
         let port = free_port().map_err(|error| format!("no free port: {error}"))?;
+        Self::start_on(name, port, command, ready_path)
+    }
+
+    /// As [`ServerProcess::start`], on `port`.
+    fn start_on(
+        name: &str,
+        port: u16,
+        command: impl FnOnce(u16) -> Command,
+        ready_path: &str,
+    ) -> Result<Self, String> {
         let log =
             std::env::temp_dir().join(format!("keen-{name}-{}-{port}.log", std::process::id()));
         let log_file = File::create(&log).map_err(|error| format!("{}: {error}", log.display()))?;
@@ -407,10 +455,17 @@ impl ServerProcess {
     }
 }
 
-impl Drop for ServerProcess {
-    fn drop(&mut self) {
+impl ServerProcess {
+    /// Kills the process (SIGKILL, as a crash would) and waits for it.
+    fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        self.kill();
         let _ = std::fs::remove_file(&self.log);
     }
 }
@@ -465,6 +520,34 @@ fn http_request(port: u16, method: &str, path: &str) -> std::io::Result<String> 
         Err(std::io::Error::other(format!(
             "not an HTTP answer: {status:?}"
         )))
+    }
+}
+
+/// A directory of this test's own under the system's temporary directory, removed with
+/// everything in it when dropped.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Creates `{tmp}/{label}-{pid}-{n}-`.
+    ///
+    /// # Panics
+    /// If it cannot be created.
+    pub fn new(label: &str) -> TempDir {
+        let path = std::env::temp_dir().join(unique_prefix(label));
+        std::fs::create_dir_all(&path)
+            .unwrap_or_else(|error| panic!("creating {}: {error}", path.display()));
+        TempDir(path)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 

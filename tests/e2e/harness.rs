@@ -13,7 +13,7 @@ use keen_aws::keys_table::KeysTable;
 use keen_aws::secrets::Pepper;
 use keen_testkit::kafka::TansuBroker;
 use keen_testkit::process::ServerProcess;
-use keen_testkit::{DynaliteServer, MotoServer, Provisioned, unique_prefix};
+use keen_testkit::{DynaliteServer, MotoServer, Provisioned, TempDir, unique_prefix};
 use serde_json::{Value, json};
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -135,15 +135,43 @@ pub struct LocalStack {
     pub esm: Option<Service>,
     /// The query API.
     pub query: Service,
+    /// Where the servers keep their data, when they keep it ([`LocalStack::start_persistent`]).
+    data: Option<TempDir>,
 }
 
 impl LocalStack {
-    /// Broker, moto, one gateway, the event source mapping and the query API.
+    /// Broker, dynalite, moto, one gateway, the event source mapping and the query API, all in
+    /// memory.
     pub async fn start() -> LocalStack {
-        let tansu = TansuBroker::start();
+        Self::start_on(None).await
+    }
+
+    /// As [`LocalStack::start`], with the broker (SQLite), dynalite (LevelDB) and moto's queue
+    /// keeping their data in a directory of their own, as `scripts/dev` runs them: the stack
+    /// survives [`LocalStack::restart`].
+    pub async fn start_persistent() -> LocalStack {
+        let data = TempDir::new("e2e-data");
+        Self::start_on(Some(data)).await
+    }
+
+    async fn start_on(data: Option<TempDir>) -> LocalStack {
+        let (tansu, dynalite, moto) = match &data {
+            None => (
+                TansuBroker::start(),
+                DynaliteServer::start(),
+                MotoServer::start(),
+            ),
+            Some(dir) => {
+                let dir = dir.path();
+                std::fs::create_dir_all(dir.join("dynamodb")).expect("dynamodb directory");
+                (
+                    TansuBroker::start_persistent(dir),
+                    DynaliteServer::start_at(Some(&dir.join("dynamodb"))),
+                    MotoServer::start_at(Some(&dir.join("sqs.pickle"))),
+                )
+            }
+        };
         tansu.create_topic(INBOUND_TOPIC, INBOUND_PARTITIONS);
-        let moto = MotoServer::start();
-        let dynalite = DynaliteServer::start();
         let provisioned = moto
             .provisioned_with(&dynalite, &unique_prefix("e2e"))
             .await;
@@ -164,10 +192,46 @@ impl LocalStack {
             gateways: Vec::new(),
             esm: None,
             query,
+            data,
         };
         stack.start_gateway(&[]);
         stack.start_esm(&[]);
         stack
+    }
+
+    /// Kills every process of the stack at once (SIGKILL, as a power cut would), then starts
+    /// the servers again on their data and ports, and the gateways, the event source mapping
+    /// and the query API on their addresses, so clients reconnect as to a restarted machine.
+    ///
+    /// # Panics
+    /// If the stack was not started with [`LocalStack::start_persistent`].
+    pub fn restart(&mut self) {
+        assert!(
+            self.data.is_some(),
+            "only a persistent stack survives a restart"
+        );
+        let gateways: Vec<SocketAddr> = self.gateways.iter().filter_map(|g| g.addr).collect();
+        for gateway in &mut self.gateways {
+            gateway.stop("KILL");
+        }
+        self.gateways.clear();
+        if let Some(mut esm) = self.esm.take() {
+            esm.stop("KILL");
+        }
+        self.query.stop("KILL");
+        self.tansu.stop();
+        self.dynalite.restart();
+        self.moto.restart();
+        self.tansu.restart();
+        let query_addr = self.query.addr.expect("query address");
+        let mut query_env = self.env();
+        query_env.push(("QUERY_LISTEN".into(), query_addr.to_string()));
+        self.query = Service::spawn("query", "query", &query_env, "listening");
+        self.query.addr = Some(query_addr);
+        for listen in gateways {
+            self.spawn_gateway(listen, &[]);
+        }
+        self.start_esm(&[]);
     }
 
     fn env(&self) -> Vec<(String, String)> {
@@ -176,7 +240,10 @@ impl LocalStack {
 
     /// Starts another gateway instance with `extra` variables; returns its address.
     pub fn start_gateway(&mut self, extra: &[(&str, &str)]) -> SocketAddr {
-        let listen = free_addr();
+        self.spawn_gateway(free_addr(), extra)
+    }
+
+    fn spawn_gateway(&mut self, listen: SocketAddr, extra: &[(&str, &str)]) -> SocketAddr {
         let mut env = self.env();
         env.push(("GATEWAY_LISTEN".into(), listen.to_string()));
         env.push(("GATEWAY_METRICS_LISTEN".into(), free_addr().to_string()));

@@ -285,6 +285,58 @@ async fn stopping_and_killing_the_event_source_mapping_loses_and_duplicates_noth
     );
 }
 
+/// The whole stack killed at once while the event source mapping is mid-way through what was
+/// acknowledged (SIGKILL to every process, servers included), then started again on its data:
+/// it resumes from the committed offsets, and every acknowledged event is counted exactly once;
+/// the stack takes new events after the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stack_killed_mid_load_resumes_and_counts_every_event_once() {
+    let mut stack = LocalStack::start_persistent().await;
+    let a = stack.project(A, json!({})).await;
+    let before = 3_000;
+    let records = |range: std::ops::Range<i64>| -> Vec<Value> {
+        range
+            .map(|n| json!({"value": json!({"seq": n}).to_string()}))
+            .collect()
+    };
+    // The mapping is stopped while the producer writes, so the whole load waits in the topic.
+    assert!(stack.stop_esm("TERM"));
+    let args = client_args(&stack.bootstrap(), &a, "stream", json!(records(0..before)));
+    let answer = run_client(&python(), "confluent_produce.py", &args);
+    assert_eq!(answer["delivered"], json!(before), "{answer}");
+    stack.start_esm(&[]);
+    wait_until(
+        || stack.count(&a, "stream") > 300,
+        "the first events stored",
+    );
+    let at_the_crash = stack.count(&a, "stream");
+    assert!(
+        at_the_crash < before as u64,
+        "still mid-way: {at_the_crash}"
+    );
+    stack.restart();
+
+    let after = 500;
+    let args = client_args(
+        &stack.bootstrap(),
+        &a,
+        "stream",
+        json!(records(before..before + after)),
+    );
+    let answer = run_client(&python(), "confluent_produce.py", &args);
+    assert_eq!(answer["delivered"], json!(after), "{answer}");
+    let total = (before + after) as u64;
+    let count = stack.wait_count(&a, "stream", total, Duration::from_secs(180));
+    assert_eq!(
+        count, total,
+        "count after the restart (crash at {at_the_crash})"
+    );
+    let events = stack.extraction(&a, "stream");
+    let seqs: BTreeSet<i64> = events.iter().filter_map(|e| e["seq"].as_i64()).collect();
+    assert_eq!(events.len() as u64, total);
+    assert_eq!(seqs.len() as u64, total, "no event twice, none missing");
+}
+
 fn wait_until(mut condition: impl FnMut() -> bool, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(60);
     while !condition() {
@@ -293,17 +345,105 @@ fn wait_until(mut condition: impl FnMut() -> bool, what: &str) {
     }
 }
 
+/// `scripts/dev` with `env` and `args`, read until it says the stack runs.
+struct DevStack {
+    child: std::process::Child,
+    /// Its output so far.
+    output: String,
+}
+
+impl DevStack {
+    fn start(env: &[(&str, String)], args: &[&str]) -> DevStack {
+        use std::io::{BufRead, BufReader};
+        let mut child = Command::new(keen_testkit::repo_root().join("scripts/dev"))
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("scripts/dev");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(900);
+        loop {
+            match rx.recv_timeout(Duration::from_secs(1)) {
+                Ok(line) => {
+                    let done = line.contains("The local stack is running");
+                    seen.push(line);
+                    if done {
+                        break;
+                    }
+                }
+                Err(_) => {
+                    if let Ok(Some(status)) = child.try_wait() {
+                        let mut stderr = String::new();
+                        let _ = std::io::Read::read_to_string(
+                            child.stderr.as_mut().expect("stderr"),
+                            &mut stderr,
+                        );
+                        panic!(
+                            "scripts/dev exited {status:?}:\n{}\n{stderr}",
+                            seen.join("\n")
+                        );
+                    }
+                    assert!(
+                        Instant::now() < deadline,
+                        "scripts/dev did not come up:\n{}",
+                        seen.join("\n")
+                    );
+                }
+            }
+        }
+        DevStack {
+            child,
+            output: seen.join("\n"),
+        }
+    }
+
+    /// Ctrl-C; waits until the script exits.
+    fn interrupt(mut self) {
+        let _ = Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while self.child.try_wait().ok().flatten().is_none() {
+            assert!(Instant::now() < deadline, "scripts/dev ignored Ctrl-C");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+/// `GET path_and_query` on 127.0.0.1:`port`; the whole response.
+fn http_get(port: u16, path_and_query: &str) -> String {
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).expect("query API");
+    write!(
+        stream,
+        "GET {path_and_query} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut response = String::new();
+    std::io::Read::read_to_string(&mut stream, &mut response).expect("read");
+    response
+}
+
 /// The README's first command: `scripts/dev` starts the whole stack, shows one event counted,
-/// refuses a second start while it runs, and stops everything on Ctrl-C (SIGINT).
+/// refuses a second start while it runs, and stops everything on Ctrl-C (SIGINT). Started again,
+/// it finds its data (the first demo event and the keys); `--fresh` starts empty.
 #[test]
 fn scripts_dev_starts_the_stack_shows_it_working_and_stops_cleanly() {
-    use std::io::{BufRead, BufReader};
     let bins = keen_e2e::binaries(); // built already: the script's own build is then a no-op
     assert!(bins.join("keen-gateway").exists());
     let state = std::env::temp_dir().join(format!("keen-dev-{}", keen_testkit::unique_prefix("")));
-    // Five distinct ports: each is held until all are chosen, or the system could hand the same
+    // Six distinct ports: each is held until all are chosen, or the system could hand the same
     // released port out twice.
-    let held: Vec<std::net::TcpListener> = (0..5)
+    let held: Vec<std::net::TcpListener> = (0..6)
         .map(|_| std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind"))
         .collect();
     let ports: Vec<u16> = held
@@ -321,6 +461,7 @@ fn scripts_dev_starts_the_stack_shows_it_working_and_stops_cleanly() {
         ("DEV_QUERY_PORT", ports[2].to_string()),
         ("DEV_BACKING_PORT", ports[3].to_string()),
         ("DEV_METRICS_PORT", ports[4].to_string()),
+        ("DEV_DYNAMODB_PORT", ports[5].to_string()),
         ("DEV_PROJECT_ID", project.to_owned()),
         (
             "DEV_MASTER_KEY",
@@ -332,68 +473,21 @@ fn scripts_dev_starts_the_stack_shows_it_working_and_stops_cleanly() {
         ),
         ("DEV_READ_KEY", read_key.to_owned()),
     ];
-    let script = keen_testkit::repo_root().join("scripts/dev");
-    let mut dev = Command::new(&script)
-        .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("scripts/dev");
-    let stdout = dev.stdout.take().expect("stdout");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let mut seen = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(900);
-    loop {
-        match rx.recv_timeout(Duration::from_secs(1)) {
-            Ok(line) => {
-                let done = line.contains("The local stack is running");
-                seen.push(line);
-                if done {
-                    break;
-                }
-            }
-            Err(_) => {
-                if let Ok(Some(status)) = dev.try_wait() {
-                    let mut stderr = String::new();
-                    let _ = std::io::Read::read_to_string(
-                        dev.stderr.as_mut().expect("stderr"),
-                        &mut stderr,
-                    );
-                    panic!(
-                        "scripts/dev exited {status:?}:\n{}\n{stderr}",
-                        seen.join("\n")
-                    );
-                }
-                assert!(
-                    Instant::now() < deadline,
-                    "scripts/dev did not come up:\n{}",
-                    seen.join("\n")
-                );
-            }
-        }
-    }
-    let output = seen.join("\n");
-    assert!(output.contains("counted by the query API"), "{output}");
-
+    let count = format!(
+        "/3.0/projects/{project}/queries/count?event_collection=dev-demo&api_key={read_key}"
+    );
+    let dev = DevStack::start(&env, &[]);
+    assert!(
+        dev.output.contains("counted by the query API"),
+        "{}",
+        dev.output
+    );
     // The demo event is there, through the printed query API.
-    let mut stream = std::net::TcpStream::connect(("127.0.0.1", ports[2])).expect("query API");
-    write!(
-        stream,
-        "GET /3.0/projects/{project}/queries/count?event_collection=dev-demo&api_key={read_key} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send");
-    let mut response = String::new();
-    std::io::Read::read_to_string(&mut stream, &mut response).expect("read");
+    let response = http_get(ports[2], &count);
     assert!(response.ends_with(r#"{"result":1}"#), "{response}");
 
     // A second start says a stack runs.
-    let second = Command::new(&script)
+    let second = Command::new(keen_testkit::repo_root().join("scripts/dev"))
         .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
         .output()
         .expect("second scripts/dev");
@@ -405,20 +499,26 @@ fn scripts_dev_starts_the_stack_shows_it_working_and_stops_cleanly() {
     );
 
     // Ctrl-C stops everything: the script exits and every port is free again.
-    let _ = Command::new("kill")
-        .args(["-INT", &dev.id().to_string()])
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while dev.try_wait().ok().flatten().is_none() {
-        assert!(Instant::now() < deadline, "scripts/dev ignored Ctrl-C");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    dev.interrupt();
     for port in &ports {
         assert!(
             std::net::TcpStream::connect(("127.0.0.1", *port)).is_err(),
             "port {port} still served after Ctrl-C"
         );
     }
+
+    // Started again, the stack keeps its tables, topic and keys: the first demo event and the
+    // second are counted, once each.
+    let again = DevStack::start(&env, &[]);
+    assert!(again.output.contains("(2 in dev-demo)"), "{}", again.output);
+    let response = http_get(ports[2], &count);
+    assert!(response.ends_with(r#"{"result":2}"#), "{response}");
+    again.interrupt();
+
+    // --fresh forgets it all.
+    let fresh = DevStack::start(&env, &["--fresh"]);
+    assert!(fresh.output.contains("(1 in dev-demo)"), "{}", fresh.output);
+    fresh.interrupt();
     let _ = std::fs::remove_dir_all(&state);
 }
 
