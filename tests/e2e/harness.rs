@@ -146,9 +146,9 @@ impl LocalStack {
         Self::start_on(None).await
     }
 
-    /// As [`LocalStack::start`], with the broker (SQLite), dynalite (LevelDB) and moto's queue
-    /// keeping their data in a directory of their own, as `scripts/dev` runs them: the stack
-    /// survives [`LocalStack::restart`].
+    /// As [`LocalStack::start`], with dynalite (LevelDB) and moto's queue keeping their data in
+    /// a directory of their own, as `scripts/dev` runs them: they survive
+    /// [`LocalStack::restart_storage`].
     pub async fn start_persistent() -> LocalStack {
         let data = TempDir::new("e2e-data");
         Self::start_on(Some(data)).await
@@ -165,7 +165,7 @@ impl LocalStack {
                 let dir = dir.path();
                 std::fs::create_dir_all(dir.join("dynamodb")).expect("dynamodb directory");
                 (
-                    TansuBroker::start_persistent(dir),
+                    TansuBroker::start(),
                     DynaliteServer::start_at(Some(&dir.join("dynamodb"))),
                     MotoServer::start_at(Some(&dir.join("sqs.pickle"))),
                 )
@@ -199,39 +199,18 @@ impl LocalStack {
         stack
     }
 
-    /// Kills every process of the stack at once (SIGKILL, as a power cut would), then starts
-    /// the servers again on their data and ports, and the gateways, the event source mapping
-    /// and the query API on their addresses, so clients reconnect as to a restarted machine.
+    /// Kills the stack's storage, dynalite and moto (SIGKILL, as a crash would), and starts
+    /// them again on their data and ports while everything else runs on.
     ///
     /// # Panics
     /// If the stack was not started with [`LocalStack::start_persistent`].
-    pub fn restart(&mut self) {
+    pub fn restart_storage(&mut self) {
         assert!(
             self.data.is_some(),
             "only a persistent stack survives a restart"
         );
-        let gateways: Vec<SocketAddr> = self.gateways.iter().filter_map(|g| g.addr).collect();
-        for gateway in &mut self.gateways {
-            gateway.stop("KILL");
-        }
-        self.gateways.clear();
-        if let Some(mut esm) = self.esm.take() {
-            esm.stop("KILL");
-        }
-        self.query.stop("KILL");
-        self.tansu.stop();
         self.dynalite.restart();
         self.moto.restart();
-        self.tansu.restart();
-        let query_addr = self.query.addr.expect("query address");
-        let mut query_env = self.env();
-        query_env.push(("QUERY_LISTEN".into(), query_addr.to_string()));
-        self.query = Service::spawn("query", "query", &query_env, "listening");
-        self.query.addr = Some(query_addr);
-        for listen in gateways {
-            self.spawn_gateway(listen, &[]);
-        }
-        self.start_esm(&[]);
     }
 
     fn env(&self) -> Vec<(String, String)> {
@@ -240,10 +219,7 @@ impl LocalStack {
 
     /// Starts another gateway instance with `extra` variables; returns its address.
     pub fn start_gateway(&mut self, extra: &[(&str, &str)]) -> SocketAddr {
-        self.spawn_gateway(free_addr(), extra)
-    }
-
-    fn spawn_gateway(&mut self, listen: SocketAddr, extra: &[(&str, &str)]) -> SocketAddr {
+        let listen = free_addr();
         let mut env = self.env();
         env.push(("GATEWAY_LISTEN".into(), listen.to_string()));
         env.push(("GATEWAY_METRICS_LISTEN".into(), free_addr().to_string()));
