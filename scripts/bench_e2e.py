@@ -1,5 +1,8 @@
-"""The driver of scripts/bench-e2e: freshness at a steady rate, then a burst for sustained
-throughput and per-process CPU. Prints figures; asserts nothing.
+"""The driver of scripts/bench-e2e, one step per call (`--step`): `queries` (query latency, on
+small collections of their own, whatever else is stored), `freshness` (at a steady rate),
+`burst` (sustained throughput and per-process CPU), `load` (produce and wait for the
+acknowledgements only) and `expect` (wait until a collection's count reaches a figure, then
+check that it stays there). Prints figures; asserts nothing.
 
 Freshness: event k (in acknowledgement order) counts as queryable at the first poll of the
 query API whose count reaches k. The count is polled every 10 ms, so figures are late by up to
@@ -9,6 +12,7 @@ import json
 import os
 import threading
 import time
+import urllib.parse
 import urllib.request
 
 from confluent_kafka import Producer
@@ -25,13 +29,17 @@ def event(n, tag):
 
 class Query:
     def __init__(self, address, project, read_key):
-        self.base = f"http://{address}/3.0/projects/{project}/queries/count"
+        self.base = f"http://{address}/3.0/projects/{project}/queries"
         self.read_key = read_key
 
-    def count(self, collection):
-        url = f"{self.base}?event_collection={collection}&api_key={self.read_key}"
-        with urllib.request.urlopen(url, timeout=30) as answer:
+    def ask(self, analysis, **params):
+        params["api_key"] = self.read_key
+        url = f"{self.base}/{analysis}?{urllib.parse.urlencode(params)}"
+        with urllib.request.urlopen(url, timeout=120) as answer:
             return json.load(answer)["result"]
+
+    def count(self, collection):
+        return self.ask("count", event_collection=collection)
 
 
 def producer(args):
@@ -203,18 +211,102 @@ def throughput(args, query, pids):
               f"the machine has {os.cpu_count()} cores for every process")
 
 
+def produce(args, collection, total):
+    """Produces `total` events to `collection` as fast as the client can; returns how many were
+    acknowledged."""
+    p = producer(args)
+    acked = [0]
+
+    def callback(error, _message):
+        if error is None:
+            acked[0] += 1
+
+    for n in range(total):
+        while True:
+            try:
+                p.produce(collection, event(n, collection), on_delivery=callback)
+                break
+            except BufferError:
+                p.poll(0.01)
+        p.poll(0)
+    p.flush(300)
+    return acked[0]
+
+
+def wait_count(query, collection, expected, timeout):
+    deadline = time.monotonic() + timeout
+    count = query.count(collection)
+    while count < expected and time.monotonic() < deadline:
+        time.sleep(0.1)
+        count = query.count(collection)
+    return count
+
+
+# Query latency is measured on collections of their own, small and fixed, while the store around
+# them grows: what a customer with a small collection sees beside a large one.
+SMALL = {"single": 1, "thousand": 1000}
+REPEATS = 20
+
+
+def queries(args, query):
+    for collection, size in SMALL.items():
+        have = query.count(collection)
+        if have < size:
+            produce(args, collection, size - have)
+            wait_count(query, collection, size, 120)
+    stored = query.count("burst") + query.count("fresh")
+    every = json.dumps([{"property_name": "n", "operator": "gte", "property_value": 0}])
+    cases = [
+        ("extraction, 1-event collection", "extraction", {"event_collection": "single"}),
+        ("filtered count, 1-event collection", "count",
+         {"event_collection": "single", "filters": every}),
+        ("filtered count, 1,000-event collection", "count",
+         {"event_collection": "thousand", "filters": every}),
+        ("count without filters (hourly counters), 1,000-event collection", "count",
+         {"event_collection": "thousand"}),
+    ]
+    print(f"query latency with {stored:,} other events stored ({REPEATS} runs each; "
+          f"target ≤ 200 ms):")
+    for label, analysis, params in cases:
+        times = []
+        for _ in range(REPEATS):
+            start = time.monotonic()
+            result = query.ask(analysis, **params)
+            times.append(time.monotonic() - start)
+        size = len(result) if isinstance(result, list) else result
+        print(f"  {label:<66} p50 {percentile(times, 50) * 1000:6.1f} ms, "
+              f"max {max(times) * 1000:6.1f} ms (result {size})")
+
+
 def main():
     parser = argparse.ArgumentParser()
     for name in ["gateway", "query", "project", "write-key", "read-key", "pids"]:
         parser.add_argument(f"--{name}", required=True)
+    parser.add_argument("--step", required=True,
+                        choices=["queries", "freshness", "burst", "load", "expect"])
     parser.add_argument("--rate", type=int, default=1000)
     parser.add_argument("--seconds", type=int, default=60)
     parser.add_argument("--burst", type=int, default=100000)
+    parser.add_argument("--collection", default="restart")
+    parser.add_argument("--events", type=int, default=20000)
     args = parser.parse_args()
     query = Query(args.query, args.project, args.read_key)
-    pids = processes(args.pids)
-    freshness(args, query)
-    throughput(args, query, pids)
+    if args.step == "queries":
+        queries(args, query)
+    elif args.step == "freshness":
+        freshness(args, query)
+    elif args.step == "burst":
+        throughput(args, query, processes(args.pids))
+    elif args.step == "load":
+        acked = produce(args, args.collection, args.events)
+        print(f"  {acked} of {args.events} events acknowledged; "
+              f"{query.count(args.collection)} counted so far")
+    else:
+        count = wait_count(query, args.collection, args.events, 300)
+        time.sleep(5)
+        later = query.count(args.collection)
+        verdict = "each once" if count == later == args.events else "NOT each once"
+        print(f"  after the restart: {later} of {args.events} counted ({verdict})")
 
 
 if __name__ == "__main__":

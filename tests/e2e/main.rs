@@ -526,6 +526,21 @@ fn scripts_dev_starts_the_stack_shows_it_working_and_stops_cleanly() {
         response.ends_with(&format!(r#"{{"result":{load}}}"#)),
         "{response}"
     );
+    // The same load again, in the same hour, from offset 0 of a new broker: counted in full.
+    let answer = run_client(
+        &python(),
+        "confluent_produce.py",
+        &client_args(&bootstrap, &project_keys, "load", json!(records)),
+    );
+    assert_eq!(answer["delivered"], json!(load), "{answer}");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let expected = format!(r#"{{"result":{}}}"#, 2 * load);
+    let mut response = http_get(ports[2], &count.replace("dev-demo", "load"));
+    while !response.ends_with(&expected) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        response = http_get(ports[2], &count.replace("dev-demo", "load"));
+    }
+    assert!(response.ends_with(&expected), "{response}");
     again.interrupt();
 
     // --fresh forgets it all.
