@@ -107,37 +107,6 @@ async fn a_thousand_items_land_despite_unprocessed_items_and_throttling() {
 }
 
 #[tokio::test]
-async fn moto_refusals_are_permanent_and_isolated() {
-    let moto = MotoServer::start();
-    let provisioned = moto.provisioned(&unique_prefix("refuse")).await;
-    let table = provisioned.name("EVENTS_TABLE").to_owned();
-    let batcher = WriteBatcher::new(provisioned.dynamodb.clone());
-    // moto refuses items from 405,000 bytes (DynamoDB from 409,600): this one is refused by both.
-    let mut writes: Vec<TableWrite> = (0..25)
-        .map(|i| put(&table, event(i, vec![1; 100]), i))
-        .collect();
-    writes[9] = put(&table, event(9, vec![0; 420_000]), 9);
-    writes.push(put("no-such-table", event(100, vec![1]), 100));
-
-    let report = batcher.write_all(writes).await;
-
-    assert_eq!(report.failed_tags, [9, 100]);
-    assert_eq!(report.tags_of(WriteErrorKind::Permanent), [9, 100]);
-    assert_eq!(report.retries, 0, "nothing permanent is retried");
-    let messages: Vec<&str> = report.errors.iter().map(|(_, _, m)| m.as_str()).collect();
-    assert!(
-        messages[0].starts_with("ValidationException"),
-        "{messages:?}"
-    );
-    assert!(
-        messages[1].starts_with("ResourceNotFoundException"),
-        "{messages:?}"
-    );
-    assert_eq!(count_items(&provisioned.dynamodb, &table).await, 24);
-    eprintln!("refusals: {} calls; {messages:?}", report.calls);
-}
-
-#[tokio::test]
 async fn writes_to_one_key_land_in_order() {
     let moto = MotoServer::start();
     let provisioned = moto.provisioned(&unique_prefix("order")).await;

@@ -1,13 +1,15 @@
 //! The adapters on dynalite, the local DynamoDB stand-in (issue 14): provisioning from
 //! `template.yaml` (without TTL, which dynalite lacks, said once), the BatchWriteItem engine
 //! against DynamoDB's real limits (25 writes a call, 400 KB items), and tables that survive a
-//! restart of the server on the same data directory. SQS stays on moto.
+//! restart of the server on the same data directory; permanent refusals kept apart (moved here
+//! from the moto suite, whose item limit is not DynamoDB's). SQS stays on moto.
 
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use keen_aws::batch::{TableWrite, WriteBatcher, WriteOp};
 use keen_aws::provision::{DeploymentSpec, ProvisionedNames, provision};
+use keen_aws::retry::WriteErrorKind;
 use keen_testkit::{DynaliteServer, MotoServer, count_items, unique_prefix};
 
 fn item(i: usize, body_bytes: usize) -> HashMap<String, AttributeValue> {
@@ -149,4 +151,41 @@ async fn tables_and_items_survive_a_restart_on_the_same_directory() {
     assert_eq!(again.get("EVENTS_TABLE"), Some(table.as_str()));
     drop(restarted);
     let _ = std::fs::remove_dir_all(&data);
+}
+
+/// Refusals are final and stay with their own writes: an item over 400 KB (ValidationException)
+/// and a write to a table that does not exist (ResourceNotFoundException) fail alone, are not
+/// retried, and the 24 others land. On dynalite, not moto: moto draws the item limit at 405,000
+/// bytes, not DynamoDB's 409,600.
+#[tokio::test]
+async fn refusals_are_permanent_and_isolated() {
+    let (dynalite, moto) = (DynaliteServer::start(), MotoServer::start());
+    let names = provisioned(&dynalite, &moto, &unique_prefix("dl-refuse")).await;
+    let table = names.get("EVENTS_TABLE").expect("events table").to_owned();
+    let put = |table: &str, i: usize, bytes: usize| TableWrite {
+        table: table.to_owned(),
+        op: WriteOp::Put(item(i, bytes)),
+        tag: i,
+    };
+    let mut writes: Vec<TableWrite> = (0..25).map(|i| put(&table, i, 100)).collect();
+    writes[9] = put(&table, 9, 410 * 1024);
+    writes.push(put("no-such-table", 100, 1));
+
+    let report = WriteBatcher::new(dynalite.dynamodb())
+        .write_all(writes)
+        .await;
+
+    assert_eq!(report.failed_tags, [9, 100], "{report:?}");
+    assert_eq!(report.tags_of(WriteErrorKind::Permanent), [9, 100]);
+    assert_eq!(report.retries, 0, "nothing permanent is retried");
+    let messages: Vec<&str> = report.errors.iter().map(|(_, _, m)| m.as_str()).collect();
+    assert!(
+        messages[0].starts_with("ValidationException"),
+        "{messages:?}"
+    );
+    assert!(
+        messages[1].starts_with("ResourceNotFoundException"),
+        "{messages:?}"
+    );
+    assert_eq!(count_items(&dynalite.dynamodb(), &table).await, 24);
 }
