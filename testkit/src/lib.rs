@@ -1,5 +1,5 @@
-//! Test support: a real moto server per test, and clients and tables on it; a real tansu Kafka
-//! broker per test and a fault-injecting Kafka proxy ([`kafka`]).
+//! Test support: a real moto server and a real dynalite per test, and clients and tables on them;
+//! a real tansu Kafka broker per test and a fault-injecting Kafka proxy ([`kafka`]).
 //!
 //! Contract:
 //! - [`MotoServer::start`] runs moto through `scripts/moto_server.py` (one request at a time, as
@@ -10,7 +10,11 @@
 //!   `AWS_ENDPOINT_URL`, profile or credentials leak in), since tests run in parallel next to a
 //!   developer's shell settings.
 //! - [`MotoServer::provisioned`] creates the tables and queue of `template.yaml` through the same
-//!   code the local stack uses ([`keen_aws::provision`]).
+//!   code the local stack uses ([`keen_aws::provision`]); [`MotoServer::provisioned_with`] puts
+//!   the tables on a [`DynaliteServer`] instead, as the local stack does.
+//! - [`MotoServer::start_at`] and [`DynaliteServer::start_at`] keep their data in a file or
+//!   directory, and `restart()` kills a server and starts it again on the same port and data, as
+//!   a crash and a restart would.
 
 pub mod kafka;
 pub mod process;
