@@ -179,3 +179,56 @@ async fn moto_limits() {
         "{code:?}"
     );
 }
+
+/// The local stack's queue outlives moto (`scripts/moto_server.py --state-file`): announcements
+/// sent before a SIGKILL are on the queue after the restart, with their attributes, and one
+/// received and deleted before it does not come back.
+#[tokio::test]
+async fn announcements_survive_a_restart_with_a_state_file() {
+    let data = keen_testkit::TempDir::new("dlq-state");
+    let mut moto = MotoServer::start_at(Some(&data.path().join("sqs.pickle")));
+    let provisioned = moto.provisioned(&unique_prefix("dlq-keep")).await;
+    let queue_url = provisioned.name("DEAD_LETTER_QUEUE_URL").to_owned();
+    let messages: Vec<Announcement> = (0..3).map(|tag| announcement(tag, 100)).collect();
+    let report = DeadLetterQueue::new(provisioned.sqs.clone(), &queue_url)
+        .announce_all(messages)
+        .await;
+    assert!(report.is_success(), "{:?}", report.errors);
+    // One message, not ten: the others must stay visible for after the restart.
+    let first = provisioned
+        .sqs
+        .receive_message()
+        .queue_url(&queue_url)
+        .max_number_of_messages(1)
+        .wait_time_seconds(1)
+        .send()
+        .await
+        .expect("receive_message")
+        .messages
+        .unwrap_or_default();
+    assert_eq!(first.len(), 1, "{first:?}");
+    let handled = first[0].body().unwrap_or_default().to_owned();
+    provisioned
+        .sqs
+        .delete_message()
+        .queue_url(&queue_url)
+        .receipt_handle(first[0].receipt_handle().unwrap_or_default())
+        .send()
+        .await
+        .expect("delete_message");
+
+    moto.restart();
+
+    let after = drain(&provisioned.sqs, &queue_url, 2).await;
+    let bodies: Vec<&str> = after.iter().filter_map(Message::body).collect();
+    assert_eq!(bodies.len(), 2, "{bodies:?}");
+    assert!(!bodies.contains(&handled.as_str()), "{bodies:?}");
+    for message in &after {
+        let attributes = message.message_attributes().expect("attributes");
+        assert_eq!(
+            attributes["collection"].string_value(),
+            Some("purchases"),
+            "{attributes:?}"
+        );
+    }
+}
