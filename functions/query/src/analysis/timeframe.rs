@@ -5,7 +5,8 @@
 //! before it, **including the whole current unit** (its end lies in the future, which is harmless
 //! for stored data and makes `this_day` equal `today`); `previous_N_units` is the N complete
 //! units before the current one. Units are aligned in the query's timezone; weeks start on
-//! Monday (ISO 8601). Minutes and hours step in real elapsed time, days and longer units step on
+//! Sunday, as the analytics API's weekly interval buckets do, so `this_week` is the current
+//! `weekly` bucket. Minutes and hours step in real elapsed time, days and longer units step on
 //! the zone's calendar, so a day across a DST change lasts 23 or 25 hours.
 
 use super::QueryError;
@@ -23,9 +24,9 @@ pub const MIN_TIMESTAMP_MS: i64 = -62_167_219_200_000;
 pub const END_TIMESTAMP_MS: i64 = 253_402_300_800_000;
 /// A relative timeframe may reach this far back: further is surely a typo, and the bound keeps
 /// every computation inside chrono's range.
-const MAX_SPAN_YEARS: u64 = 10_000;
-const MINUTE_MS: i64 = 60_000;
-const HOUR_MS: i64 = 3_600_000;
+pub(super) const MAX_SPAN_YEARS: u64 = 10_000;
+pub(super) const MINUTE_MS: i64 = 60_000;
+pub(super) const HOUR_MS: i64 = 3_600_000;
 /// Offsets in seconds beyond ±18 h are refused: no zone has ever used one.
 const MAX_OFFSET_SECONDS: i32 = 18 * 3600;
 
@@ -187,14 +188,14 @@ pub enum Unit {
     Minutes,
     Hours,
     Days,
-    /// Monday to Sunday.
+    /// Sunday to Saturday.
     Weeks,
     Months,
     Years,
 }
 
 impl Unit {
-    fn parse(text: &str) -> Option<Unit> {
+    pub(super) fn parse(text: &str) -> Option<Unit> {
         Some(match text {
             "minute" | "minutes" => Unit::Minutes,
             "hour" | "hours" => Unit::Hours,
@@ -219,7 +220,7 @@ impl Unit {
     }
 
     /// How many of this unit fit in [`MAX_SPAN_YEARS`] (rounded up: 366-day years).
-    const fn max_count(self) -> u64 {
+    pub(super) const fn max_count(self) -> u64 {
         match self {
             Unit::Minutes => MAX_SPAN_YEARS * 366 * 24 * 60,
             Unit::Hours => MAX_SPAN_YEARS * 366 * 24,
@@ -406,10 +407,10 @@ fn parse_absolute(text: &str) -> Result<Timeframe, QueryError> {
 }
 
 /// The first day of the unit holding `date`.
-fn unit_start(date: NaiveDate, unit: Unit) -> NaiveDate {
+pub(super) fn unit_start(date: NaiveDate, unit: Unit) -> NaiveDate {
     let start = match unit {
         Unit::Weeks => date.checked_sub_signed(TimeDelta::days(i64::from(
-            date.weekday().num_days_from_monday(),
+            date.weekday().num_days_from_sunday(),
         ))),
         Unit::Months => date.with_day(1),
         Unit::Years => NaiveDate::from_ymd_opt(date.year(), 1, 1),
@@ -420,7 +421,7 @@ fn unit_start(date: NaiveDate, unit: Unit) -> NaiveDate {
 
 /// `date` moved by `by` units (days and longer). Counts are bounded at parse time, so the
 /// saturation never happens in practice.
-fn shift(date: NaiveDate, unit: Unit, by: i64) -> NaiveDate {
+pub(super) fn shift(date: NaiveDate, unit: Unit, by: i64) -> NaiveDate {
     let months = |n: i64| {
         let magnitude = Months::new(u32::try_from(n.unsigned_abs()).unwrap_or(u32::MAX));
         if n >= 0 {
@@ -603,16 +604,17 @@ mod tests {
                 "2024-03-02T00:00:00Z",
                 "2024-03-09T00:00:00Z",
             ),
-            ("this_week", "2024-03-04T00:00:00Z", "2024-03-11T00:00:00Z"),
+            // Weeks start on Sunday: Saturday the 9th is in the week of Sunday the 3rd.
+            ("this_week", "2024-03-03T00:00:00Z", "2024-03-10T00:00:00Z"),
             (
                 "previous_week",
-                "2024-02-26T00:00:00Z",
-                "2024-03-04T00:00:00Z",
+                "2024-02-25T00:00:00Z",
+                "2024-03-03T00:00:00Z",
             ),
             (
                 "this_2_weeks",
-                "2024-02-26T00:00:00Z",
-                "2024-03-11T00:00:00Z",
+                "2024-02-25T00:00:00Z",
+                "2024-03-10T00:00:00Z",
             ),
             ("this_month", "2024-03-01T00:00:00Z", "2024-04-01T00:00:00Z"),
             (
@@ -692,25 +694,25 @@ mod tests {
                 "2025-01-01T00:00:00Z",
                 "2026-01-01T00:00:00Z",
             ),
-            // A week across the new year: Monday 2024-12-30 to Monday 2025-01-06.
+            // A week across the new year: Sunday 2024-12-29 to Sunday 2025-01-05.
             (
                 "this_week",
                 "2025-01-01T08:00:00Z",
-                "2024-12-30T00:00:00Z",
-                "2025-01-06T00:00:00Z",
+                "2024-12-29T00:00:00Z",
+                "2025-01-05T00:00:00Z",
             ),
-            // Monday 00:00 belongs to the new week, Sunday 23:59 to the old one.
+            // Sunday 00:00 belongs to the new week, Saturday 23:59 to the old one.
             (
                 "this_week",
-                "2024-03-11T00:00:00Z",
-                "2024-03-11T00:00:00Z",
-                "2024-03-18T00:00:00Z",
+                "2024-03-10T00:00:00Z",
+                "2024-03-10T00:00:00Z",
+                "2024-03-17T00:00:00Z",
             ),
             (
                 "this_week",
-                "2024-03-10T23:59:59.999Z",
-                "2024-03-04T00:00:00Z",
-                "2024-03-11T00:00:00Z",
+                "2024-03-09T23:59:59.999Z",
+                "2024-03-03T00:00:00Z",
+                "2024-03-10T00:00:00Z",
             ),
         ];
         for (timeframe, now, start, end) in cases {
@@ -777,13 +779,22 @@ mod tests {
                 "2024-10-26T22:00:00Z",
                 "2024-10-27T23:00:00Z",
             ),
-            // A week holding the spring change: Monday 03-25 CET to Monday 04-01 CEST.
+            // A week holding the spring change (Sunday 03-31, 02:00): Sunday 03-31 CET to
+            // Sunday 04-07 CEST, an hour short of 7 days.
             (
                 "this_week",
                 "2024-03-31T12:00:00Z",
                 "Europe/Berlin",
-                "2024-03-24T23:00:00Z",
-                "2024-03-31T22:00:00Z",
+                "2024-03-30T23:00:00Z",
+                "2024-04-06T22:00:00Z",
+            ),
+            // The Saturday before is in the week of Sunday 03-24, all in CET.
+            (
+                "this_week",
+                "2024-03-30T12:00:00Z",
+                "Europe/Berlin",
+                "2024-03-23T23:00:00Z",
+                "2024-03-30T23:00:00Z",
             ),
             // Months and years start at local midnight in the offset of that day.
             (
