@@ -1,9 +1,12 @@
-//! Running a count or an extraction against the Events table.
+//! Running analyses against the Events table and the hourly counters.
 //!
-//! Which partitions to read and how events match is the query domain's
-//! ([`crate::analysis`]); this module fetches in parallel and combines.
+//! Which partitions to read, how events match and how they aggregate is the query domain's
+//! ([`crate::analysis`]); this module fetches in parallel and feeds events to it as they arrive,
+//! so memory follows the answer, not the events read.
 
-use crate::analysis::{self, QueryError, QueryKind, QueryRequest, Window};
+use crate::analysis::grouping::Aggregation;
+use crate::analysis::metric::Budget;
+use crate::analysis::{self, QueryError, QueryKind, QueryRequest, Window, interval};
 use futures_util::stream::{self, StreamExt, TryStreamExt};
 use keen_aws::counters::read_counters;
 use keen_aws::events::{EventRow, ReadOrder, sort_key_range};
@@ -111,80 +114,192 @@ fn request_for(
     Ok(request)
 }
 
-/// `GET /queries/count`.
-pub async fn count(
+/// Edge windows (partial counter hours) a counter-backed count reads before scanning the whole
+/// window costs less: an interval finer than an hour makes every bucket an edge.
+const MAX_COUNTER_EDGES: usize = 4;
+
+/// Every analysis but extraction and funnel (`/queries/count`, `/queries/sum`, …,
+/// `/queries/multi_analysis`), with group_by and interval.
+pub async fn analyze(
+    engine: Engine<'_>,
+    project: &str,
+    kind: QueryKind,
+    params: &[(String, String)],
+    key: &KeyModel,
+    now_ms: i64,
+) -> Result<Value, Failure> {
+    let request = request_for(kind, params, key)?;
+    let window = request.window(now_ms);
+    let buckets = match request.interval {
+        Some(every) => interval::buckets(window, every, &request.timezone)?,
+        None => vec![window],
+    };
+    let Some(metrics) = request.metrics.clone() else {
+        return Err(QueryError::InvalidParameter(format!(
+            "{} is not an aggregate analysis",
+            kind.as_str()
+        ))
+        .into());
+    };
+    let counters = counters(engine, project, &request.event_collection).await?;
+    let mut aggregation = Aggregation::new(
+        metrics,
+        request.group_by.clone(),
+        buckets,
+        request.interval.is_some(),
+        Budget::default(),
+    );
+    let splits: Vec<analysis::CounterSplit> = aggregation
+        .buckets()
+        .iter()
+        .map(|bucket| analysis::split_for_counters(*bucket))
+        .collect();
+    let edges = splits.iter().map(|split| split.edges.len()).sum::<usize>();
+    if request.counts_from_counters() && edges <= MAX_COUNTER_EDGES {
+        for (bucket, split) in splits.iter().enumerate() {
+            let n =
+                count_split(engine, project, &request.event_collection, &counters, split).await?;
+            aggregation.add_count(bucket, n);
+        }
+    } else {
+        let plan = analysis::plan_reads(
+            window,
+            &counters.days,
+            engine.shards,
+            engine.bounds.partitions,
+        )?;
+        let range = sort_key_range(window.start_ms, window.end_ms);
+        let mut reads = partition_reads(
+            engine,
+            project,
+            &request.event_collection,
+            &range,
+            plan,
+            ReadOrder::OLDEST_FIRST,
+        );
+        while let Some(events) = reads.next().await {
+            for stored in events? {
+                if request.filters.matches(&stored.event)
+                    && let Some(at) = stored_at(&stored)
+                {
+                    aggregation.add(at, &stored.event)?;
+                }
+            }
+        }
+    }
+    Ok(json!({
+        "result": aggregation.render(&request.order_by, request.limit, &request.timezone)
+    }))
+}
+
+/// When an event was stored for: its sort key starts with `keen.timestamp`.
+fn stored_at(stored: &EventRow) -> Option<i64> {
+    let timestamp = stored.sort_key.split('#').next()?;
+    keen_shared::timestamp::parse(timestamp)
+        .ok()
+        .map(|t| t.unix_millis())
+}
+
+/// A count without filters over one window: whole hours summed from the counters, the partial
+/// hours at its edges counted from the events.
+async fn count_split(
+    engine: Engine<'_>,
+    project: &str,
+    collection: &str,
+    counters: &Counters,
+    split: &analysis::CounterSplit,
+) -> Result<u64, Failure> {
+    let from_counters: u64 = counters
+        .hours
+        .iter()
+        .filter(|(hour, _)| split.covers_hour(hour))
+        .map(|(_, count)| count)
+        .sum();
+    let mut partitions = Vec::new();
+    for edge in &split.edges {
+        for (day, shard) in analysis::plan_reads(
+            *edge,
+            &counters.days,
+            engine.shards,
+            engine.bounds.partitions,
+        )? {
+            partitions.push((*edge, day, shard));
+        }
+    }
+    let from_edges: u64 = stream::iter(partitions)
+        .map(|(edge, day, shard)| {
+            let pk = storage::day_partition_key(project, collection, &day, shard);
+            async move {
+                keen_aws::events::count_events(
+                    engine.dynamodb,
+                    engine.events_table,
+                    &pk,
+                    &sort_key_range(edge.start_ms, edge.end_ms),
+                )
+                .await
+            }
+        })
+        .buffer_unordered(PARALLEL_READS)
+        .try_fold(0u64, |sum, n| async move { Ok(sum + n) })
+        .await?;
+    Ok(from_counters + from_edges)
+}
+
+/// `/queries/funnel`: each step's actors from its own collection, window and filters (the key's
+/// filters ANDed onto every step), then the funnel's arithmetic over them.
+pub async fn funnel(
     engine: Engine<'_>,
     project: &str,
     params: &[(String, String)],
     key: &KeyModel,
     now_ms: i64,
 ) -> Result<Value, Failure> {
-    let request = request_for(QueryKind::Count, params, key)?;
-    let window = request.window(now_ms);
-    let counters = counters(engine, project, &request.event_collection).await?;
-    if request.filters.is_empty() {
-        // Whole hours from the counters; the partial hours at the edges by counting items.
-        let split = analysis::split_for_counters(window);
-        let from_counters: u64 = counters
-            .hours
-            .iter()
-            .filter(|(hour, _)| split.covers_hour(hour))
-            .map(|(_, count)| count)
-            .sum();
-        let mut partitions = Vec::new();
-        for edge in &split.edges {
-            for (day, shard) in analysis::plan_reads(
-                *edge,
-                &counters.days,
-                engine.shards,
-                engine.bounds.partitions,
-            )? {
-                partitions.push((*edge, day, shard));
+    let given = analysis::Given::collect(params)?;
+    let Some(steps) = given.get("steps") else {
+        return Err(QueryError::MissingRequiredProperty(
+            "steps is required by funnel: give a JSON array of steps, each with \
+             event_collection and actor_property"
+                .into(),
+        )
+        .into());
+    };
+    let mut funnel = analysis::funnel::Funnel {
+        steps: analysis::funnel::parse_steps(&Value::String(steps.to_owned()))?,
+        timeframe: given.timeframe()?,
+        timezone: given.timezone()?,
+    };
+    funnel.and_key_filters(&analysis::key_filters(key.options.queries.as_ref())?);
+    let mut budget = Budget::default();
+    let mut partitions_left = engine.bounds.partitions;
+    let mut actors = Vec::with_capacity(funnel.steps.len());
+    for (index, step) in funnel.steps.iter().enumerate() {
+        let window = funnel.step_window(index, now_ms);
+        let counters = counters(engine, project, &step.event_collection).await?;
+        let plan = analysis::plan_reads(window, &counters.days, engine.shards, partitions_left)?;
+        partitions_left -= plan.len();
+        let range = sort_key_range(window.start_ms, window.end_ms);
+        let mut reads = partition_reads(
+            engine,
+            project,
+            &step.event_collection,
+            &range,
+            plan,
+            ReadOrder::OLDEST_FIRST,
+        );
+        let mut found = BTreeSet::new();
+        while let Some(events) = reads.next().await {
+            for stored in events? {
+                if let Some(actor) = step.actor_of(&stored.event)
+                    && !found.contains(&actor)
+                {
+                    budget.charge(actor.size_bytes())?;
+                    analysis::funnel::add_actor(&mut found, actor, index)?;
+                }
             }
         }
-        let from_edges: u64 = stream::iter(partitions)
-            .map(|(edge, day, shard)| {
-                let pk =
-                    storage::day_partition_key(project, &request.event_collection, &day, shard);
-                async move {
-                    keen_aws::events::count_events(
-                        engine.dynamodb,
-                        engine.events_table,
-                        &pk,
-                        &sort_key_range(edge.start_ms, edge.end_ms),
-                    )
-                    .await
-                }
-            })
-            .buffer_unordered(PARALLEL_READS)
-            .try_fold(0u64, |sum, n| async move { Ok(sum + n) })
-            .await?;
-        return Ok(json!({ "result": from_counters + from_edges }));
+        actors.push(found);
     }
-    let plan = analysis::plan_reads(
-        window,
-        &counters.days,
-        engine.shards,
-        engine.bounds.partitions,
-    )?;
-    let range = sort_key_range(window.start_ms, window.end_ms);
-    let matched: u64 = partition_reads(
-        engine,
-        project,
-        &request,
-        &range,
-        plan,
-        ReadOrder::OLDEST_FIRST,
-    )
-    .try_fold(0u64, |sum, events| {
-        let matching = events
-            .iter()
-            .filter(|stored| request.filters.matches(&stored.event))
-            .count();
-        async move { Ok(sum + matching as u64) }
-    })
-    .await?;
-    Ok(json!({ "result": matched }))
+    Ok(analysis::funnel::evaluate(&funnel, &actors))
 }
 
 /// `GET /queries/extraction`.
@@ -313,7 +428,14 @@ async fn read_matching(
         Some(_) => usize::MAX,
         None => engine.bounds.events,
     };
-    let mut partitions = partition_reads(engine, project, request, &range, plan, order);
+    let mut partitions = partition_reads(
+        engine,
+        project,
+        &request.event_collection,
+        &range,
+        plan,
+        order,
+    );
     let mut matched = Vec::new();
     while let Some(events) = partitions.next().await {
         matched.extend(
@@ -333,14 +455,14 @@ async fn read_matching(
 fn partition_reads<'a>(
     engine: Engine<'a>,
     project: &'a str,
-    request: &'a QueryRequest,
+    collection: &'a str,
     range: &'a (String, String),
     plan: Vec<(String, u16)>,
     order: ReadOrder,
 ) -> impl futures_util::Stream<Item = Result<Vec<EventRow>, StoreError>> + 'a {
     stream::iter(plan)
         .map(move |(day, shard)| {
-            let pk = storage::day_partition_key(project, &request.event_collection, &day, shard);
+            let pk = storage::day_partition_key(project, collection, &day, shard);
             async move {
                 keen_aws::events::read_events(
                     engine.dynamodb,

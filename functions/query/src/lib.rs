@@ -1,8 +1,8 @@
-//! The query function (product.md §9): count and extraction, the collections listing and a
-//! project's dead letters, over HTTP.
+//! The query function (product.md §9): Keen's analyses, the collections and a project's dead
+//! letters, over HTTP.
 //!
 //! [`QueryService::respond`] takes the parts of an HTTP request that matter (method, path, query
-//! string, `Authorization` header) and answers a status and a JSON body; `main` adapts it to the
+//! string, `Authorization` header, body) and answers a status and a JSON body; `main` adapts it to the
 //! Lambda HTTP event (function URL / HTTP API payload 2.0) or serves it on a local port. Reading
 //! follows architecture.md: a count without filters sums the hourly counters (plus the partial
 //! hours at the window's edges), anything else reads every (day, shard) partition of the window
@@ -120,24 +120,82 @@ pub fn system_clock_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Headers on every answer, so that a page on another origin can query with a read key (Keen's
+/// browser SDK sends `Authorization`, `Content-Type` and `Keen-Sdk`, which need a preflight).
+pub const CORS_HEADERS: [(&str, &str); 4] = [
+    ("access-control-allow-origin", "*"),
+    ("access-control-allow-methods", "GET, POST, DELETE, OPTIONS"),
+    (
+        "access-control-allow-headers",
+        "Authorization, Content-Type, Keen-Sdk",
+    ),
+    ("access-control-max-age", "86400"),
+];
+
+/// The largest request body read: a query's parameters, never events.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+
 /// The routes, by path shape.
 enum Route<'a> {
-    Count(&'a str),
-    Extraction(&'a str),
+    Query(&'a str, &'a str),
     Collections(&'a str),
+    Collection(&'a str, &'a str),
     DeadLetters(&'a str),
+}
+
+impl<'a> Route<'a> {
+    const fn project(&self) -> &'a str {
+        match self {
+            Route::Query(project, _)
+            | Route::Collections(project)
+            | Route::Collection(project, _)
+            | Route::DeadLetters(project) => project,
+        }
+    }
 }
 
 fn route(path: &str) -> Option<Route<'_>> {
     let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
     match segments.as_slice() {
-        ["", "3.0", "projects", project, "queries", "count"] => Some(Route::Count(project)),
-        ["", "3.0", "projects", project, "queries", "extraction"] => {
-            Some(Route::Extraction(project))
+        ["", "3.0", "projects", project, "queries", analysis] => {
+            Some(Route::Query(project, analysis))
         }
         ["", "3.0", "projects", project, "events"] => Some(Route::Collections(project)),
+        ["", "3.0", "projects", project, "events", collection] => {
+            Some(Route::Collection(project, collection))
+        }
         ["", "3.0", "projects", project, "dead_letters"] => Some(Route::DeadLetters(project)),
         _ => None,
+    }
+}
+
+/// The parameters of a `POST`: the body's members (strings as they are, other values as JSON
+/// text, `null` dropped), so that both transports meet the same parsers.
+pub fn parse_json_body(body: &[u8]) -> Result<Vec<(String, String)>, QueryError> {
+    if body.len() > MAX_BODY_BYTES {
+        return Err(QueryError::InvalidParameter(format!(
+            "the request body holds more than the {MAX_BODY_BYTES} bytes a query may"
+        )));
+    }
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Vec::new());
+    }
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(members)) => Ok(members
+            .into_iter()
+            .filter(|(_, value)| !value.is_null())
+            .map(|(name, value)| match value {
+                Value::String(text) => (name, text),
+                other => (name, other.to_string()),
+            })
+            .collect()),
+        Ok(_) => Err(QueryError::InvalidParameter(
+            "the request body is not a JSON object of query parameters".into(),
+        )),
+        Err(e) => Err(QueryError::InvalidParameter(format!(
+            "the request body is not valid JSON ({e}); send the query's parameters as a JSON \
+             object with Content-Type: application/json"
+        ))),
     }
 }
 
@@ -180,49 +238,81 @@ impl QueryService {
         path: &str,
         query: &str,
         authorization: Option<&str>,
+        body: &[u8],
     ) -> Reply {
+        if method == "OPTIONS" {
+            // A CORS preflight: the headers are the answer; no key is sent with it.
+            return Reply {
+                status: 204,
+                body: Value::Null,
+            };
+        }
         let Some(route) = route(path) else {
             return Reply::error(&QueryError::ResourceNotFound(format!(
-                "Nothing is served at {path}: the API has /3.0/projects/{{project_id}}/queries/count, \
-                 /queries/extraction, /events and /dead_letters."
+                "Nothing is served at {path}: the API has /3.0/projects/{{project_id}}/queries/\
+                 {{analysis}}, /events, /events/{{collection}} and /dead_letters."
             )));
         };
-        if method != "GET" {
+        let allowed: &[&str] = match route {
+            Route::Query(..) => &["GET", "POST"],
+            Route::Collections(_) | Route::DeadLetters(_) | Route::Collection(..) => &["GET"],
+        };
+        if !allowed.contains(&method) {
             return Reply {
                 status: 405,
                 body: json!({
-                    "message": format!("{method} is not supported here; use GET."),
+                    "message": format!("{method} is not supported here; use {}.", allowed.join(" or ")),
                     "error_code": "MethodNotAllowedError",
                 }),
             };
         }
-        let params = parse_query_string(query);
+        let mut params = parse_query_string(query);
+        if method == "POST" {
+            match parse_json_body(body) {
+                Ok(members) => params.extend(members),
+                Err(error) => return Reply::error(&error),
+            }
+        }
         let api_key = params
             .iter()
             .find(|(k, _)| k == "api_key")
             .map(|(_, v)| v.as_str())
             .or(authorization);
-        let (project, needed) = match route {
-            Route::DeadLetters(project) => (project, Access::Master),
-            Route::Count(project) | Route::Extraction(project) | Route::Collections(project) => {
-                (project, Access::Queries)
-            }
+        let needed = match route {
+            Route::DeadLetters(_) => Access::Master,
+            _ => Access::Queries,
         };
-        let key = match self.keys.authorize(project, api_key, needed).await {
+        let key = match self.keys.authorize(route.project(), api_key, needed).await {
             Ok(key) => key,
             Err(auth::AuthError::Denied(error)) => return Reply::error(&error),
             Err(auth::AuthError::Store(error)) => return Reply::unavailable(&error),
         };
+        let now = (self.clock)();
         let result = match route {
-            Route::Count(project) => {
-                engine::count(self.engine(), project, &params, &key, (self.clock)()).await
-            }
-            Route::Extraction(project) => {
-                engine::extraction(self.engine(), project, &params, &key, (self.clock)()).await
-            }
+            Route::Query(project, analysis) => match analysis::QueryKind::parse(analysis) {
+                None => Err(engine::Failure::Query(QueryError::ResourceNotFound(
+                    format!(
+                        "{analysis} is not an analysis; the analyses are {}.",
+                        analysis::QueryKind::names()
+                    ),
+                ))),
+                Some(analysis::QueryKind::Extraction) => {
+                    engine::extraction(self.engine(), project, &params, &key, now).await
+                }
+                Some(analysis::QueryKind::Funnel) => {
+                    engine::funnel(self.engine(), project, &params, &key, now).await
+                }
+                Some(kind) => {
+                    engine::analyze(self.engine(), project, kind, &params, &key, now).await
+                }
+            },
             Route::Collections(project) => match refuse_filtered_listing(&key) {
                 Some(error) => Err(engine::Failure::Query(error)),
-                None => self.collections(project).await,
+                None => self.collections(project, None).await,
+            },
+            Route::Collection(project, collection) => match refuse_filtered_listing(&key) {
+                Some(error) => Err(engine::Failure::Query(error)),
+                None => self.collections(project, Some(collection)).await,
             },
             Route::DeadLetters(project) => self.dead_letters(project, &params).await,
         };
@@ -243,12 +333,20 @@ impl QueryService {
         }
     }
 
-    /// `GET /events`: every collection with its event count, last-seen time and property types.
-    async fn collections(&self, project: &str) -> Result<Value, engine::Failure> {
+    /// `GET /events`: every collection with its event count, last-seen time and property types;
+    /// `GET /events/{collection}` (`only`): that one, as an object (404 when it holds no event).
+    async fn collections(
+        &self,
+        project: &str,
+        only: Option<&str>,
+    ) -> Result<Value, engine::Failure> {
         let collections =
             read_collections(&self.dynamodb, &self.config.collections_table, project).await?;
         let mut out = Vec::with_capacity(collections.len());
         for collection in collections {
+            if only.is_some_and(|name| name != collection.name) {
+                continue;
+            }
             let count = engine::total_count(self.engine(), project, &collection.name).await?;
             out.push(json!({
                 "name": collection.name,
@@ -259,7 +357,14 @@ impl QueryService {
                 "properties_truncated": collection.properties_truncated,
             }));
         }
-        Ok(json!({ "result": out }))
+        match only {
+            None => Ok(json!({ "result": out })),
+            Some(name) => out.pop().ok_or_else(|| {
+                engine::Failure::Query(QueryError::ResourceNotFound(format!(
+                    "The collection {name:?} holds no event in this project."
+                )))
+            }),
+        }
     }
 
     /// `GET /dead_letters`: the project's dead letters, newest first (master key only).

@@ -6,7 +6,7 @@
 //! [`QueryService::respond`].
 
 use keen_aws::secrets::load_pepper;
-use keen_query::{Config, QueryService, Reply};
+use keen_query::{CORS_HEADERS, Config, QueryService, Reply};
 use std::sync::Arc;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -40,12 +40,28 @@ async fn main() -> Result<(), Error> {
     }
 }
 
+/// The status and body text: none for 204 (a preflight's answer).
 fn to_json_response(reply: Reply) -> (u16, String) {
-    (reply.status, reply.body.to_string())
+    let body = if reply.status == 204 {
+        String::new()
+    } else {
+        reply.body.to_string()
+    };
+    (reply.status, body)
+}
+
+/// A response builder with the status, JSON content type and CORS headers set.
+fn builder(status: u16) -> hyper::http::response::Builder {
+    CORS_HEADERS.iter().fold(
+        hyper::http::Response::builder()
+            .status(status)
+            .header("content-type", "application/json"),
+        |builder, (name, value)| builder.header(*name, *value),
+    )
 }
 
 async fn lambda(service: Arc<QueryService>) -> Result<(), Error> {
-    use lambda_http::{Body, Request, Response, run, service_fn};
+    use lambda_http::{Body, Request, run, service_fn};
     run(service_fn(move |request: Request| {
         let service = Arc::clone(&service);
         async move {
@@ -59,14 +75,11 @@ async fn lambda(service: Arc<QueryService>) -> Result<(), Error> {
                     request.uri().path(),
                     request.uri().query().unwrap_or(""),
                     authorization,
+                    request.body().as_ref(),
                 )
                 .await;
             let (status, body) = to_json_response(reply);
-            Response::builder()
-                .status(status)
-                .header("content-type", "application/json")
-                .body(Body::Text(body))
-                .map_err(Error::from)
+            builder(status).body(Body::Text(body)).map_err(Error::from)
         }
     }))
     .await
@@ -75,10 +88,10 @@ async fn lambda(service: Arc<QueryService>) -> Result<(), Error> {
 mod local {
     //! A plain HTTP/1.1 server for the local stack.
 
-    use super::{Error, to_json_response};
-    use http_body_util::Full;
+    use super::{Error, builder, to_json_response};
+    use http_body_util::{BodyExt, Full, Limited};
+    use hyper::Request;
     use hyper::body::{Bytes, Incoming};
-    use hyper::{Request, Response};
     use hyper_util::rt::TokioIo;
     use keen_query::QueryService;
     use std::sync::Arc;
@@ -102,24 +115,31 @@ mod local {
                 let handler = hyper::service::service_fn(move |request: Request<Incoming>| {
                     let service = Arc::clone(&service);
                     async move {
-                        let authorization = request
-                            .headers()
+                        let (parts, body) = request.into_parts();
+                        let authorization = parts
+                            .headers
                             .get("authorization")
-                            .and_then(|v| v.to_str().ok())
-                            .map(str::to_owned);
+                            .and_then(|v| v.to_str().ok());
+                        // One byte past the bound, so that an oversized body is refused by
+                        // name rather than cut.
+                        let body = match Limited::new(body, keen_query::MAX_BODY_BYTES + 1)
+                            .collect()
+                            .await
+                        {
+                            Ok(collected) => collected.to_bytes(),
+                            Err(_) => Bytes::from(vec![b' '; keen_query::MAX_BODY_BYTES + 1]),
+                        };
                         let reply = service
                             .respond(
-                                request.method().as_str(),
-                                request.uri().path(),
-                                request.uri().query().unwrap_or(""),
-                                authorization.as_deref(),
+                                parts.method.as_str(),
+                                parts.uri.path(),
+                                parts.uri.query().unwrap_or(""),
+                                authorization,
+                                &body,
                             )
                             .await;
                         let (status, body) = to_json_response(reply);
-                        Response::builder()
-                            .status(status)
-                            .header("content-type", "application/json")
-                            .body(Full::new(Bytes::from(body)))
+                        builder(status).body(Full::new(Bytes::from(body)))
                     }
                 });
                 let connection = hyper::server::conn::http1::Builder::new()

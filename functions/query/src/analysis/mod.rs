@@ -12,16 +12,24 @@
 
 mod error;
 mod filter;
+pub mod funnel;
+pub mod grouping;
+pub mod interval;
+pub mod metric;
 mod plan;
 mod projection;
 mod request;
 mod timeframe;
+pub mod value_key;
 
 pub use error::QueryError;
 pub use filter::{Filter, Filters, MAX_FILTERS, Operator, lookup};
 pub use plan::{CounterSplit, plan_reads, split_for_counters};
 pub use projection::{MAX_PROPERTY_NAMES, parse_property_names, project};
-pub use request::{MAX_LATEST, QueryKind, QueryRequest, parse_latest, window_param};
+pub use request::{
+    Given, MAX_ANALYSES, MAX_LATEST, QueryKind, QueryRequest, key_filters, parse_latest,
+    window_param,
+};
 pub use timeframe::{
     END_TIMESTAMP_MS, MIN_TIMESTAMP_MS, Relative, Timeframe, Timezone, Unit, Window,
 };

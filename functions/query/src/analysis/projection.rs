@@ -8,7 +8,8 @@ use serde_json::{Map, Value};
 pub const MAX_PROPERTY_NAMES: usize = 1_000;
 
 /// Parses the `property_names` parameter: a non-empty JSON array of dotted paths
-/// (`["keen.timestamp", "user.address.city"]`), duplicates kept once.
+/// (`["keen.timestamp", "user.address.city"]`), duplicates kept once, or one path alone (Keen's
+/// Python SDK JSON-encodes a lone name as `"price"`, its Ruby SDK sends it bare).
 pub fn parse_property_names(text: &str) -> Result<Vec<String>, QueryError> {
     let bad = |what: String| {
         QueryError::InvalidParameter(format!(
@@ -16,10 +17,15 @@ pub fn parse_property_names(text: &str) -> Result<Vec<String>, QueryError> {
              [\"keen.timestamp\", \"user.address.city\"]"
         ))
     };
-    let items = match serde_json::from_str::<Value>(text) {
+    let trimmed = text.trim();
+    let items = match serde_json::from_str::<Value>(trimmed) {
         Ok(Value::Array(items)) => items,
+        Ok(Value::String(path)) => vec![Value::String(path)],
         Ok(_) => return Err(bad("is not a JSON array".into())),
-        Err(e) => return Err(bad(format!("is not valid JSON ({e})"))),
+        Err(e) if trimmed.starts_with('[') => {
+            return Err(bad(format!("is not valid JSON ({e})")));
+        }
+        Err(_) => vec![Value::String(trimmed.to_owned())],
     };
     if items.is_empty() {
         return Err(bad("is empty (omit it to get whole events)".into()));
@@ -137,8 +143,12 @@ mod tests {
             parse_property_names(r#"["keen.timestamp", "user.address.city", "keen.timestamp"]"#),
             Ok(paths(&["keen.timestamp", "user.address.city"]))
         );
+        // One path alone: bare (Ruby SDK) or JSON-encoded (Python SDK).
+        assert_eq!(parse_property_names("price"), Ok(paths(&["price"])));
+        assert_eq!(parse_property_names("\"a.b\""), Ok(paths(&["a.b"])));
         let cases = [
-            ("keen.timestamp", "not valid JSON"),
+            ("[\"a\"", "not valid JSON"),
+            ("a..b", "[0] \"a..b\" is not a dotted path"),
             ("{}", "not a JSON array"),
             ("[]", "is empty"),
             ("[1]", "[0] is not a string"),
