@@ -15,6 +15,7 @@
 
 mod config;
 mod decode;
+mod deleted;
 mod fate;
 mod keys;
 mod memo;
@@ -290,6 +291,9 @@ impl Ingest {
         // An event the table refuses for good (none should be: items are bounded by
         // construction) is dead-lettered rather than retried forever.
         self.write_events(&mut entries, counts, mode, now_ms).await;
+
+        // 6b. Events deleted meanwhile stay deleted (their tombstones written again).
+        self.keep_deleted(&mut entries, now_ms).await;
 
         // 7. Dead letters: table and queue. A replay keeps its one dead letter itself.
         if mode == Mode::Live {

@@ -90,7 +90,10 @@ impl KeyDirectory {
                     "This key may not run queries: use the master key, the read key, or an \
                      access key permitting \"queries\"."
                 }
-                Access::Master => "Dead letters are readable with the master key only.",
+                Access::Master => {
+                    "Dead letters and deletions need the master key; this key is not the \
+                     project's master key."
+                }
             };
             return Err(AuthError::Denied(QueryError::InvalidApiKey(
                 what.to_owned(),

@@ -302,6 +302,108 @@ pub async fn funnel(
     Ok(analysis::funnel::evaluate(&funnel, &actors))
 }
 
+/// Events one `DELETE /events/{collection}` may remove (Keen's own bound per call).
+pub const MAX_DELETE: usize = 50_000;
+
+/// `DELETE /events/{collection}` (master key): the events matching `filters` within `timeframe`
+/// (all time without one), deleted for good ([`keen_aws::deletion`]): tombstones, the counters
+/// decremented, and a ledger that keeps a redelivered record from bringing one back. More than
+/// [`MAX_DELETE`] matches is refused before anything is deleted.
+pub async fn delete(
+    engine: Engine<'_>,
+    batcher: &keen_aws::batch::WriteBatcher,
+    collections_table: &str,
+    project: &str,
+    collection: &str,
+    params: &[(String, String)],
+    now_ms: i64,
+) -> Result<u64, Failure> {
+    use keen_aws::deletion::{self, Doomed};
+    let given = analysis::Given::collect(params)?;
+    keen_shared::collection::check_name(collection).map_err(|e| {
+        QueryError::InvalidCollectionName(format!("collection {collection:?}: {e}"))
+    })?;
+    let timezone = given.timezone()?;
+    let window = given
+        .timeframe()?
+        .map_or(Window::ALL_TIME, |t| t.resolve(now_ms, &timezone));
+    let filters = given.filters()?;
+    let counters = counters(engine, project, collection).await?;
+    let plan = analysis::plan_reads(
+        window,
+        &counters.days,
+        engine.shards,
+        engine.bounds.partitions,
+    )?;
+    let range = sort_key_range(window.start_ms, window.end_ms);
+    let mut reads = stream::iter(plan)
+        .map(|(day, shard)| {
+            let pk = storage::day_partition_key(project, collection, &day, shard);
+            let range = &range;
+            async move {
+                let rows = keen_aws::events::read_events(
+                    engine.dynamodb,
+                    engine.events_table,
+                    &pk,
+                    range,
+                    ReadOrder::OLDEST_FIRST,
+                )
+                .await?;
+                Ok::<_, StoreError>((pk, rows))
+            }
+        })
+        .buffer_unordered(PARALLEL_READS);
+    let mut doomed = Vec::new();
+    let mut per_hour: std::collections::BTreeMap<String, u64> = Default::default();
+    while let Some(read) = reads.next().await {
+        let (pk, rows) = read?;
+        for row in rows {
+            if !filters.matches(&row.event) {
+                continue;
+            }
+            if doomed.len() == MAX_DELETE {
+                return Err(QueryError::QueryTooLarge(format!(
+                    "more than {MAX_DELETE} events match; one deletion removes at most \
+                     {MAX_DELETE}: narrow the timeframe or add filters, and delete in several \
+                     calls (nothing was deleted)"
+                ))
+                .into());
+            }
+            if let Some(at) = stored_at(&row) {
+                *per_hour.entry(storage::hour_of(at)).or_default() += 1;
+            }
+            doomed.push(Doomed {
+                pk: pk.clone(),
+                sort_key: row.sort_key,
+                source: row.source,
+                parts: row.parts,
+            });
+        }
+    }
+    if doomed.is_empty() {
+        return Ok(0);
+    }
+    deletion::mark_collection(
+        engine.dynamodb,
+        collections_table,
+        project,
+        collection,
+        now_ms,
+    )
+    .await?;
+    deletion::delete_events(batcher, engine.events_table, &doomed, now_ms).await?;
+    deletion::uncount(
+        engine.dynamodb,
+        engine.counters_table,
+        project,
+        collection,
+        &per_hour,
+    )
+    .await?;
+    tracing::info!(project, collection, events = doomed.len(), "events deleted");
+    Ok(doomed.len() as u64)
+}
+
 /// `GET /queries/extraction`.
 pub async fn extraction(
     engine: Engine<'_>,

@@ -108,6 +108,8 @@ impl Reply {
 pub struct QueryService {
     config: Config,
     dynamodb: aws_sdk_dynamodb::Client,
+    /// Deletions' writes.
+    batcher: keen_aws::batch::WriteBatcher,
     keys: KeyDirectory,
     clock: fn() -> i64,
 }
@@ -219,6 +221,7 @@ impl QueryService {
         );
         QueryService {
             config,
+            batcher: keen_aws::batch::WriteBatcher::new(dynamodb.clone()),
             dynamodb,
             keys,
             clock: system_clock_ms,
@@ -255,7 +258,8 @@ impl QueryService {
         };
         let allowed: &[&str] = match route {
             Route::Query(..) => &["GET", "POST"],
-            Route::Collections(_) | Route::DeadLetters(_) | Route::Collection(..) => &["GET"],
+            Route::Collection(..) => &["GET", "DELETE"],
+            Route::Collections(_) | Route::DeadLetters(_) => &["GET"],
         };
         if !allowed.contains(&method) {
             return Reply {
@@ -280,6 +284,7 @@ impl QueryService {
             .or(authorization);
         let needed = match route {
             Route::DeadLetters(_) => Access::Master,
+            Route::Collection(..) if method == "DELETE" => Access::Master,
             _ => Access::Queries,
         };
         let key = match self.keys.authorize(route.project(), api_key, needed).await {
@@ -310,6 +315,28 @@ impl QueryService {
                 Some(error) => Err(engine::Failure::Query(error)),
                 None => self.collections(project, None).await,
             },
+            Route::Collection(project, collection) if method == "DELETE" => {
+                match engine::delete(
+                    self.engine(),
+                    &self.batcher,
+                    &self.config.collections_table,
+                    project,
+                    collection,
+                    &params,
+                    now,
+                )
+                .await
+                {
+                    // Keen answers a deletion 204, without a body.
+                    Ok(_) => {
+                        return Reply {
+                            status: 204,
+                            body: Value::Null,
+                        };
+                    }
+                    Err(failure) => Err(failure),
+                }
+            }
             Route::Collection(project, collection) => match refuse_filtered_listing(&key) {
                 Some(error) => Err(engine::Failure::Query(error)),
                 None => self.collections(project, Some(collection)).await,

@@ -1202,4 +1202,168 @@ async fn keens_own_sdks_get_every_analysis_right() {
             case.name
         );
     }
+
+    // The collection endpoints: a schema read, a deletion (master key), a count after it.
+    let only = |user: &str| json!([{"property_name": "user.id", "operator": "eq", "property_value": user}]);
+    let spec = json!({
+        "project_id": PROJECT, "read_key": READ, "master_key": MASTER,
+        "base_url": format!("http://127.0.0.1:{}", binary.port), "calls": [
+            {"method": "get_collection", "kwargs": {"event_collection": "purchases"}},
+            {"method": "delete_events", "kwargs": {"event_collection": "signups", "filters": only("u0")}},
+            {"method": "count", "kwargs": {"event_collection": "signups"}},
+        ],
+    });
+    let answers = run_sdk(
+        &[".venv/bin/python", "tests/sdk/keen_python.py"],
+        &[],
+        &spec,
+    );
+    assert_eq!(
+        answers[0]["result"]["properties"]["price"],
+        json!("number"),
+        "{}",
+        answers[0]
+    );
+    assert_eq!(
+        answers[0]["result"]["properties"]["user.id"],
+        json!("string"),
+        "{}",
+        answers[0]
+    );
+    assert_eq!(answers[1], json!({"ok": true, "result": true}));
+    assert_eq!(answers[2]["result"], json!(signups.len() - 1));
+    let spec = json!({
+        "project_id": PROJECT, "read_key": READ, "master_key": MASTER,
+        "host": format!("127.0.0.1:{}", binary.port), "protocol": "http", "calls": [
+            {"method": "get", "args": [{"url": ["events", "signups"]}]},
+            {"method": "del", "args": [{"url": ["events", "signups"], "filters": only("u1"),
+                                        "timeframe": {"start": "2024-03-08T00:00:00.000Z",
+                                                      "end": "2024-03-11T00:00:00.000Z"}}]},
+            {"method": "query", "args": ["count", {"event_collection": "signups"}]},
+        ],
+    });
+    let answers = run_sdk(&["tests/sdk/keen_analysis.mjs"], &[("TZ", "UTC")], &spec);
+    assert_eq!(
+        answers[0]["result"]["properties"]["source"],
+        json!("string"),
+        "{}",
+        answers[0]
+    );
+    assert_eq!(answers[1]["ok"], json!(true), "{}", answers[1]);
+    assert_eq!(
+        answers[2]["result"]["result"],
+        json!(signups.len() - 2),
+        "{}",
+        answers[2]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_events_stay_deleted_through_redelivery() {
+    let h = Harness::start("query-delete").await;
+    let events = purchases();
+    h.ingest_values(PROJECT, "purchases", 0, &events).await;
+    h.ingest_values(PROJECT, "other", 100, &events[..2]).await;
+    let service = h.service();
+    let path = format!("/3.0/projects/{PROJECT}/events/purchases");
+    let gold = enc(r#"[{"property_name": "tier", "operator": "eq", "property_value": "gold"}]"#);
+    let query = format!("filters={gold}");
+
+    // Only the master key deletes.
+    for key in [READ, GOLD_ONLY, WRITE] {
+        let reply = service
+            .respond("DELETE", &path, &query, Some(key), b"")
+            .await;
+        assert_eq!(reply.status, 401, "{key}: {}", reply.body);
+    }
+    let reply = service
+        .respond("DELETE", &path, &query, Some(MASTER), b"{}")
+        .await;
+    assert_eq!(reply.status, 204, "{}", reply.body);
+
+    let (counted, scanned, tiers) = purchases_answers(&service).await;
+    assert_eq!(counted, json!(5), "the counters follow the deletion");
+    assert_eq!(scanned, json!(5), "the events are gone");
+    assert_eq!(tiers, vec![json!("basic"); 5]);
+    // Another collection is untouched.
+    let reply = get(
+        &service,
+        &count_path(PROJECT),
+        "event_collection=other",
+        Some(READ),
+    )
+    .await;
+    assert_eq!(reply.body["result"], json!(2));
+
+    // The same records delivered again (a retried batch, a rewound mapping): still deleted,
+    // counted once.
+    h.ingest_values(PROJECT, "purchases", 0, &events).await;
+    assert_eq!(purchases_answers(&service).await, (counted, scanned, tiers));
+
+    // A timeframe narrows a deletion; nothing matching is a 204 too.
+    let timeframe = enc(r#"{"start": "2024-03-10T00:00:00Z", "end": "2024-03-11T00:00:00Z"}"#);
+    let reply = service
+        .respond(
+            "DELETE",
+            &path,
+            &format!("timeframe={timeframe}"),
+            Some(MASTER),
+            b"",
+        )
+        .await;
+    assert_eq!(reply.status, 204, "{}", reply.body);
+    let (counted, scanned, _) = purchases_answers(&service).await;
+    assert_eq!((counted, scanned), (json!(3), json!(3)));
+    let reply = service
+        .respond(
+            "DELETE",
+            &path,
+            &format!("timeframe={timeframe}"),
+            Some(MASTER),
+            b"",
+        )
+        .await;
+    assert_eq!(reply.status, 204, "{}", reply.body);
+    let reply = service
+        .respond("DELETE", &path, "filters=%5B1%5D", Some(MASTER), b"")
+        .await;
+    assert_eq!(reply.body["error_code"], "FilterError", "{}", reply.body);
+}
+
+/// The purchases' count from the counters, count from the events, and each event's tier.
+async fn purchases_answers(service: &QueryService) -> (Value, Value, Vec<Value>) {
+    let counted = get(
+        service,
+        &count_path(PROJECT),
+        "event_collection=purchases",
+        Some(READ),
+    )
+    .await
+    .body["result"]
+        .clone();
+    let every =
+        enc(r#"[{"property_name": "price", "operator": "exists", "property_value": true}]"#);
+    let scanned = get(
+        service,
+        &count_path(PROJECT),
+        &format!("event_collection=purchases&filters={every}"),
+        Some(READ),
+    )
+    .await
+    .body["result"]
+        .clone();
+    let tiers: Vec<Value> = get(
+        service,
+        &extraction_path(PROJECT),
+        "event_collection=purchases",
+        Some(READ),
+    )
+    .await
+    .body["result"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .map(|e| e["tier"].clone())
+        .collect();
+    (counted, scanned, tiers)
 }

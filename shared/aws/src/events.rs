@@ -214,6 +214,10 @@ pub struct EventRow {
     pub sort_key: String,
     /// The event.
     pub event: Value,
+    /// The head's `src` (`{topic}:{partition}:{offset}` of the record that wrote it).
+    pub source: String,
+    /// Its part items (0: the body is in the head).
+    pub parts: usize,
 }
 
 /// A Query of partition `pk` over the sort keys of `range`.
@@ -234,8 +238,8 @@ fn range_query(
 
 /// Reads the events of partition `pk` whose sort keys lie in `range` (from [`sort_key_range`]).
 ///
-/// Part items are skipped while paging; an event split into parts is assembled from them, so
-/// the caller sees whole events only. A head whose parts are missing (a write in progress that
+/// Part items and tombstones (deleted events, [`crate::deletion`]) are skipped while paging; an
+/// event split into parts is assembled from them, so the caller sees whole events only. A head whose parts are missing (a write in progress that
 /// a retry will complete) is an error rather than a silently absent event.
 pub async fn read_events(
     client: &Client,
@@ -252,18 +256,28 @@ pub async fn read_events(
             let Some(sort_key) = string_attr(&item, "sk") else {
                 continue;
             };
-            if storage::is_part_sort_key(sort_key) {
+            if storage::is_part_sort_key(sort_key) || item.contains_key(crate::deletion::DELETED_AT)
+            {
                 continue;
             }
             let sort_key = sort_key.to_owned();
-            let json = match item.get("body") {
-                Some(AttributeValue::B(body)) => storage::decompress(&[body.as_ref()])
-                    .map_err(|e| query_error("decode event body", e))?,
+            let (json, parts) = match item.get("body") {
+                Some(AttributeValue::B(body)) => (
+                    storage::decompress(&[body.as_ref()])
+                        .map_err(|e| query_error("decode event body", e))?,
+                    0,
+                ),
                 _ => read_parts(client, table, pk, &sort_key, &item).await?,
             };
             let event: Value =
                 serde_json::from_str(&json).map_err(|e| query_error("decode event JSON", e))?;
-            out.push(EventRow { sort_key, event });
+            let source = string_attr(&item, "src").unwrap_or_default().to_owned();
+            out.push(EventRow {
+                sort_key,
+                event,
+                source,
+                parts,
+            });
             if order.limit.is_some_and(|limit| out.len() >= limit) {
                 return Ok(out);
             }
@@ -272,14 +286,14 @@ pub async fn read_events(
     Ok(out)
 }
 
-/// The body of a head item that holds a part count instead of the body.
+/// The body of a head item that holds a part count instead of the body, and that count.
 async fn read_parts(
     client: &Client,
     table: &str,
     pk: &str,
     sort_key: &str,
     head: &Item,
-) -> Result<String, StoreError> {
+) -> Result<(String, usize), StoreError> {
     let count: usize = head
         .get("parts")
         .and_then(|v| v.as_n().ok())
@@ -317,11 +331,12 @@ async fn read_parts(
         }
     }
     let refs: Vec<&[u8]> = chunks.iter().map(Vec::as_slice).collect();
-    storage::decompress(&refs).map_err(|e| query_error("decode event body", e))
+    let json = storage::decompress(&refs).map_err(|e| query_error("decode event body", e))?;
+    Ok((json, count))
 }
 
 /// The number of events of partition `pk` in `range`, without reading their bodies: only head
-/// items carry the `src` attribute, so parts are not counted.
+/// items carry the `src` attribute, so parts are not counted, and tombstones are left out.
 pub async fn count_events(
     client: &Client,
     table: &str,
@@ -329,7 +344,8 @@ pub async fn count_events(
     range: &(String, String),
 ) -> Result<u64, StoreError> {
     let query = range_query(client, table, pk, range)
-        .filter_expression("attribute_exists(src)")
+        .filter_expression("attribute_exists(src) AND attribute_not_exists(#d)")
+        .expression_attribute_names("#d", crate::deletion::DELETED_AT)
         .select(Select::Count);
     let mut pages = Pages::new(query, "Query event count");
     let mut total = 0u64;

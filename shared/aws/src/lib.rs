@@ -7,6 +7,7 @@ pub mod collections;
 pub mod counters;
 pub mod dead_letters;
 pub mod dedupe;
+pub mod deletion;
 pub mod dlq;
 pub mod events;
 #[cfg(any(test, feature = "test-util"))]
