@@ -4,8 +4,8 @@
 use serde_json::{Value, json};
 
 /// Why a query is not answered. Each variant is an error code of the analytics API without its
-/// `Error` suffix ([`QueryError::error_code`] spells it in full); the text is the message the
-/// customer reads: it names what was wrong and how to fix it.
+/// `Error` suffix where it has one ([`QueryError::error_code`] spells it in full); the text is the
+/// message the customer reads: it names what was wrong and how to fix it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum QueryError {
     /// A required parameter (`event_collection`) is absent. 400.
@@ -20,6 +20,10 @@ pub enum QueryError {
     /// A filter (the request's or the key's) is malformed. 400.
     #[error("{0}")]
     Filter(String),
+    /// A `within` (geo) filter on a property other than `keen.location.coordinates`. 400. The
+    /// analytics API spells this code without the `Error` suffix.
+    #[error("{0}")]
+    InvalidPropertyNameForGeoFilter(String),
     /// Any other bad parameter: `timezone`, `latest`, `property_names`, a repeated or
     /// unsupported parameter. 400.
     #[error("{0}")]
@@ -44,6 +48,7 @@ impl QueryError {
             QueryError::InvalidCollectionName(_) => "InvalidCollectionNameError",
             QueryError::TimeframeDefinition(_) => "TimeframeDefinitionError",
             QueryError::Filter(_) => "FilterError",
+            QueryError::InvalidPropertyNameForGeoFilter(_) => "InvalidPropertyNameForGeoFilter",
             QueryError::InvalidParameter(_) => "InvalidParameterError",
             QueryError::QueryTooLarge(_) => "QueryTooLargeError",
             QueryError::InvalidApiKey(_) => "InvalidApiKeyError",
@@ -67,10 +72,29 @@ impl QueryError {
             | QueryError::InvalidCollectionName(m)
             | QueryError::TimeframeDefinition(m)
             | QueryError::Filter(m)
+            | QueryError::InvalidPropertyNameForGeoFilter(m)
             | QueryError::InvalidParameter(m)
             | QueryError::QueryTooLarge(m)
             | QueryError::InvalidApiKey(m)
             | QueryError::ResourceNotFound(m) => m,
+        }
+    }
+
+    /// The same error code with another message (a step's or a key's context added to it), so
+    /// that callers need not list every variant.
+    pub fn with_message(&self, message: String) -> QueryError {
+        match self {
+            QueryError::MissingRequiredProperty(_) => QueryError::MissingRequiredProperty(message),
+            QueryError::InvalidCollectionName(_) => QueryError::InvalidCollectionName(message),
+            QueryError::TimeframeDefinition(_) => QueryError::TimeframeDefinition(message),
+            QueryError::Filter(_) => QueryError::Filter(message),
+            QueryError::InvalidPropertyNameForGeoFilter(_) => {
+                QueryError::InvalidPropertyNameForGeoFilter(message)
+            }
+            QueryError::InvalidParameter(_) => QueryError::InvalidParameter(message),
+            QueryError::QueryTooLarge(_) => QueryError::QueryTooLarge(message),
+            QueryError::InvalidApiKey(_) => QueryError::InvalidApiKey(message),
+            QueryError::ResourceNotFound(_) => QueryError::ResourceNotFound(message),
         }
     }
 
@@ -87,7 +111,7 @@ mod tests {
     #[test]
     fn codes_statuses_and_body() {
         type Variant = fn(String) -> QueryError;
-        let cases: [(Variant, &str, u16); 8] = [
+        let cases: [(Variant, &str, u16); 9] = [
             (
                 QueryError::MissingRequiredProperty,
                 "MissingRequiredPropertyError",
@@ -104,6 +128,11 @@ mod tests {
                 400,
             ),
             (QueryError::Filter, "FilterError", 400),
+            (
+                QueryError::InvalidPropertyNameForGeoFilter,
+                "InvalidPropertyNameForGeoFilter",
+                400,
+            ),
             (QueryError::InvalidParameter, "InvalidParameterError", 400),
             (QueryError::QueryTooLarge, "QueryTooLargeError", 400),
             (QueryError::InvalidApiKey, "InvalidApiKeyError", 401),
@@ -115,6 +144,8 @@ mod tests {
             assert_eq!(error.status(), status);
             assert_eq!(error.to_string(), "m");
             assert_eq!(error.to_json(), json!({"message": "m", "error_code": code}));
+            let renamed = error.with_message("n".into());
+            assert_eq!((renamed.error_code(), renamed.message()), (code, "n"));
         }
     }
 }

@@ -3,24 +3,52 @@
 //! The rules, for a property found at `property_name` (a dotted path through objects):
 //! - numbers compare numerically (`1` equals `1.0`), strings lexicographically by code point;
 //!   stored `keen.timestamp` and `keen.created_at` are normalised ISO strings, and a filter value
-//!   on those two is normalised the same way (for every operator but `contains` and
-//!   `not_contains`, which test substrings as written), so they compare as instants;
+//!   on those two is normalised the same way (for every operator but `contains`, `not_contains`
+//!   and `regex`, which search the stored text with the value as written), so they compare as
+//!   instants;
 //! - values of different JSON types never compare: `eq`, `lt`, `lte`, `gt`, `gte` are false;
 //! - `ne` is exactly `not eq`, `not_contains` exactly `not contains`;
 //! - `eq` against an array property is true when the array equals the value or holds it as an
 //!   element, as in the analytics API; `in` is `eq` against any of the listed values;
 //! - `contains` is a substring test on a string property and an element test (by `eq` rules)
 //!   on an array property; false on other types;
+//! - `regex` searches a string property for its pattern anywhere in it (unanchored, as Python's
+//!   `re.search`: `^` and `$` anchor when written), and, as `contains` looks into arrays, is true
+//!   on an array property when one of its string elements matches; false on other types. The
+//!   syntax is the `regex` crate's (no look-around, no back-references); a pattern has at most
+//!   [`MAX_PATTERN_BYTES`] bytes and is compiled once, when the filter is parsed, within a size
+//!   bound; matching takes time linear in the property's length whatever the pattern;
+//! - `within` (geo) is true when the event's `keen.location.coordinates` (`[longitude,
+//!   latitude]`) lies at most `max_distance_miles` from the filter's `coordinates` along the
+//!   Earth's surface (haversine, mean radius [`EARTH_RADIUS_MILES`]). It is accepted on
+//!   `keen.location.coordinates` (or `keen.location`, meaning the same) only, else
+//!   `InvalidPropertyNameForGeoFilter`; an event without valid coordinates fails it;
 //! - a missing property fails every operator except `ne`, `not_contains` and `exists: false`.
 //!   A property present with the value `null` exists.
 
 use super::QueryError;
 use keen_shared::timestamp;
+use regex::{Regex, RegexBuilder};
 use serde_json::{Map, Number, Value};
 use std::cmp::Ordering;
 
 /// Filters on one query, at most this many: more is a mistake, and each costs per event read.
 pub const MAX_FILTERS: usize = 100;
+
+/// A `regex` pattern's length bound: longer ones are refused before compiling.
+pub const MAX_PATTERN_BYTES: usize = 1_000;
+
+/// Heap a compiled pattern may take, and its lazy DFA's cache: a short pattern can still expand
+/// (Unicode `\w` is some 50 kB of automaton, so `\w{20}` passes and `\w{21}` does not), and up
+/// to [`MAX_FILTERS`] of them are held per query.
+const PATTERN_SIZE_LIMIT: usize = 1 << 20;
+const PATTERN_CACHE_LIMIT: usize = 1 << 20;
+
+/// The Earth's mean radius, for `within` distances.
+pub const EARTH_RADIUS_MILES: f64 = 3958.8;
+
+/// Where a `within` filter looks, whichever of its two accepted names it was given.
+const GEO_PROPERTY: &str = "keen.location.coordinates";
 
 /// A filter operator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -35,11 +63,13 @@ pub enum Operator {
     In,
     Contains,
     NotContains,
+    Within,
+    Regex,
 }
 
 impl Operator {
     /// Every operator, for messages and tests.
-    pub const ALL: [Operator; 10] = [
+    pub const ALL: [Operator; 12] = [
         Operator::Eq,
         Operator::Ne,
         Operator::Lt,
@@ -50,6 +80,8 @@ impl Operator {
         Operator::In,
         Operator::Contains,
         Operator::NotContains,
+        Operator::Within,
+        Operator::Regex,
     ];
 
     /// The name as the API spells it.
@@ -65,6 +97,8 @@ impl Operator {
             Operator::In => "in",
             Operator::Contains => "contains",
             Operator::NotContains => "not_contains",
+            Operator::Within => "within",
+            Operator::Regex => "regex",
         }
     }
 
@@ -80,8 +114,12 @@ pub struct Filter {
     /// Dotted path into the stored event, e.g. `user.address.city`.
     pub property_name: String,
     pub operator: Operator,
-    /// `exists`: a boolean; `in`: an array; `lt`..`gte`: a number or a string; others: any.
+    /// `exists`: a boolean; `in`: an array; `lt`..`gte`: a number or a string; `regex`: a
+    /// pattern string; `within`: `{"coordinates": [longitude, latitude], "max_distance_miles":
+    /// miles}`; others: any.
     pub property_value: Value,
+    /// What `regex` and `within` need, worked out from the value once.
+    prepared: Prepared,
 }
 
 impl Filter {
@@ -109,12 +147,6 @@ impl Filter {
             Some(_) => return Err(bad("has a property_name that is not a string".into())),
             None => return Err(bad("has no property_name".into())),
         };
-        if property_name.is_empty() || property_name.split('.').any(str::is_empty) {
-            return Err(bad(format!(
-                "has property_name {property_name:?}, which is not a dotted path such as \
-                 user.address.city"
-            )));
-        }
         let operator_name = match object.get("operator") {
             Some(Value::String(name)) => name,
             Some(_) => return Err(bad("has an operator that is not a string".into())),
@@ -127,6 +159,21 @@ impl Filter {
                 known.join(", ")
             )));
         };
+        if operator == Operator::Within
+            && !matches!(property_name.as_str(), GEO_PROPERTY | "keen.location")
+        {
+            // The analytics API's own code and sentence, then which filter it was.
+            return Err(QueryError::InvalidPropertyNameForGeoFilter(format!(
+                "You specified a geo filter on a property other than {GEO_PROPERTY}, which is \
+                 not allowed. You specified: '{property_name}'. ({at} must name {GEO_PROPERTY}.)"
+            )));
+        }
+        if property_name.is_empty() || property_name.split('.').any(str::is_empty) {
+            return Err(bad(format!(
+                "has property_name {property_name:?}, which is not a dotted path such as \
+                 user.address.city"
+            )));
+        }
         let Some(property_value) = object.get("property_value") else {
             return Err(bad(format!(
                 "has no property_value (operator {operator_name} needs one)"
@@ -152,14 +199,24 @@ impl Filter {
                 )));
             }
             // Substrings of a timestamp (`"2024-03"`) are legitimate: left as written.
-            Operator::Contains | Operator::NotContains | Operator::Exists => property_value.clone(),
+            Operator::Contains
+            | Operator::NotContains
+            | Operator::Exists
+            | Operator::Regex
+            | Operator::Within => property_value.clone(),
             _ => normalise_timestamps(property_name, property_value)
                 .map_err(|e| bad(format!("compares {property_name} with {e}")))?,
+        };
+        let prepared = match operator {
+            Operator::Regex => Prepared::Pattern(Pattern::compile(&property_value).map_err(bad)?),
+            Operator::Within => Prepared::Circle(Circle::from_value(&property_value).map_err(bad)?),
+            _ => Prepared::Nothing,
         };
         Ok(Filter {
             property_name: property_name.clone(),
             operator,
             property_value,
+            prepared,
         })
     }
 
@@ -182,7 +239,172 @@ impl Filter {
             }),
             Operator::Contains => found.is_some_and(|p| contains(p, value)),
             Operator::NotContains => !found.is_some_and(|p| contains(p, value)),
+            Operator::Regex => match &self.prepared {
+                Prepared::Pattern(pattern) => found.is_some_and(|p| pattern.finds_in(p)),
+                _ => false,
+            },
+            // Both accepted names mean the coordinates pair.
+            Operator::Within => match &self.prepared {
+                Prepared::Circle(circle) => lookup(event, GEO_PROPERTY)
+                    .and_then(Point::from_value)
+                    .is_some_and(|point| circle.holds(point)),
+                _ => false,
+            },
         }
+    }
+}
+
+/// A filter's value in the form its operator tests, when that is not the JSON value itself.
+#[derive(Debug, Clone, PartialEq)]
+enum Prepared {
+    Nothing,
+    Pattern(Pattern),
+    Circle(Circle),
+}
+
+/// A `regex` filter's pattern, compiled. Two are equal when written the same.
+#[derive(Debug, Clone)]
+struct Pattern(Regex);
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Pattern) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+
+impl Pattern {
+    /// Compiles a filter value; the error completes "filters[i] …".
+    fn compile(value: &Value) -> Result<Pattern, String> {
+        let Value::String(text) = value else {
+            return Err(
+                "uses regex with a property_value that is not a string; give a pattern such \
+                 as \"^gold\""
+                    .into(),
+            );
+        };
+        if text.len() > MAX_PATTERN_BYTES {
+            return Err(format!(
+                "uses regex with a pattern of {} bytes; at most {MAX_PATTERN_BYTES} are accepted",
+                text.len()
+            ));
+        }
+        RegexBuilder::new(text)
+            .size_limit(PATTERN_SIZE_LIMIT)
+            .dfa_size_limit(PATTERN_CACHE_LIMIT)
+            .build()
+            .map(Pattern)
+            .map_err(|e| match e {
+                regex::Error::CompiledTooBig(limit) => format!(
+                    "uses regex with a pattern that compiles to more than {limit} bytes; repeat \
+                     large classes fewer times (Unicode \\w and \\d are large: [A-Za-z0-9_] or \
+                     (?-u:\\w) match ASCII only and are small)"
+                ),
+                other => format!("uses regex with a pattern that does not compile: {other}"),
+            })
+    }
+
+    /// Found anywhere in a string property, or in one of an array property's strings.
+    fn finds_in(&self, property: &Value) -> bool {
+        match property {
+            Value::String(text) => self.0.is_match(text),
+            Value::Array(items) => items
+                .iter()
+                .any(|item| item.as_str().is_some_and(|text| self.0.is_match(text))),
+            _ => false,
+        }
+    }
+}
+
+/// A point on the Earth, in degrees.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Point {
+    longitude: f64,
+    latitude: f64,
+}
+
+impl Point {
+    /// `[longitude, latitude]`, two numbers in range; anything else is no point.
+    fn from_value(value: &Value) -> Option<Point> {
+        let [longitude, latitude] = value.as_array()?.as_slice() else {
+            return None;
+        };
+        let point = Point {
+            longitude: longitude.as_f64()?,
+            latitude: latitude.as_f64()?,
+        };
+        ((-180.0..=180.0).contains(&point.longitude) && (-90.0..=90.0).contains(&point.latitude))
+            .then_some(point)
+    }
+
+    /// Great-circle distance by the haversine formula, which stays accurate for near points,
+    /// across the antimeridian and at the poles.
+    fn miles_to(self, other: Point) -> f64 {
+        let (from, to) = (self.latitude.to_radians(), other.latitude.to_radians());
+        let half_north = (to - from) / 2.0;
+        let half_east = (other.longitude - self.longitude).to_radians() / 2.0;
+        let h = half_north.sin().powi(2) + from.cos() * to.cos() * half_east.sin().powi(2);
+        // Rounding can put h a hair above 1 for antipodes.
+        2.0 * EARTH_RADIUS_MILES * h.sqrt().min(1.0).asin()
+    }
+}
+
+/// A `within` filter's area: points at most `miles` from `centre`, the edge included.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Circle {
+    centre: Point,
+    miles: f64,
+}
+
+impl Circle {
+    const SHAPE: &str =
+        "{\"coordinates\": [longitude, latitude], \"max_distance_miles\": a number above 0}";
+
+    /// Validates a filter value; the error completes "filters[i] …".
+    fn from_value(value: &Value) -> Result<Circle, String> {
+        let shape = Circle::SHAPE;
+        let Value::Object(object) = value else {
+            return Err(format!(
+                "uses within with a property_value that is not an object; give {shape}"
+            ));
+        };
+        if let Some(unknown) = object
+            .keys()
+            .find(|k| !matches!(k.as_str(), "coordinates" | "max_distance_miles"))
+        {
+            return Err(format!(
+                "uses within with an unknown field {unknown:?} in its property_value; give {shape}"
+            ));
+        }
+        let centre = match object.get("coordinates") {
+            None => {
+                return Err(format!(
+                    "uses within with no coordinates in its property_value; give {shape}"
+                ));
+            }
+            Some(coordinates) => Point::from_value(coordinates).ok_or_else(|| {
+                "uses within with coordinates that are not [longitude, latitude]: two numbers, \
+                 longitude in [-180, 180] and latitude in [-90, 90]"
+                    .to_string()
+            })?,
+        };
+        let miles = match object.get("max_distance_miles") {
+            None => {
+                return Err(format!(
+                    "uses within with no max_distance_miles in its property_value; give {shape}"
+                ));
+            }
+            Some(miles) => miles
+                .as_f64()
+                .filter(|m| m.is_finite() && *m > 0.0)
+                .ok_or_else(|| {
+                    "uses within with a max_distance_miles that is not a number above 0".to_string()
+                })?,
+        };
+        Ok(Circle { centre, miles })
+    }
+
+    fn holds(self, point: Point) -> bool {
+        self.centre.miles_to(point) <= self.miles
     }
 }
 
@@ -466,6 +688,30 @@ mod tests {
             ("price", "contains", json!(2), false),
             ("price", "not_contains", json!(2), true),
             ("name", "contains", json!(1), false),
+            // regex: searched anywhere unless anchored; arrays by their string elements.
+            ("name", "regex", json!("widget"), true),
+            ("name", "regex", json!("^gold"), true),
+            ("name", "regex", json!("^widget"), false),
+            ("name", "regex", json!("widget$"), true),
+            ("name", "regex", json!("^golden widget$"), true),
+            ("name", "regex", json!("^golden$"), false),
+            ("name", "regex", json!("Widget"), false),
+            ("name", "regex", json!("(?i)WIDGET"), true),
+            ("name", "regex", json!(r"^\w+\s\w+$"), true),
+            ("name", "regex", json!(r"\d"), false),
+            ("name", "regex", json!(""), true),
+            ("keen.id", "regex", json!(r"^[0-9a-f]{24}$"), true),
+            ("keen.timestamp", "regex", json!(r"^2024-03-\d\dT"), true),
+            ("user.address.city", "regex", json!("^B.rl"), true),
+            ("tags", "regex", json!("^b$"), true),
+            ("tags", "regex", json!("^3$"), false),
+            ("tags", "regex", json!("c"), false),
+            ("price", "regex", json!("20"), false),
+            ("ratio", "regex", json!(r"\d"), false),
+            ("paid", "regex", json!("true"), false),
+            ("note", "regex", json!(""), false),
+            ("user", "regex", json!("Berlin"), false),
+            ("matrix", "regex", json!(""), false),
         ];
         for (path, operator, value, expected) in cases {
             let filter = filter(path, operator, value.clone());
@@ -492,6 +738,7 @@ mod tests {
             ("in", json!([1, null]), false),
             ("contains", json!("a"), false),
             ("not_contains", json!("a"), true),
+            ("regex", json!(""), false),
         ];
         for path in [
             "absent",
@@ -592,6 +839,30 @@ mod tests {
                 r#"[{"property_name": "keen.timestamp", "operator": "gt", "property_value": "yesterday"}]"#,
                 "not an ISO-8601 date-time",
             ),
+            (
+                r#"[{"property_name": "a", "operator": "regex", "property_value": 1}]"#,
+                "filters[0] uses regex with a property_value that is not a string",
+            ),
+            (
+                r#"[{"property_name": "a", "operator": "regex", "property_value": ["a"]}]"#,
+                "not a string",
+            ),
+            (
+                r#"[{"property_name": "a", "operator": "eq", "property_value": 1}, {"property_name": "a", "operator": "regex", "property_value": "(a"}]"#,
+                "filters[1] uses regex with a pattern that does not compile",
+            ),
+            (
+                r#"[{"property_name": "a", "operator": "regex", "property_value": "(a"}]"#,
+                "unclosed group",
+            ),
+            (
+                r#"[{"property_name": "a", "operator": "regex", "property_value": "(?=a)"}]"#,
+                "look-around",
+            ),
+            (
+                r#"[{"property_name": "a", "operator": "regex", "property_value": "(a)\\1"}]"#,
+                "backreferences",
+            ),
         ];
         for (text, expected) in cases {
             match Filters::parse(text) {
@@ -615,6 +886,321 @@ mod tests {
                 .message()
                 .starts_with("the key's options.queries.filters[0]")
         );
+    }
+
+    fn filter_error(property_name: &str, operator: &str, property_value: Value) -> QueryError {
+        Filter::from_value(
+            &json!({"property_name": property_name, "operator": operator, "property_value": property_value}),
+            "filters[2]",
+        )
+        .expect_err("refused")
+    }
+
+    #[test]
+    fn regex_patterns_are_bounded() {
+        let longest = "a".repeat(MAX_PATTERN_BYTES);
+        assert!(filter("name", "regex", json!(longest)).matches(&json!({"name": longest})));
+        let QueryError::Filter(message) =
+            filter_error("name", "regex", json!("a".repeat(MAX_PATTERN_BYTES + 1)))
+        else {
+            panic!("not a FilterError")
+        };
+        assert!(
+            message.starts_with("filters[2] uses regex with a pattern of 1001 bytes"),
+            "{message}"
+        );
+        // Short, but enormous once compiled: refused at parse time, not when events are read.
+        let QueryError::Filter(message) = filter_error("name", "regex", json!(r"\w{1000}\w{1000}"))
+        else {
+            panic!("not a FilterError")
+        };
+        assert!(
+            message.starts_with("filters[2] uses regex with a pattern that compiles to more than"),
+            "{message}"
+        );
+        // Usual patterns, and the ASCII form the message suggests, are well inside the bound.
+        for pattern in [
+            r"\w{20}",
+            r"(?-u:\w){500}",
+            r"[A-Za-z0-9_]{500}",
+            r"^\d{3}-\d{4}$",
+            r"(?i)^[a-z0-9._%+-]+@[a-z0-9.-]+\.[a-z]{2,}$",
+            r".{500}",
+        ] {
+            assert!(
+                Pattern::compile(&json!(pattern)).is_ok(),
+                "{pattern} was refused"
+            );
+        }
+    }
+
+    /// A pattern that backtracking engines take exponential time over: linear here, so this
+    /// finishes at once instead of hanging the test.
+    #[test]
+    fn regex_matching_is_linear_in_the_input() {
+        let mut text = "a".repeat(100_000);
+        text.push('!');
+        let event = json!({"name": text});
+        assert!(!filter("name", "regex", json!("(a+)+$")).matches(&event));
+        assert!(!filter("name", "regex", json!("^(a|aa)*$")).matches(&event));
+        assert!(filter("name", "regex", json!("(a+)+!$")).matches(&event));
+    }
+
+    #[test]
+    fn regex_filters_compare_by_pattern() {
+        assert_eq!(
+            filter("name", "regex", json!("^a")),
+            filter("name", "regex", json!("^a"))
+        );
+        assert_ne!(
+            filter("name", "regex", json!("^a")),
+            filter("name", "regex", json!("^b"))
+        );
+        let parsed = filter("name", "regex", json!("^g"));
+        assert!(parsed.clone().matches(&event()));
+        assert_eq!(parsed.property_value, json!("^g"));
+    }
+
+    const PARIS: [f64; 2] = [2.3522, 48.8566];
+    const LONDON: [f64; 2] = [-0.1276, 51.5072];
+
+    fn at(coordinates: [f64; 2]) -> Value {
+        json!({"keen": {"location": {"coordinates": coordinates}}})
+    }
+
+    fn within(centre: [f64; 2], miles: f64) -> Filter {
+        filter(
+            "keen.location.coordinates",
+            "within",
+            json!({"coordinates": centre, "max_distance_miles": miles}),
+        )
+    }
+
+    #[test]
+    fn haversine_distances() {
+        let miles = |a: [f64; 2], b: [f64; 2]| {
+            let point = |[longitude, latitude]: [f64; 2]| Point {
+                longitude,
+                latitude,
+            };
+            point(a).miles_to(point(b))
+        };
+        let cases: &[([f64; 2], [f64; 2], f64)] = &[
+            (PARIS, LONDON, 213.46),
+            (PARIS, PARIS, 0.0),
+            // Across the antimeridian: 0.2 degrees of longitude on the equator.
+            ([179.9, 0.0], [-179.9, 0.0], 13.82),
+            ([-180.0, 10.0], [180.0, 10.0], 0.0),
+            // At a pole every longitude is the same point.
+            ([0.0, 90.0], [123.0, 90.0], 0.0),
+            ([10.0, 89.99], [-170.0, 89.99], 1.38),
+            ([0.0, 90.0], [0.0, -90.0], 12_436.94),
+            ([0.0, 0.0], [180.0, 0.0], 12_436.94),
+        ];
+        for (a, b, expected) in cases {
+            let got = miles(*a, *b);
+            assert!((got - expected).abs() < 0.01, "{a:?} to {b:?}: {got}");
+            assert!((miles(*b, *a) - got).abs() < 1e-9, "symmetric");
+        }
+    }
+
+    #[test]
+    fn within_matches_events_inside_the_circle() {
+        let cases: &[(Filter, Value, bool)] = &[
+            (within(PARIS, 220.0), at(LONDON), true),
+            (within(PARIS, 200.0), at(LONDON), false),
+            (within(LONDON, 213.5), at(PARIS), true),
+            (within(LONDON, 213.4), at(PARIS), false),
+            (within(PARIS, 0.001), at(PARIS), true),
+            (within([179.9, -16.0], 15.0), at([-179.9, -16.0]), true),
+            (within([-179.9, -16.0], 5.0), at([179.9, -16.0]), false),
+            (within([0.0, 90.0], 1.0), at([-75.0, 90.0]), true),
+            (within([0.0, 89.99], 2.0), at([180.0, 89.99]), true),
+            (within([0.0, -90.0], 100.0), at([0.0, 90.0]), false),
+            (within([0.0, 0.0], 12_500.0), at([180.0, 0.0]), true),
+            // The alias names the same coordinates.
+            (
+                filter(
+                    "keen.location",
+                    "within",
+                    json!({"coordinates": PARIS, "max_distance_miles": 220}),
+                ),
+                at(LONDON),
+                true,
+            ),
+            // No location, or not a valid one: no match.
+            (within(PARIS, 1e6), json!({}), false),
+            (within(PARIS, 1e6), json!({"keen": {}}), false),
+            (
+                within(PARIS, 1e6),
+                json!({"keen": {"location": null}}),
+                false,
+            ),
+            (
+                within(PARIS, 1e6),
+                json!({"keen": {"location": {"coordinates": null}}}),
+                false,
+            ),
+            (
+                within(PARIS, 1e6),
+                json!({"keen": {"location": {"coordinates": [2.35]}}}),
+                false,
+            ),
+            (
+                within(PARIS, 1e6),
+                json!({"keen": {"location": {"coordinates": [2.35, 48.85, 0]}}}),
+                false,
+            ),
+            (
+                within(PARIS, 1e6),
+                json!({"keen": {"location": {"coordinates": ["2.35", 48.85]}}}),
+                false,
+            ),
+            (within(PARIS, 1e6), at([2.35, 91.0]), false),
+            (within(PARIS, 1e6), at([181.0, 48.85]), false),
+            (
+                within(PARIS, 1e6),
+                json!({"keen": {"location": [2.35, 48.85]}}),
+                false,
+            ),
+            // Coordinates elsewhere in the event are not the event's location.
+            (within(PARIS, 1e6), json!({"coordinates": PARIS}), false),
+        ];
+        for (filter, event, expected) in cases {
+            assert_eq!(
+                filter.matches(event),
+                *expected,
+                "{} within {} of {event}",
+                filter.property_name,
+                filter.property_value
+            );
+        }
+    }
+
+    #[test]
+    fn within_is_only_for_keen_location() {
+        let value = json!({"coordinates": PARIS, "max_distance_miles": 10});
+        for name in [
+            "location.coordinates",
+            "keen.location.coordinates.0",
+            "user.location",
+            "keen",
+            "",
+        ] {
+            let error = filter_error(name, "within", value.clone());
+            assert_eq!(
+                error.error_code(),
+                "InvalidPropertyNameForGeoFilter",
+                "{name}"
+            );
+            assert_eq!(error.status(), 400);
+            assert!(
+                error.message().starts_with(&format!(
+                    "You specified a geo filter on a property other than \
+                     keen.location.coordinates, which is not allowed. You specified: '{name}'."
+                )),
+                "{}",
+                error.message()
+            );
+            assert!(
+                error.message().contains("filters[2]"),
+                "{}",
+                error.message()
+            );
+        }
+        // Before the value is looked at.
+        assert_eq!(
+            filter_error("user.location", "within", json!(1)).error_code(),
+            "InvalidPropertyNameForGeoFilter"
+        );
+    }
+
+    #[test]
+    fn malformed_within_values_are_filter_errors() {
+        let cases: &[(Value, &str)] = &[
+            (json!([2.35, 48.85]), "not an object"),
+            (json!("Paris"), "not an object"),
+            (json!({"max_distance_miles": 10}), "no coordinates"),
+            (json!({"coordinates": PARIS}), "no max_distance_miles"),
+            (
+                json!({"coordinates": PARIS, "max_distance_miles": 10, "units": "km"}),
+                "unknown field \"units\"",
+            ),
+            (
+                json!({"coordinates": PARIS, "maxDistanceMiles": 10}),
+                "unknown field \"maxDistanceMiles\"",
+            ),
+            (
+                json!({"coordinates": [2.35], "max_distance_miles": 10}),
+                "not [longitude, latitude]",
+            ),
+            (
+                json!({"coordinates": [2.35, 48.85, 0], "max_distance_miles": 10}),
+                "not [longitude, latitude]",
+            ),
+            (
+                json!({"coordinates": ["2.35", 48.85], "max_distance_miles": 10}),
+                "not [longitude, latitude]",
+            ),
+            (
+                json!({"coordinates": {"lon": 2.35, "lat": 48.85}, "max_distance_miles": 10}),
+                "not [longitude, latitude]",
+            ),
+            (
+                json!({"coordinates": [180.5, 0], "max_distance_miles": 10}),
+                "longitude in [-180, 180]",
+            ),
+            (
+                json!({"coordinates": [0, -90.5], "max_distance_miles": 10}),
+                "latitude in [-90, 90]",
+            ),
+            (
+                json!({"coordinates": PARIS, "max_distance_miles": 0}),
+                "not a number above 0",
+            ),
+            (
+                json!({"coordinates": PARIS, "max_distance_miles": -5}),
+                "not a number above 0",
+            ),
+            (
+                json!({"coordinates": PARIS, "max_distance_miles": "10"}),
+                "not a number above 0",
+            ),
+            (
+                json!({"coordinates": PARIS, "max_distance_miles": null}),
+                "not a number above 0",
+            ),
+        ];
+        for (value, expected) in cases {
+            match filter_error("keen.location.coordinates", "within", value.clone()) {
+                QueryError::Filter(message) => {
+                    assert!(message.starts_with("filters[2] uses within"), "{message}");
+                    assert!(message.contains(expected), "{value}: {message}");
+                }
+                other => panic!("{value} gave {other:?}"),
+            }
+        }
+        // The edges of the ranges are valid.
+        assert!(
+            within([-180.0, -90.0], 1.0).matches(&at([180.0, -90.0])),
+            "the south pole is one point"
+        );
+        let QueryError::Filter(message) =
+            filter_error("keen.location", "within", json!({"coordinates": PARIS}))
+        else {
+            panic!("not a FilterError")
+        };
+        assert!(message.contains("no max_distance_miles"), "{message}");
+    }
+
+    #[test]
+    fn every_operator_parses_by_its_name() {
+        for operator in Operator::ALL {
+            assert_eq!(Operator::parse(operator.as_str()), Some(operator));
+        }
+        assert_eq!(Operator::parse("within"), Some(Operator::Within));
+        assert_eq!(Operator::parse("regex"), Some(Operator::Regex));
+        assert_eq!(Operator::parse("Regex"), None);
     }
 
     fn scalar() -> impl Strategy<Value = Value> {
