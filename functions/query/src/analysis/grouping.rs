@@ -214,6 +214,8 @@ type GroupKey = Vec<ValueKey>;
 #[derive(Debug)]
 pub struct Aggregation {
     metrics: Metrics,
+    /// The metrics in cell order, kept apart so that feeding an event allocates nothing.
+    flat: Vec<Metric>,
     group_by: Vec<String>,
     /// Start of each bucket, ascending; the last ends at `end_ms`.
     buckets: Vec<Window>,
@@ -241,6 +243,7 @@ impl Aggregation {
             }
         }
         Aggregation {
+            flat: metrics.each().into_iter().cloned().collect(),
             metrics,
             group_by,
             buckets,
@@ -287,11 +290,11 @@ impl Aggregation {
                 .charge(key.iter().map(ValueKey::size_bytes).sum())?;
             self.groups.insert(key.clone());
         }
-        let metrics = self.metrics.each();
+        let metrics = &self.flat;
         let cell = self.cells[bucket]
             .entry(key)
-            .or_insert_with(|| metrics.iter().map(|m| Accumulator::new(m)).collect());
-        for (accumulator, metric) in cell.iter_mut().zip(&metrics) {
+            .or_insert_with(|| metrics.iter().map(Accumulator::new).collect());
+        for (accumulator, metric) in cell.iter_mut().zip(metrics) {
             accumulator.add(metric, event, &mut self.budget)?;
         }
         Ok(())
