@@ -30,8 +30,8 @@ pub struct EsmConfig {
     pub batch_window: Duration,
     /// The invocation payload bound (6 MB, as Lambda's; not configurable there either).
     pub max_payload_bytes: usize,
-    /// `ESM_CONCURRENCY` (default 4, 1 to 64): consumers in the group, each owning some
-    /// partitions and invoking one batch at a time — so at most one batch per partition is in
+    /// `ESM_CONCURRENCY` (default 4, 1 to 64): consumers in the process, each owning the
+    /// partitions whose number modulo this is its own, and invoking one batch at a time — so at most one batch per partition is in
     /// flight and each partition stays in order, as with Lambda's per-partition concurrency.
     pub concurrency: usize,
 }

@@ -55,7 +55,14 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
     let function = Arc::new(IngestFunction::new(ingest));
     let ready = Arc::new(AtomicBool::new(false));
     let members = (0..esm.concurrency)
-        .map(|_| EventSourceMapping::member(esm.clone(), Arc::clone(&function), Arc::clone(&ready)))
+        .map(|index| {
+            EventSourceMapping::member(
+                esm.clone(),
+                Arc::clone(&function),
+                Arc::clone(&ready),
+                (index, esm.concurrency),
+            )
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let stop = Arc::new(stop);

@@ -1,9 +1,15 @@
 //! The consume–invoke–commit loop: the local stand-in for Lambda's MSK event source mapping.
 //!
 //! Contract:
-//! - Joins the consumer group (`ESM_GROUP_ID`) on the inbound topic; offsets are committed
+//! - Reads the inbound topic's partitions, shared out between the process's `ESM_CONCURRENCY`
+//!   consumers by partition number (consumer k of n takes partitions p with p mod n = k), each
+//!   from the offset committed under `ESM_GROUP_ID` (else the earliest); offsets are committed
 //!   synchronously and only for records the function accounted for, so a crash at any point
 //!   re-delivers, never loses (storage is idempotent: keen.id is the record's position).
+//!   Partitions are assigned, not taken through the group protocol: tansu's coordinator, given
+//!   four members that join while records wait, rebalanced them over and over for minutes after
+//!   a restart on a kept topic; one process owns the topic locally, so there is nothing for a
+//!   coordinator to share out.
 //! - A batch closes at the batch size, when the window after its first record ends, or when the
 //!   next record would push the event JSON past 6 MB (that record opens the next batch).
 //! - A partial batch response commits each failed partition's successful prefix and rewinds it
@@ -16,9 +22,7 @@ use crate::config::EsmConfig;
 use crate::event::{ConsumedRecord, EventBuilder, EventSource, TimestampType};
 use crate::plan::{BatchOffsets, PartitionPlan, Plan, TopicPartition, plan};
 use keen_ingest::Counts;
-use rdkafka::consumer::{
-    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
-};
+use rdkafka::consumer::{CommitMode, Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::error::KafkaError;
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{ClientConfig, ClientContext, Offset, TopicPartitionList};
@@ -61,7 +65,7 @@ pub trait Function: Send + Sync + 'static {
 pub enum MappingError {
     #[error("the backing cluster consumer could not be created: {0}")]
     Consumer(#[source] KafkaError),
-    #[error("subscribing to {topic} failed: {source}")]
+    #[error("reading the partitions of {topic} failed: {source}")]
     Subscribe {
         topic: String,
         #[source]
@@ -87,33 +91,13 @@ pub struct RunSummary {
     pub rewinds: u64,
 }
 
-/// Prints the readiness line once the group handed us partitions.
-pub struct MappingContext {
-    ready_line: String,
-    /// Shared by the members of one process: the line is printed once, by whichever member is
-    /// handed partitions first.
-    ready: Arc<AtomicBool>,
-}
+/// The consumers' context: librdkafka's defaults (no rebalance happens: partitions are
+/// assigned).
+pub struct MappingContext;
 
 impl ClientContext for MappingContext {}
 
-impl ConsumerContext for MappingContext {
-    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Assign(partitions) => {
-                tracing::info!(partitions = partitions.count(), "partitions assigned");
-                if !self.ready.swap(true, Ordering::AcqRel) {
-                    // Printed for scripts and tests that wait for readiness.
-                    println!("{}", self.ready_line);
-                }
-            }
-            Rebalance::Revoke(partitions) => {
-                tracing::info!(partitions = partitions.count(), "partitions revoked");
-            }
-            Rebalance::Error(error) => tracing::warn!(%error, "rebalance failed"),
-        }
-    }
-}
+impl ConsumerContext for MappingContext {}
 
 /// A rewound partition's retry state.
 #[derive(Debug, Clone, Copy)]
@@ -142,17 +126,19 @@ struct Batch {
 }
 
 impl<F: Function> EventSourceMapping<F> {
-    /// Creates the consumer and subscribes; the group join happens while polling.
+    /// Creates the consumer of every partition of the topic.
     pub fn new(config: EsmConfig, function: Arc<F>) -> Result<Self, MappingError> {
-        Self::member(config, function, Arc::new(AtomicBool::new(false)))
+        Self::member(config, function, Arc::new(AtomicBool::new(false)), (0, 1))
     }
 
-    /// One of several consumers of the group in one process (`ESM_CONCURRENCY`), sharing the
-    /// function and the readiness flag.
+    /// Consumer `slot.0` of `slot.1` in one process (`ESM_CONCURRENCY`): it takes the partitions
+    /// whose number modulo `slot.1` is `slot.0`. Members share the function and the readiness
+    /// flag: the readiness line is printed once, by the first member assigned its partitions.
     pub fn member(
         config: EsmConfig,
         function: Arc<F>,
         ready: Arc<AtomicBool>,
+        slot: (usize, usize),
     ) -> Result<Self, MappingError> {
         let mut client = ClientConfig::new();
         for (key, value) in config.backing.client_properties() {
@@ -164,29 +150,50 @@ impl<F: Function> EventSourceMapping<F> {
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
-            // tansu's group coordinator waits a session timeout for members; the default 45 s
-            // makes every start and restart that slow (platform notes).
-            .set("session.timeout.ms", "6000")
-            .set("heartbeat.interval.ms", "1000")
-            // Also the rebalance timeout a member announces: a coordinator that waits for a
-            // departed member to rejoin waits this long (librdkafka's default 300 s once stalled
-            // a restart past a minute in CI). A batch is one handler call, far shorter.
-            .set("max.poll.interval.ms", "30000")
             .set("fetch.wait.max.ms", "100")
             .set("enable.partition.eof", "false");
-        let ready_line = format!(
-            "keen-esm consuming {} from {}",
-            config.topic, config.backing.bootstrap
-        );
         let consumer: StreamConsumer<MappingContext> = client
-            .create_with_context(MappingContext { ready_line, ready })
+            .create_with_context(MappingContext)
             .map_err(MappingError::Consumer)?;
-        consumer
-            .subscribe(&[config.topic.as_str()])
-            .map_err(|source| MappingError::Subscribe {
-                topic: config.topic.clone(),
-                source,
-            })?;
+        let failed = |source| MappingError::Subscribe {
+            topic: config.topic.clone(),
+            source,
+        };
+        let metadata = consumer
+            .fetch_metadata(Some(&config.topic), BROKER_CALL_TIMEOUT)
+            .map_err(failed)?;
+        let partitions = metadata
+            .topics()
+            .iter()
+            .find(|t| t.name() == config.topic)
+            .map_or(0, |t| t.partitions().len());
+        let (index, of) = (slot.0, slot.1.max(1));
+        let mut assignment = TopicPartitionList::new();
+        for partition in (0..partitions).filter(|p| p % of == index) {
+            // From the group's committed offset, else auto.offset.reset (earliest).
+            assignment
+                .add_partition_offset(
+                    &config.topic,
+                    i32::try_from(partition).unwrap_or(i32::MAX),
+                    Offset::Stored,
+                )
+                .map_err(failed)?;
+        }
+        consumer.assign(&assignment).map_err(failed)?;
+        tracing::info!(partitions = assignment.count(), "partitions assigned");
+        if partitions == 0 {
+            return Err(failed(KafkaError::Subscription(format!(
+                "the topic {} has no partitions (does it exist?)",
+                config.topic
+            ))));
+        }
+        if !ready.swap(true, Ordering::AcqRel) {
+            // Printed for scripts and tests that wait for readiness.
+            println!(
+                "keen-esm consuming {} from {}",
+                config.topic, config.backing.bootstrap
+            );
+        }
         let source = EventSource {
             arn: crate::event::LOCAL_EVENT_SOURCE_ARN.to_owned(),
             bootstrap_servers: config.backing.bootstrap.clone(),
@@ -223,7 +230,7 @@ impl<F: Function> EventSourceMapping<F> {
                 break;
             }
         }
-        self.consumer.unsubscribe();
+        let _ = self.consumer.unassign();
         tracing::info!(
             batches = self.summary.batches,
             records = self.summary.records,

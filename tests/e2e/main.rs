@@ -392,6 +392,17 @@ impl DevStack {
         }
     }
 
+    /// A crash of the whole stack: SIGKILL to the script and to every process it started (as
+    /// listed in `state`/pids), nothing stopped in order, nothing drained.
+    fn crash(mut self, state: &std::path::Path) {
+        let pids = std::fs::read_to_string(state.join("pids")).expect("the stack's pids");
+        let _ = self.child.kill();
+        for pid in pids.lines().filter_map(|line| line.split_whitespace().nth(1)) {
+            let _ = Command::new("kill").args(["-KILL", pid]).status();
+        }
+        let _ = self.child.wait();
+    }
+
     /// Ctrl-C; waits until the script exits.
     fn interrupt(mut self) {
         let _ = Command::new("kill")
@@ -421,16 +432,17 @@ fn http_get(port: u16, path_and_query: &str) -> String {
 /// The README's first command: `scripts/dev` starts the whole stack, shows one event counted,
 /// refuses a second start while it runs, and stops everything on Ctrl-C (SIGINT), after the
 /// event source mapping has ingested everything acknowledged (Ctrl-C comes right after a load).
-/// Started again, it finds its data (the demo event, the load, the keys), each event once;
-/// `--fresh` starts empty.
+/// Started again, it finds its data (the demo event, the load, the keys), each event once. A
+/// crash right after a load (every process SIGKILLed) loses nothing: the broker kept the inbound
+/// topic, and the restarted stack ingests what was acknowledged, once. `--fresh` starts empty.
 #[test]
 fn scripts_dev_starts_the_stack_shows_it_working_and_stops_cleanly() {
     let bins = keen_e2e::binaries(); // built already: the script's own build is then a no-op
     assert!(bins.join("keen-gateway").exists());
     let state = std::env::temp_dir().join(format!("keen-dev-{}", keen_testkit::unique_prefix("")));
-    // Six distinct ports: each is held until all are chosen, or the system could hand the same
+    // Seven distinct ports: each is held until all are chosen, or the system could hand the same
     // released port out twice.
-    let held: Vec<std::net::TcpListener> = (0..6)
+    let held: Vec<std::net::TcpListener> = (0..7)
         .map(|_| std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind"))
         .collect();
     let ports: Vec<u16> = held
@@ -449,6 +461,7 @@ fn scripts_dev_starts_the_stack_shows_it_working_and_stops_cleanly() {
         ("DEV_BACKING_PORT", ports[3].to_string()),
         ("DEV_METRICS_PORT", ports[4].to_string()),
         ("DEV_DYNAMODB_PORT", ports[5].to_string()),
+        ("DEV_BROKER_STORE_PORT", ports[6].to_string()),
         ("DEV_PROJECT_ID", project.to_owned()),
         (
             "DEV_MASTER_KEY",
@@ -526,7 +539,7 @@ fn scripts_dev_starts_the_stack_shows_it_working_and_stops_cleanly() {
         response.ends_with(&format!(r#"{{"result":{load}}}"#)),
         "{response}"
     );
-    // The same load again, in the same hour, from offset 0 of a new broker: counted in full.
+    // The same load again, in the same hour (new offsets of the kept topic): counted in full.
     let answer = run_client(
         &python(),
         "confluent_produce.py",
@@ -541,7 +554,42 @@ fn scripts_dev_starts_the_stack_shows_it_working_and_stops_cleanly() {
         response = http_get(ports[2], &count.replace("dev-demo", "load"));
     }
     assert!(response.ends_with(&expected), "{response}");
-    again.interrupt();
+
+    // The load a third time, acknowledged, then every process of the stack killed at once.
+    let answer = run_client(
+        &python(),
+        "confluent_produce.py",
+        &client_args(&bootstrap, &project_keys, "load", json!(records)),
+    );
+    assert_eq!(answer["delivered"], json!(load), "{answer}");
+    again.crash(&state);
+    for port in &ports {
+        wait_until(
+            || std::net::TcpStream::connect(("127.0.0.1", *port)).is_err(),
+            "the crashed stack's ports to close",
+        );
+    }
+    let restarted = DevStack::start(&env, &[]);
+    assert!(restarted.output.contains("(3 in dev-demo)"), "{}", restarted.output);
+    let expected = format!(r#"{{"result":{}}}"#, 3 * load);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut response = http_get(ports[2], &count.replace("dev-demo", "load"));
+    while !response.ends_with(&expected) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        response = http_get(ports[2], &count.replace("dev-demo", "load"));
+    }
+    assert!(response.ends_with(&expected), "every acknowledged event, once: {response}");
+    // Once: nothing more arrives later.
+    std::thread::sleep(Duration::from_secs(3));
+    let response = http_get(ports[2], &count.replace("dev-demo", "load"));
+    assert!(response.ends_with(&expected), "counted once: {response}");
+    restarted.interrupt();
+    for port in &ports {
+        wait_until(
+            || std::net::TcpStream::connect(("127.0.0.1", *port)).is_err(),
+            "the stopped stack's ports to close",
+        );
+    }
 
     // --fresh forgets it all.
     let fresh = DevStack::start(&env, &["--fresh"]);
