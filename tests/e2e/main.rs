@@ -397,7 +397,10 @@ impl DevStack {
     fn crash(mut self, state: &std::path::Path) {
         let pids = std::fs::read_to_string(state.join("pids")).expect("the stack's pids");
         let _ = self.child.kill();
-        for pid in pids.lines().filter_map(|line| line.split_whitespace().nth(1)) {
+        for pid in pids
+            .lines()
+            .filter_map(|line| line.split_whitespace().nth(1))
+        {
             let _ = Command::new("kill").args(["-KILL", pid]).status();
         }
         let _ = self.child.wait();
@@ -429,16 +432,14 @@ fn http_get(port: u16, path_and_query: &str) -> String {
     response
 }
 
-/// The README's first command: `scripts/dev` starts the whole stack, shows one event counted,
-/// refuses a second start while it runs, and stops everything on Ctrl-C (SIGINT), after the
-/// event source mapping has ingested everything acknowledged (Ctrl-C comes right after a load).
-/// Started again, it finds its data (the demo event, the load, the keys), each event once. A
-/// crash right after a load (every process SIGKILLed) loses nothing: the broker kept the inbound
-/// topic, and the restarted stack ingests what was acknowledged, once. `--fresh` starts empty.
-#[test]
-fn scripts_dev_starts_the_stack_shows_it_working_and_stops_cleanly() {
-    let bins = keen_e2e::binaries(); // built already: the script's own build is then a no-op
-    assert!(bins.join("keen-gateway").exists());
+const DEV_PROJECT: &str = "dddd0000dddd0000dddd0000";
+const DEV_READ_KEY: &str = "read-key-for-the-dev-stack-0123456789";
+const DEV_WRITE_KEY: &str = "write-key-for-the-dev-stack-0123456789";
+
+/// A state directory, seven free ports and the environment of a `scripts/dev` of its own.
+fn dev_setup(
+    extra: &[(&'static str, &str)],
+) -> (std::path::PathBuf, Vec<u16>, Vec<(&'static str, String)>) {
     let state = std::env::temp_dir().join(format!("keen-dev-{}", keen_testkit::unique_prefix("")));
     // Seven distinct ports: each is held until all are chosen, or the system could hand the same
     // released port out twice.
@@ -450,9 +451,7 @@ fn scripts_dev_starts_the_stack_shows_it_working_and_stops_cleanly() {
         .map(|l| l.local_addr().expect("addr").port())
         .collect();
     drop(held);
-    let project = "dddd0000dddd0000dddd0000";
-    let read_key = "read-key-for-the-dev-stack-0123456789";
-    let env = [
+    let mut env = vec![
         ("DEV_STATE_DIR", state.display().to_string()),
         ("DEV_PROFILE", "dev".to_owned()),
         ("DEV_AWS_PORT", ports[0].to_string()),
@@ -462,19 +461,97 @@ fn scripts_dev_starts_the_stack_shows_it_working_and_stops_cleanly() {
         ("DEV_METRICS_PORT", ports[4].to_string()),
         ("DEV_DYNAMODB_PORT", ports[5].to_string()),
         ("DEV_BROKER_STORE_PORT", ports[6].to_string()),
-        ("DEV_PROJECT_ID", project.to_owned()),
+        ("DEV_PROJECT_ID", DEV_PROJECT.to_owned()),
         (
             "DEV_MASTER_KEY",
             "master-key-for-the-dev-stack-0123456789".to_owned(),
         ),
-        (
-            "DEV_WRITE_KEY",
-            "write-key-for-the-dev-stack-0123456789".to_owned(),
-        ),
-        ("DEV_READ_KEY", read_key.to_owned()),
-        // The load below goes in at once.
+        ("DEV_WRITE_KEY", DEV_WRITE_KEY.to_owned()),
+        ("DEV_READ_KEY", DEV_READ_KEY.to_owned()),
+        // Loads go in at once.
         ("GATEWAY_PROJECT_QUOTA_RECORDS_PER_SEC", "0".to_owned()),
     ];
+    env.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
+    (state, ports, env)
+}
+
+/// The count of `collection` in the dev project, waited for until it reaches `expected` (two
+/// minutes at most), then checked again a little later: counted once, nothing more arriving.
+fn dev_count_settles_at(query_port: u16, collection: &str, expected: u64) {
+    let path = format!(
+        "/3.0/projects/{DEV_PROJECT}/queries/count?event_collection={collection}&api_key={DEV_READ_KEY}"
+    );
+    let expected = format!(r#"{{"result":{expected}}}"#);
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut response = http_get(query_port, &path);
+    while !response.ends_with(&expected) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        response = http_get(query_port, &path);
+    }
+    assert!(response.ends_with(&expected), "{response}");
+    std::thread::sleep(Duration::from_secs(3));
+    let response = http_get(query_port, &path);
+    assert!(response.ends_with(&expected), "counted once: {response}");
+}
+
+/// With `DEV_BROKER_STORAGE=s3` the broker keeps the inbound topic: a load acknowledged and then
+/// every process of the stack SIGKILLed at once loses nothing; restarted, the stack ingests what
+/// was left, each event once.
+#[test]
+fn scripts_dev_with_a_kept_broker_loses_nothing_to_a_crash() {
+    let bins = keen_e2e::binaries();
+    assert!(bins.join("keen-gateway").exists());
+    let (state, ports, env) = dev_setup(&[("DEV_BROKER_STORAGE", "s3")]);
+    let dev = DevStack::start(&env, &[]);
+    assert!(dev.output.contains("(1 in dev-demo)"), "{}", dev.output);
+    let load = 3_000;
+    let project_keys = Project {
+        id: DEV_PROJECT.to_owned(),
+        master_key: String::new(),
+        write_key: DEV_WRITE_KEY.to_owned(),
+        write_key_id: String::new(),
+        read_key: DEV_READ_KEY.to_owned(),
+    };
+    let records: Vec<Value> = (0..load)
+        .map(|n| json!({"value": json!({"seq": n}).to_string()}))
+        .collect();
+    let bootstrap = format!("127.0.0.1:{}", ports[1]);
+    let answer = run_client(
+        &python(),
+        "confluent_produce.py",
+        &client_args(&bootstrap, &project_keys, "load", json!(records)),
+    );
+    assert_eq!(answer["delivered"], json!(load), "{answer}");
+    dev.crash(&state);
+    for port in &ports {
+        wait_until(
+            || std::net::TcpStream::connect(("127.0.0.1", *port)).is_err(),
+            "the crashed stack's ports to close",
+        );
+    }
+    let restarted = DevStack::start(&env, &[]);
+    assert!(
+        restarted.output.contains("(2 in dev-demo)"),
+        "{}",
+        restarted.output
+    );
+    dev_count_settles_at(ports[2], "load", load);
+    restarted.interrupt();
+    let _ = std::fs::remove_dir_all(&state);
+}
+
+/// The README's first command: `scripts/dev` starts the whole stack, shows one event counted,
+/// refuses a second start while it runs, and stops everything on Ctrl-C (SIGINT), after the
+/// event source mapping has ingested everything acknowledged (Ctrl-C comes right after a load).
+/// Started again, it finds its data (the demo event, the load, the keys), each event once;
+/// `--fresh` starts empty.
+#[test]
+fn scripts_dev_starts_the_stack_shows_it_working_and_stops_cleanly() {
+    let bins = keen_e2e::binaries(); // built already: the script's own build is then a no-op
+    assert!(bins.join("keen-gateway").exists());
+    let (state, ports, env) = dev_setup(&[]);
+    let project = DEV_PROJECT;
+    let read_key = DEV_READ_KEY;
     let count = format!(
         "/3.0/projects/{project}/queries/count?event_collection=dev-demo&api_key={read_key}"
     );
@@ -539,7 +616,7 @@ fn scripts_dev_starts_the_stack_shows_it_working_and_stops_cleanly() {
         response.ends_with(&format!(r#"{{"result":{load}}}"#)),
         "{response}"
     );
-    // The same load again, in the same hour (new offsets of the kept topic): counted in full.
+    // The same load again, in the same hour, from offset 0 of a new broker: counted in full.
     let answer = run_client(
         &python(),
         "confluent_produce.py",
@@ -554,36 +631,7 @@ fn scripts_dev_starts_the_stack_shows_it_working_and_stops_cleanly() {
         response = http_get(ports[2], &count.replace("dev-demo", "load"));
     }
     assert!(response.ends_with(&expected), "{response}");
-
-    // The load a third time, acknowledged, then every process of the stack killed at once.
-    let answer = run_client(
-        &python(),
-        "confluent_produce.py",
-        &client_args(&bootstrap, &project_keys, "load", json!(records)),
-    );
-    assert_eq!(answer["delivered"], json!(load), "{answer}");
-    again.crash(&state);
-    for port in &ports {
-        wait_until(
-            || std::net::TcpStream::connect(("127.0.0.1", *port)).is_err(),
-            "the crashed stack's ports to close",
-        );
-    }
-    let restarted = DevStack::start(&env, &[]);
-    assert!(restarted.output.contains("(3 in dev-demo)"), "{}", restarted.output);
-    let expected = format!(r#"{{"result":{}}}"#, 3 * load);
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut response = http_get(ports[2], &count.replace("dev-demo", "load"));
-    while !response.ends_with(&expected) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(200));
-        response = http_get(ports[2], &count.replace("dev-demo", "load"));
-    }
-    assert!(response.ends_with(&expected), "every acknowledged event, once: {response}");
-    // Once: nothing more arrives later.
-    std::thread::sleep(Duration::from_secs(3));
-    let response = http_get(ports[2], &count.replace("dev-demo", "load"));
-    assert!(response.ends_with(&expected), "counted once: {response}");
-    restarted.interrupt();
+    again.interrupt();
     for port in &ports {
         wait_until(
             || std::net::TcpStream::connect(("127.0.0.1", *port)).is_err(),
