@@ -433,3 +433,67 @@ fn refuse_filtered_listing(key: &KeyModel) -> Option<QueryError> {
         )
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_json_body_meets_the_query_string_parsers() {
+        let body = br#"{"analysis_type": "count", "event_collection": "purchases",
+            "timezone": 7200, "timeframe": {"start": "2024-03-01T00:00:00Z"},
+            "filters": [], "group_by": ["a", "b"], "interval": null, "latest": 5}"#;
+        let mut params = parse_json_body(body).expect("a JSON object");
+        params.sort();
+        assert_eq!(
+            params,
+            vec![
+                ("analysis_type".to_owned(), "count".to_owned()),
+                ("event_collection".to_owned(), "purchases".to_owned()),
+                ("filters".to_owned(), "[]".to_owned()),
+                ("group_by".to_owned(), r#"["a","b"]"#.to_owned()),
+                ("latest".to_owned(), "5".to_owned()),
+                (
+                    "timeframe".to_owned(),
+                    r#"{"start":"2024-03-01T00:00:00Z"}"#.to_owned()
+                ),
+                ("timezone".to_owned(), "7200".to_owned()),
+            ]
+        );
+        assert_eq!(parse_json_body(b"  \n"), Ok(vec![]));
+    }
+
+    #[test]
+    fn a_bad_body_is_named() {
+        for (body, text) in [
+            (&b"[1]"[..], "not a JSON object"),
+            (b"{\"a\": ", "not valid JSON"),
+            (b"event_collection=x", "not valid JSON"),
+        ] {
+            let error = parse_json_body(body).expect_err("refused");
+            assert_eq!(error.error_code(), "InvalidParameterError");
+            assert!(error.message().contains(text), "{error}");
+        }
+        let huge = vec![b' '; MAX_BODY_BYTES + 1];
+        let error = parse_json_body(&huge).expect_err("too large");
+        assert!(error.message().contains("more than the"), "{error}");
+    }
+
+    #[test]
+    fn routes_by_path_shape() {
+        assert!(matches!(
+            route("/3.0/projects/p/queries/median/"),
+            Some(Route::Query("p", "median"))
+        ));
+        assert!(matches!(
+            route("/3.0/projects/p/events/purchases"),
+            Some(Route::Collection("p", "purchases"))
+        ));
+        assert!(matches!(
+            route("/3.0/projects/p/events"),
+            Some(Route::Collections("p"))
+        ));
+        assert!(route("/3.0/projects/p/events/a/b").is_none());
+        assert!(route("/2.0/projects/p/events").is_none());
+    }
+}
