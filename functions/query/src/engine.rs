@@ -404,6 +404,66 @@ pub async fn delete(
     Ok(doomed.len() as u64)
 }
 
+/// A collection as a key restricted by `filters` may see it: its matching events counted, the
+/// first and last of their timestamps, and the property paths and types they hold (merged as
+/// ingest merges the schema, within the same bounds); `None` when no event matches. Reads the
+/// whole collection, within the partition bound like any query.
+pub async fn describe_matching(
+    engine: Engine<'_>,
+    project: &str,
+    collection: &str,
+    filters: &analysis::Filters,
+) -> Result<Option<Value>, Failure> {
+    let counters = counters(engine, project, collection).await?;
+    let plan = analysis::plan_reads(
+        Window::ALL_TIME,
+        &counters.days,
+        engine.shards,
+        engine.bounds.partitions,
+    )?;
+    let range = sort_key_range(Window::ALL_TIME.start_ms, Window::ALL_TIME.end_ms);
+    let mut reads = partition_reads(
+        engine,
+        project,
+        collection,
+        &range,
+        plan,
+        ReadOrder::OLDEST_FIRST,
+    );
+    let mut count = 0u64;
+    let (mut first, mut last): (Option<i64>, Option<i64>) = (None, None);
+    let mut properties = std::collections::BTreeMap::new();
+    let mut truncated = false;
+    while let Some(events) = reads.next().await {
+        for stored in events? {
+            if !filters.matches(&stored.event) {
+                continue;
+            }
+            count += 1;
+            if let Some(at) = stored_at(&stored) {
+                first = Some(first.map_or(at, |f| f.min(at)));
+                last = Some(last.map_or(at, |l| l.max(at)));
+            }
+            if let Some(object) = stored.event.as_object() {
+                truncated |=
+                    storage::merge_schema(&mut properties, &storage::property_paths(object));
+            }
+        }
+    }
+    if count == 0 {
+        return Ok(None);
+    }
+    let at = |ms: Option<i64>| ms.map(keen_shared::timestamp::format_millis);
+    Ok(Some(json!({
+        "name": collection,
+        "count": count,
+        "first_event_at": at(first),
+        "last_event_at": at(last),
+        "properties": properties,
+        "properties_truncated": truncated,
+    })))
+}
+
 /// `GET /queries/extraction`.
 pub async fn extraction(
     engine: Engine<'_>,

@@ -311,10 +311,7 @@ impl QueryService {
                     engine::analyze(self.engine(), project, kind, &params, &key, now).await
                 }
             },
-            Route::Collections(project) => match refuse_filtered_listing(&key) {
-                Some(error) => Err(engine::Failure::Query(error)),
-                None => self.collections(project, None).await,
-            },
+            Route::Collections(project) => self.collections(project, None, &key).await,
             Route::Collection(project, collection) if method == "DELETE" => {
                 match engine::delete(
                     self.engine(),
@@ -337,10 +334,9 @@ impl QueryService {
                     Err(failure) => Err(failure),
                 }
             }
-            Route::Collection(project, collection) => match refuse_filtered_listing(&key) {
-                Some(error) => Err(engine::Failure::Query(error)),
-                None => self.collections(project, Some(collection)).await,
-            },
+            Route::Collection(project, collection) => {
+                self.collections(project, Some(collection), &key).await
+            }
             Route::DeadLetters(project) => self.dead_letters(project, &params).await,
         };
         match result {
@@ -362,16 +358,32 @@ impl QueryService {
 
     /// `GET /events`: every collection with its event count, last-seen time and property types;
     /// `GET /events/{collection}` (`only`): that one, as an object (404 when it holds no event).
+    /// A key restricted by `queries.filters` sees what its filters let through: each collection
+    /// described from its matching events ([`engine::describe_matching`]), and none that holds
+    /// no matching event.
     async fn collections(
         &self,
         project: &str,
         only: Option<&str>,
+        key: &KeyModel,
     ) -> Result<Value, engine::Failure> {
         let collections =
             read_collections(&self.dynamodb, &self.config.collections_table, project).await?;
+        let key_filters = analysis::key_filters(key.options.queries.as_ref())?;
         let mut out = Vec::with_capacity(collections.len());
         for collection in collections {
             if only.is_some_and(|name| name != collection.name) {
+                continue;
+            }
+            if !key_filters.is_empty() {
+                let described = engine::describe_matching(
+                    self.engine(),
+                    project,
+                    &collection.name,
+                    &key_filters,
+                )
+                .await?;
+                out.extend(described);
                 continue;
             }
             let count = engine::total_count(self.engine(), project, &collection.name).await?;
@@ -413,25 +425,6 @@ impl QueryService {
             list_dead_letters(&self.dynamodb, &self.config.dead_letters_table, &query).await?;
         Ok(json!({ "result": letters }))
     }
-}
-
-/// The collections listing shows every event's count and every property path; it cannot apply
-/// an access key's `queries.filters` (product.md §5, §9), so a key restricted by filters is
-/// refused rather than shown what its filters hide.
-fn refuse_filtered_listing(key: &KeyModel) -> Option<QueryError> {
-    let filtered = key
-        .options
-        .queries
-        .as_ref()
-        .is_some_and(|queries| !queries.filters.is_empty());
-    filtered.then(|| {
-        QueryError::InvalidApiKey(
-            "This key's queries are restricted by its options.queries.filters, which the \
-             collections listing cannot apply: list collections with the read or master key, \
-             and query with this key (its filters are applied to every query)."
-                .to_owned(),
-        )
-    })
 }
 
 #[cfg(test)]
