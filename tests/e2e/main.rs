@@ -330,6 +330,16 @@ fn wait_until(mut condition: impl FnMut() -> bool, what: &str) {
     }
 }
 
+/// Waits until nothing answers on any of `ports` (`what` names the wait in a timeout).
+fn wait_ports_closed(ports: &[u16], what: &str) {
+    for port in ports {
+        wait_until(
+            || std::net::TcpStream::connect(("127.0.0.1", *port)).is_err(),
+            what,
+        );
+    }
+}
+
 /// `scripts/dev` with `env` and `args`, read until it says the stack runs.
 struct DevStack {
     child: std::process::Child,
@@ -523,12 +533,7 @@ fn scripts_dev_with_a_kept_broker_loses_nothing_to_a_crash() {
     );
     assert_eq!(answer["delivered"], json!(load), "{answer}");
     dev.crash(&state);
-    for port in &ports {
-        wait_until(
-            || std::net::TcpStream::connect(("127.0.0.1", *port)).is_err(),
-            "the crashed stack's ports to close",
-        );
-    }
+    wait_ports_closed(&ports, "the crashed stack's ports to close");
     let restarted = DevStack::start(&env, &[]);
     assert!(
         restarted.output.contains("(2 in dev-demo)"),
@@ -632,12 +637,7 @@ fn scripts_dev_starts_the_stack_shows_it_working_and_stops_cleanly() {
     }
     assert!(response.ends_with(&expected), "{response}");
     again.interrupt();
-    for port in &ports {
-        wait_until(
-            || std::net::TcpStream::connect(("127.0.0.1", *port)).is_err(),
-            "the stopped stack's ports to close",
-        );
-    }
+    wait_ports_closed(&ports, "the stopped stack's ports to close");
 
     // --fresh forgets it all.
     let fresh = DevStack::start(&env, &["--fresh"]);

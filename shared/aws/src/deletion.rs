@@ -17,11 +17,11 @@
 //! tombstone, too.
 
 use crate::batch::{TableWrite, WriteBatcher, WriteOp};
-use crate::items::{Item, StoreError, n, s, string_attr};
+use crate::items::{Item, StoreError, batch_get_consistent, n, s, string_attr};
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+use aws_sdk_dynamodb::types::AttributeValue;
 use keen_shared::storage;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 
 /// The tombstone's attribute (ms of the deletion); also set on ledger items.
 pub const DELETED_AT: &str = "deleted_at";
@@ -181,8 +181,7 @@ pub async fn uncount(
     Ok(())
 }
 
-/// Of `keys`, those whose item carries `attribute`, read consistently in batches of 100 (keys
-/// must be distinct).
+/// Of `keys`, those whose item carries `attribute` (a consistent read; keys must be distinct).
 async fn having(
     client: &Client,
     table: &str,
@@ -190,59 +189,25 @@ async fn having(
     attribute: &str,
     what: &'static str,
 ) -> Result<HashSet<(String, String)>, StoreError> {
-    let mut found = HashSet::new();
-    for chunk in keys.chunks(100) {
-        let mut pending: Vec<Item> = chunk
-            .iter()
-            .map(|(pk, sk)| {
-                HashMap::from([
-                    ("pk".to_owned(), s(pk.clone())),
-                    ("sk".to_owned(), s(sk.clone())),
-                ])
-            })
-            .collect();
-        for _ in 0..10 {
-            if pending.is_empty() {
-                break;
-            }
-            let request = KeysAndAttributes::builder()
-                .set_keys(Some(std::mem::take(&mut pending)))
-                .consistent_read(true)
-                .projection_expression("pk, sk, #a")
-                .expression_attribute_names("#a", attribute)
-                .build()
-                .map_err(|e| StoreError::new(what, e))?;
-            let output = client
-                .batch_get_item()
-                .request_items(table, request)
-                .send()
-                .await
-                .map_err(|e| {
-                    StoreError::new(what, aws_sdk_dynamodb::error::DisplayErrorContext(e))
-                })?;
-            for item in output
-                .responses
-                .and_then(|mut r| r.remove(table))
-                .unwrap_or_default()
-            {
-                if item.contains_key(attribute)
-                    && let (Some(pk), Some(sk)) =
-                        (string_attr(&item, "pk"), string_attr(&item, "sk"))
-                {
-                    found.insert((pk.to_owned(), sk.to_owned()));
-                }
-            }
-            pending = output
-                .unprocessed_keys
-                .and_then(|mut u| u.remove(table))
-                .map(|k| k.keys)
-                .unwrap_or_default();
-        }
-        if !pending.is_empty() {
-            return Err(StoreError::new(what, "keys stayed unprocessed; retry"));
-        }
-    }
-    Ok(found)
+    let items = batch_get_consistent(
+        client,
+        table,
+        keys,
+        "pk, sk, #a",
+        &[("#a", attribute)],
+        what,
+    )
+    .await?;
+    Ok(items
+        .iter()
+        .filter(|item| item.contains_key(attribute))
+        .filter_map(|item| {
+            Some((
+                string_attr(item, "pk")?.to_owned(),
+                string_attr(item, "sk")?.to_owned(),
+            ))
+        })
+        .collect())
 }
 
 /// Of `collections` (project, collection), those that hold deletions (step 1's flag).

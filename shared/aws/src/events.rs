@@ -110,70 +110,29 @@ pub async fn existing_heads(
     table: &str,
     keys: &[(String, String)],
 ) -> Result<HashMap<(String, String), ExistingHead>, StoreError> {
+    let items = crate::items::batch_get_consistent(
+        client,
+        table,
+        keys,
+        "pk, sk, src, #r",
+        &[("#r", REPLAYED_AT)],
+        "BatchGetItem",
+    )
+    .await?;
     let mut found = HashMap::new();
-    for chunk in keys.chunks(100) {
-        let mut pending: Vec<Item> = chunk
-            .iter()
-            .map(|(pk, sk)| {
-                HashMap::from([
-                    ("pk".to_owned(), s(pk.clone())),
-                    ("sk".to_owned(), s(sk.clone())),
-                ])
-            })
-            .collect();
-        let mut attempts = 0;
-        while !pending.is_empty() {
-            attempts += 1;
-            let request = aws_sdk_dynamodb::types::KeysAndAttributes::builder()
-                .set_keys(Some(std::mem::take(&mut pending)))
-                .consistent_read(true)
-                .projection_expression("pk, sk, src, #r")
-                .expression_attribute_names("#r", REPLAYED_AT)
-                .build()
-                .map_err(|e| StoreError::new("BatchGetItem", e))?;
-            let output = client
-                .batch_get_item()
-                .request_items(table, request)
-                .send()
-                .await
-                .map_err(|e| {
-                    StoreError::new(
-                        "BatchGetItem",
-                        aws_sdk_dynamodb::error::DisplayErrorContext(e),
-                    )
-                })?;
-            for item in output
-                .responses
-                .unwrap_or_default()
-                .remove(table)
-                .unwrap_or_default()
-            {
-                if let (Some(pk), Some(sk), Some(src)) = (
-                    string_attr(&item, "pk"),
-                    string_attr(&item, "sk"),
-                    string_attr(&item, "src"),
-                ) {
-                    found.insert(
-                        (pk.to_owned(), sk.to_owned()),
-                        ExistingHead {
-                            source: src.to_owned(),
-                            replayed: item.contains_key(REPLAYED_AT),
-                        },
-                    );
-                }
-            }
-            if let Some(rest) = output.unprocessed_keys.and_then(|mut u| u.remove(table)) {
-                pending = rest.keys;
-            }
-            if !pending.is_empty() {
-                if attempts >= 8 {
-                    return Err(StoreError::new(
-                        "BatchGetItem",
-                        "unprocessed keys after 8 attempts",
-                    ));
-                }
-                tokio::time::sleep(std::time::Duration::from_millis(20 << attempts.min(6))).await;
-            }
+    for item in items {
+        if let (Some(pk), Some(sk), Some(src)) = (
+            string_attr(&item, "pk"),
+            string_attr(&item, "sk"),
+            string_attr(&item, "src"),
+        ) {
+            found.insert(
+                (pk.to_owned(), sk.to_owned()),
+                ExistingHead {
+                    source: src.to_owned(),
+                    replayed: item.contains_key(REPLAYED_AT),
+                },
+            );
         }
     }
     Ok(found)

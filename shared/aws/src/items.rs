@@ -338,3 +338,61 @@ impl Pages {
         Ok(Some(page))
     }
 }
+
+/// The items of `keys` (pk, sk) that exist in `table`, read consistently in batches of 100 with
+/// only `projection` (names as `#n` placeholders in `names`), retrying unprocessed keys with a
+/// growing pause; the keys must be distinct (BatchGetItem refuses a request naming one twice).
+/// `what` names the read in errors.
+pub async fn batch_get_consistent(
+    client: &Client,
+    table: &str,
+    keys: &[(String, String)],
+    projection: &str,
+    names: &[(&str, &str)],
+    what: &'static str,
+) -> Result<Vec<Item>, StoreError> {
+    let mut found = Vec::new();
+    for chunk in keys.chunks(100) {
+        let mut pending: Vec<Item> = chunk
+            .iter()
+            .map(|(pk, sk)| Item::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(sk))]))
+            .collect();
+        let mut attempts = 0;
+        while !pending.is_empty() {
+            attempts += 1;
+            let mut request = aws_sdk_dynamodb::types::KeysAndAttributes::builder()
+                .set_keys(Some(std::mem::take(&mut pending)))
+                .consistent_read(true)
+                .projection_expression(projection);
+            for (placeholder, name) in names {
+                request = request.expression_attribute_names(*placeholder, *name);
+            }
+            let request = request.build().map_err(|e| StoreError::new(what, e))?;
+            let output = client
+                .batch_get_item()
+                .request_items(table, request)
+                .send()
+                .await
+                .map_err(|e| {
+                    StoreError::new(what, aws_sdk_dynamodb::error::DisplayErrorContext(e))
+                })?;
+            found.extend(
+                output
+                    .responses
+                    .unwrap_or_default()
+                    .remove(table)
+                    .unwrap_or_default(),
+            );
+            if let Some(rest) = output.unprocessed_keys.and_then(|mut u| u.remove(table)) {
+                pending = rest.keys;
+            }
+            if !pending.is_empty() {
+                if attempts >= 8 {
+                    return Err(StoreError::new(what, "unprocessed keys after 8 attempts"));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20 << attempts.min(6))).await;
+            }
+        }
+    }
+    Ok(found)
+}
