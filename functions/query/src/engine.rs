@@ -336,23 +336,14 @@ pub async fn delete(
         engine.bounds.partitions,
     )?;
     let range = sort_key_range(window.start_ms, window.end_ms);
-    let mut reads = stream::iter(plan)
-        .map(|(day, shard)| {
-            let pk = storage::day_partition_key(project, collection, &day, shard);
-            let range = &range;
-            async move {
-                let rows = keen_aws::events::read_events(
-                    engine.dynamodb,
-                    engine.events_table,
-                    &pk,
-                    range,
-                    ReadOrder::OLDEST_FIRST,
-                )
-                .await?;
-                Ok::<_, StoreError>((pk, rows))
-            }
-        })
-        .buffer_unordered(PARALLEL_READS);
+    let mut reads = keyed_partition_reads(
+        engine,
+        project,
+        collection,
+        &range,
+        plan,
+        ReadOrder::OLDEST_FIRST,
+    );
     let mut doomed = Vec::new();
     let mut per_hour: std::collections::BTreeMap<String, u64> = Default::default();
     while let Some(read) = reads.next().await {
@@ -622,18 +613,33 @@ fn partition_reads<'a>(
     plan: Vec<(String, u16)>,
     order: ReadOrder,
 ) -> impl futures_util::Stream<Item = Result<Vec<EventRow>, StoreError>> + 'a {
+    keyed_partition_reads(engine, project, collection, range, plan, order)
+        .map(|read| read.map(|(_, rows)| rows))
+}
+
+/// As [`partition_reads`], each partition's events with its partition key (deletions write
+/// back to it).
+fn keyed_partition_reads<'a>(
+    engine: Engine<'a>,
+    project: &'a str,
+    collection: &'a str,
+    range: &'a (String, String),
+    plan: Vec<(String, u16)>,
+    order: ReadOrder,
+) -> impl futures_util::Stream<Item = Result<(String, Vec<EventRow>), StoreError>> + 'a {
     stream::iter(plan)
         .map(move |(day, shard)| {
             let pk = storage::day_partition_key(project, collection, &day, shard);
             async move {
-                keen_aws::events::read_events(
+                let rows = keen_aws::events::read_events(
                     engine.dynamodb,
                     engine.events_table,
                     &pk,
                     range,
                     order,
                 )
-                .await
+                .await?;
+                Ok((pk, rows))
             }
         })
         .buffer_unordered(PARALLEL_READS)
