@@ -9,7 +9,6 @@ use crate::Ingest;
 use crate::fate::{Entry, Fate};
 use keen_aws::deletion::{self, Doomed};
 use keen_aws::events::EventFacts;
-use keen_shared::storage;
 use std::collections::HashMap;
 
 impl Ingest {
@@ -53,16 +52,7 @@ impl Ingest {
             if !flagged.contains(&(event.project_id.clone(), event.collection.clone())) {
                 continue;
             }
-            let pk = self.layout.partition_key(
-                &event.project_id,
-                &event.collection,
-                event.timestamp_ms,
-                &event.keen_id,
-            );
-            by_key.insert(
-                (pk, storage::sort_key(event.timestamp_ms, &event.keen_id)),
-                i,
-            );
+            by_key.insert(self.event_key(event), i);
         }
         let keys: Vec<(String, String)> = by_key.keys().cloned().collect();
         let deleted = match deletion::deleted_among(&self.dynamodb, &tables.events, &keys).await {

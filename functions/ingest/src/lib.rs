@@ -372,6 +372,17 @@ impl Ingest {
         .await;
     }
 
+    /// The Events table key (pk, sk) of a stored event's head.
+    fn event_key(&self, event: &keen_shared::pipeline::StoredEvent) -> (String, String) {
+        let pk = self.layout.partition_key(
+            &event.project_id,
+            &event.collection,
+            event.timestamp_ms,
+            &event.keen_id,
+        );
+        (pk, storage::sort_key(event.timestamp_ms, &event.keen_id))
+    }
+
     async fn skip_resends(&self, entries: &mut [Entry<'_>], mode: Mode) {
         // Only an idempotent producer's record can reach us at two offsets with one keen.id. A
         // replay checks every record: the ingest may have stored it meanwhile.
@@ -385,13 +396,7 @@ impl Ingest {
             let Some(event) = entry.to_store() else {
                 continue;
             };
-            let pk = self.layout.partition_key(
-                &event.project_id,
-                &event.collection,
-                event.timestamp_ms,
-                &event.keen_id,
-            );
-            let sk = storage::sort_key(event.timestamp_ms, &event.keen_id);
+            let (pk, sk) = self.event_key(event);
             keys.push((pk.clone(), sk.clone()));
             by_key.insert((pk, sk), i);
         }
