@@ -107,6 +107,10 @@ impl Ingest {
         {
             tracing::warn!(%error, "restoring tombstones failed; the records will be retried");
             retry(entries, &tags);
+            return;
+        }
+        for &i in &tags {
+            entries[i].stays_deleted = true;
         }
     }
 }

@@ -51,6 +51,9 @@ pub(crate) struct Entry<'a> {
     /// `None`: not judged (its key could not be looked up, or time ran out).
     pub(crate) outcome: Option<Outcome>,
     pub(crate) fate: Fate,
+    /// Its event was deleted and its tombstone written again (step 6b): stored, but no event
+    /// to describe.
+    pub(crate) stays_deleted: bool,
 }
 
 impl Entry<'_> {

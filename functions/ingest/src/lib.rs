@@ -208,6 +208,7 @@ impl Ingest {
                 tenant: Tenant::from_record(&record.as_inbound()).ok(),
                 outcome: None,
                 fate: Fate::Retry,
+                stays_deleted: false,
             })
             .collect();
         let wanted: HashSet<(String, String)> = entries
@@ -645,6 +646,11 @@ impl Ingest {
                 source_partition: format!("{}#{}", record.topic, record.partition),
             };
             counters.entry(key).or_default().push((record.offset, i));
+            // A deleted event's record that came again is stored as a tombstone: it must not
+            // move the collection's first or last event time back out to it.
+            if entry.stays_deleted {
+                continue;
+            }
             let entry = collections
                 .entry((event.project_id.clone(), event.collection.clone()))
                 .or_default();

@@ -391,8 +391,81 @@ pub async fn delete(
         &per_hour,
     )
     .await?;
+    // The listing's first and last event times move in to the events that remain.
+    let seen =
+        keen_aws::collections::read_edges(engine.dynamodb, collections_table, project, collection)
+            .await?;
+    let remaining = remaining_edges(engine, project, collection).await?;
+    keen_aws::collections::move_edges_in(
+        engine.dynamodb,
+        collections_table,
+        project,
+        collection,
+        seen,
+        remaining,
+    )
+    .await?;
     tracing::info!(project, collection, events = doomed.len(), "events deleted");
     Ok(doomed.len() as u64)
+}
+
+/// The earliest and latest keen.timestamp of a collection's events (`None`: it holds none):
+/// the counters name the first and last hours holding any, and each of those hours' partitions
+/// is read for one event from the matching end. A bounded read however large the collection.
+async fn remaining_edges(
+    engine: Engine<'_>,
+    project: &str,
+    collection: &str,
+) -> Result<(Option<i64>, Option<i64>), Failure> {
+    let counters = counters(engine, project, collection).await?;
+    let live = || {
+        counters
+            .hours
+            .iter()
+            .filter(|(_, count)| *count > 0)
+            .map(|(hour, _)| hour.as_str())
+    };
+    let (Some(first_hour), Some(last_hour)) = (live().min(), live().max()) else {
+        return Ok((None, None));
+    };
+    let edge = |hour: &str, newest_first: bool| {
+        let counters = &counters;
+        let start_ms = keen_shared::timestamp::parse(&format!("{hour}:00:00.000Z"))
+            .map(|t| t.unix_millis());
+        async move {
+            let Ok(start_ms) = start_ms else {
+                return Ok::<_, Failure>(None);
+            };
+            let window = Window {
+                start_ms,
+                end_ms: start_ms + 3_600_000,
+            };
+            let plan = analysis::plan_reads(
+                window,
+                &counters.days,
+                engine.shards,
+                engine.bounds.partitions,
+            )?;
+            let range = sort_key_range(window.start_ms, window.end_ms);
+            let order = ReadOrder {
+                newest_first,
+                limit: Some(1),
+            };
+            let mut reads = partition_reads(engine, project, collection, &range, plan, order);
+            let mut found: Option<i64> = None;
+            while let Some(rows) = reads.next().await {
+                for at in rows?.iter().filter_map(stored_at) {
+                    found = Some(match found {
+                        Some(f) if newest_first => f.max(at),
+                        Some(f) => f.min(at),
+                        None => at,
+                    });
+                }
+            }
+            Ok(found)
+        }
+    };
+    Ok((edge(first_hour, false).await?, edge(last_hour, true).await?))
 }
 
 /// A collection as a key restricted by `filters` may see it: its matching events counted, the

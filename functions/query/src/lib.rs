@@ -356,8 +356,10 @@ impl QueryService {
         }
     }
 
-    /// `GET /events`: every collection with its event count, last-seen time and property types;
-    /// `GET /events/{collection}` (`only`): that one, as an object (404 when it holds no event).
+    /// `GET /events`: every collection with its event count, first and last event times and
+    /// property types, as Keen lists them (a bare array of objects with `name`, `properties` and
+    /// `url`); `GET /events/{collection}` (`only`): that one, as an object (404 when it holds no
+    /// event).
     /// A key restricted by `queries.filters` sees what its filters let through: each collection
     /// described from its matching events ([`engine::describe_matching`]), and none that holds
     /// no matching event.
@@ -375,29 +377,40 @@ impl QueryService {
             if only.is_some_and(|name| name != collection.name) {
                 continue;
             }
-            if !key_filters.is_empty() {
-                let described = engine::describe_matching(
+            let mut described = if key_filters.is_empty() {
+                let count = engine::total_count(self.engine(), project, &collection.name).await?;
+                json!({
+                    "name": collection.name,
+                    "count": count,
+                    "first_event_at": collection.first_event_at,
+                    "last_event_at": collection.last_event_at,
+                    "properties": collection.properties,
+                    "properties_truncated": collection.properties_truncated,
+                })
+            } else {
+                match engine::describe_matching(
                     self.engine(),
                     project,
                     &collection.name,
                     &key_filters,
                 )
-                .await?;
-                out.extend(described);
-                continue;
-            }
-            let count = engine::total_count(self.engine(), project, &collection.name).await?;
-            out.push(json!({
-                "name": collection.name,
-                "count": count,
-                "first_event_at": collection.first_event_at,
-                "last_event_at": collection.last_event_at,
-                "properties": collection.properties,
-                "properties_truncated": collection.properties_truncated,
-            }));
+                .await?
+                {
+                    Some(described) => described,
+                    None => continue,
+                }
+            };
+            // Keen's listing entry names where the collection lives.
+            described["url"] = json!(format!(
+                "/3.0/projects/{project}/events/{}",
+                collection.name
+            ));
+            out.push(described);
         }
         match only {
-            None => Ok(json!({ "result": out })),
+            // Keen's listing is a bare array, not wrapped in `result`: its SDKs hand it to the
+            // caller as it is.
+            None => Ok(Value::Array(out)),
             Some(name) => out.pop().ok_or_else(|| {
                 engine::Failure::Query(QueryError::ResourceNotFound(format!(
                     "The collection {name:?} holds no event in this project."

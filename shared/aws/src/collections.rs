@@ -180,3 +180,72 @@ pub async fn read_collections(
     }
     Ok(out)
 }
+
+/// A collection's recorded first and last event times, ms (read consistently: a deletion
+/// compares them with what it recomputes).
+pub async fn read_edges(
+    client: &Client,
+    table: &str,
+    project_id: &str,
+    collection: &str,
+) -> Result<(Option<i64>, Option<i64>), StoreError> {
+    let item = client
+        .get_item()
+        .table_name(table)
+        .key("pk", s(project_id))
+        .key("sk", s(collection))
+        .consistent_read(true)
+        .send()
+        .await
+        .map_err(|e| {
+            StoreError::new(
+                "GetItem collection times",
+                aws_sdk_dynamodb::error::DisplayErrorContext(e),
+            )
+        })?
+        .item
+        .unwrap_or_default();
+    Ok((
+        number_attr(&item, "first_event_ms"),
+        number_attr(&item, "last_event_ms"),
+    ))
+}
+
+/// After a deletion: moves the recorded first and last event times in to those of the events
+/// that remain (`None`: none remain, and the time is removed). Each is rewritten only if it
+/// still holds `seen`, the value read before the remaining events were counted, so an ingest
+/// that moved it outwards meanwhile (a new event) keeps its value.
+pub async fn move_edges_in(
+    client: &Client,
+    table: &str,
+    project_id: &str,
+    collection: &str,
+    seen: (Option<i64>, Option<i64>),
+    remaining: (Option<i64>, Option<i64>),
+) -> Result<(), StoreError> {
+    for (name, seen, remaining) in [
+        ("first_event", seen.0, remaining.0),
+        ("last_event", seen.1, remaining.1),
+    ] {
+        let Some(seen) = seen else { continue };
+        if Some(seen) == remaining {
+            continue;
+        }
+        let update = client
+            .update_item()
+            .table_name(table)
+            .key("pk", s(project_id))
+            .key("sk", s(collection))
+            .condition_expression(format!("{name}_ms = :seen"))
+            .expression_attribute_values(":seen", n(seen));
+        let update = match remaining {
+            Some(at) => update
+                .update_expression(format!("SET {name}_ms = :ms, {name}_at = :at"))
+                .expression_attribute_values(":ms", n(at))
+                .expression_attribute_values(":at", s(keen_shared::timestamp::format_millis(at))),
+            None => update.update_expression(format!("REMOVE {name}_ms, {name}_at")),
+        };
+        conditional(update.send().await, "UpdateItem collection times")?;
+    }
+    Ok(())
+}
