@@ -9,10 +9,16 @@ use crate::Ingest;
 use crate::fate::{Entry, Fate};
 use keen_aws::deletion::{self, Doomed};
 use keen_aws::events::EventFacts;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 impl Ingest {
-    pub(crate) async fn keep_deleted(&self, entries: &mut [Entry<'_>], now_ms: i64) {
+    /// Returns the collections of the batch that hold deletions (their recorded first and last
+    /// event times may have moved in since this process learned them).
+    pub(crate) async fn keep_deleted(
+        &self,
+        entries: &mut [Entry<'_>],
+        now_ms: i64,
+    ) -> HashSet<(String, String)> {
         let stored: Vec<usize> = (0..entries.len())
             .filter(|&i| entries[i].to_store().is_some())
             .collect();
@@ -24,7 +30,7 @@ impl Ingest {
         collections.sort();
         collections.dedup();
         if collections.is_empty() {
-            return;
+            return HashSet::new();
         }
         let tables = &self.config.tables;
         let flagged = match deletion::collections_with_deletions(
@@ -38,11 +44,11 @@ impl Ingest {
             Err(error) => {
                 tracing::warn!(%error, "deletion check failed; the records will be retried");
                 retry(entries, &stored);
-                return;
+                return HashSet::new();
             }
         };
         if flagged.is_empty() {
-            return;
+            return flagged;
         }
         let mut by_key: HashMap<(String, String), usize> = HashMap::new();
         for &i in &stored {
@@ -60,7 +66,7 @@ impl Ingest {
             Err(error) => {
                 tracing::warn!(%error, "deletion ledger read failed; the records will be retried");
                 retry(entries, &by_key.values().copied().collect::<Vec<_>>());
-                return;
+                return flagged;
             }
         };
         let mut doomed = Vec::with_capacity(deleted.len());
@@ -96,7 +102,7 @@ impl Ingest {
             tags.push(i);
         }
         if doomed.is_empty() {
-            return;
+            return flagged;
         }
         tracing::info!(
             events = doomed.len(),
@@ -107,11 +113,12 @@ impl Ingest {
         {
             tracing::warn!(%error, "restoring tombstones failed; the records will be retried");
             retry(entries, &tags);
-            return;
+            return flagged;
         }
         for &i in &tags {
             entries[i].stays_deleted = true;
         }
+        flagged
     }
 }
 

@@ -294,7 +294,7 @@ impl Ingest {
         self.write_events(&mut entries, counts, mode, now_ms).await;
 
         // 6b. Events deleted meanwhile stay deleted (their tombstones written again).
-        self.keep_deleted(&mut entries, now_ms).await;
+        let with_deletions = self.keep_deleted(&mut entries, now_ms).await;
 
         // 7. Dead letters: table and queue. A replay keeps its one dead letter itself.
         if mode == Mode::Live {
@@ -308,7 +308,7 @@ impl Ingest {
             Mode::Replay => BTreeMap::new(),
         };
         let newly_counted = self
-            .count_and_describe(&mut entries, &first_failed, mode)
+            .count_and_describe(&mut entries, &first_failed, &with_deletions, mode)
             .await;
         Batch {
             entries,
@@ -622,6 +622,7 @@ impl Ingest {
         &self,
         entries: &mut [Entry<'_>],
         first_failed: &BTreeMap<(String, i32), i64>,
+        with_deletions: &HashSet<(String, String)>,
         mode: Mode,
     ) -> HashSet<usize> {
         let mut newly_counted = HashSet::new();
@@ -718,11 +719,18 @@ impl Ingest {
                     update, members, ..
                 },
             )| async move {
-                let update = self
+                let edges = (update.first_ms, update.last_ms);
+                let mut update = self
                     .collections
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .novel(&project, &collection, update);
+                // A deletion may have moved the recorded times in past what this process
+                // remembers writing: for such a collection the times are always offered (each
+                // write moves a time only outwards).
+                if with_deletions.contains(&(project.clone(), collection.clone())) {
+                    (update.first_ms, update.last_ms) = edges;
+                }
                 let result = keen_aws::collections::update_collection(
                     &self.dynamodb,
                     &self.config.tables.collections,
