@@ -379,6 +379,10 @@ impl QueryService {
             }
             let mut described = if key_filters.is_empty() {
                 let count = engine::total_count(self.engine(), project, &collection.name).await?;
+                // Every event deleted: the collection is gone, as Keen's is.
+                if count == 0 {
+                    continue;
+                }
                 json!({
                     "name": collection.name,
                     "count": count,

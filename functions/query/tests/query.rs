@@ -948,6 +948,30 @@ async fn deleted_events_stay_deleted_through_redelivery() {
         .respond("DELETE", &path, "filters=%5B1%5D", Some(MASTER), b"")
         .await;
     assert_eq!(reply.body["error_code"], "FilterError", "{}", reply.body);
+
+    // A collection whose every event is deleted is gone, as Keen's is: not listed, 404.
+    let other = format!("/3.0/projects/{PROJECT}/events/other");
+    let reply = service
+        .respond("DELETE", &other, "", Some(MASTER), b"")
+        .await;
+    assert_eq!(reply.status, 204, "{}", reply.body);
+    let reply = get(&service, &other, "", Some(READ)).await;
+    assert_eq!(reply.status, 404, "{}", reply.body);
+    let reply = get(
+        &service,
+        &format!("/3.0/projects/{PROJECT}/events"),
+        "",
+        Some(READ),
+    )
+    .await;
+    let names: Vec<&Value> = reply
+        .body
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|c| &c["name"])
+        .collect();
+    assert_eq!(names, [&json!("purchases")], "{}", reply.body);
 }
 
 /// The purchases' first and last event times, as the collection endpoint gives them.
