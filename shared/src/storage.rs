@@ -103,6 +103,14 @@ pub fn hour_of(timestamp_ms: i64) -> String {
     timestamp::format_millis(timestamp_ms)[..13].to_owned()
 }
 
+/// The first instant of a counter bucket `yyyy-mm-ddThh` ([`hour_of`]'s inverse); `None` for a
+/// key of another shape.
+pub fn hour_start_ms(hour: &str) -> Option<i64> {
+    timestamp::parse(&format!("{hour}:00:00.000Z"))
+        .ok()
+        .map(|t| t.unix_millis())
+}
+
 /// `{keen.timestamp}#{keen.id}`: events of a partition sort by time.
 pub fn sort_key(timestamp_ms: i64, id: &KeenId) -> String {
     format!("{}#{}", timestamp::format_millis(timestamp_ms), id)
@@ -357,6 +365,8 @@ mod tests {
         assert!(is_part_sort_key("2024-03-09T16:00:00.123Z#1bb5#part#1"));
         assert!(!is_part_sort_key("2024-03-09T16:00:00.123Z#1bb5"));
         assert_eq!(hour_of(1_710_000_000_123), "2024-03-09T16");
+        assert_eq!(hour_start_ms("2024-03-09T16"), Some(1_710_000_000_000));
+        assert_eq!(hour_start_ms("2024-03-09"), None);
         assert_eq!(day_of(1_710_000_000_123), "2024-03-09");
         assert_eq!(counters_partition_key("p", "c"), "p#c#counts");
         assert_eq!(dedupe_key("p", "c", "t"), "p#c#t");

@@ -8,7 +8,6 @@
 use crate::Ingest;
 use crate::fate::{Entry, Fate};
 use keen_aws::deletion::{self, Doomed};
-use keen_aws::events::EventFacts;
 use std::collections::{HashMap, HashSet};
 
 impl Ingest {
@@ -80,19 +79,7 @@ impl Ingest {
             };
             let source = entries[i].record.source();
             // The parts this batch just wrote again: as many as when it wrote them.
-            let parts = keen_aws::events::event_items(
-                &EventFacts {
-                    project_id: &event.project_id,
-                    collection: &event.collection,
-                    keen_id: &event.keen_id,
-                    timestamp_ms: event.timestamp_ms,
-                    json: &event.json,
-                    source: &source,
-                },
-                &self.layout,
-            )
-            .parts
-            .len();
+            let parts = self.event_items(event, &source).parts.len();
             doomed.push(Doomed {
                 pk,
                 sort_key,

@@ -384,6 +384,25 @@ impl Ingest {
         (pk, storage::sort_key(event.timestamp_ms, &event.keen_id))
     }
 
+    /// The items a stored event is written as: its head, and its parts when it is split.
+    fn event_items(
+        &self,
+        event: &keen_shared::pipeline::StoredEvent,
+        source: &str,
+    ) -> keen_aws::events::EventItems {
+        keen_aws::events::event_items(
+            &EventFacts {
+                project_id: &event.project_id,
+                collection: &event.collection,
+                keen_id: &event.keen_id,
+                timestamp_ms: event.timestamp_ms,
+                json: &event.json,
+                source,
+            },
+            &self.layout,
+        )
+    }
+
     async fn skip_resends(&self, entries: &mut [Entry<'_>], mode: Mode) {
         // Only an idempotent producer's record can reach us at two offsets with one keen.id. A
         // replay checks every record: the ingest may have stored it meanwhile.
@@ -441,15 +460,7 @@ impl Ingest {
                 continue;
             };
             let source = entry.record.source();
-            let facts = EventFacts {
-                project_id: &event.project_id,
-                collection: &event.collection,
-                keen_id: &event.keen_id,
-                timestamp_ms: event.timestamp_ms,
-                json: &event.json,
-                source: &source,
-            };
-            let mut items = keen_aws::events::event_items(&facts, &self.layout);
+            let mut items = self.event_items(event, &source);
             if mode == Mode::Replay {
                 items.head.insert(
                     keen_aws::events::REPLAYED_AT.to_owned(),

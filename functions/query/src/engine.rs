@@ -76,6 +76,14 @@ struct Counters {
     days: Vec<String>,
 }
 
+impl Counters {
+    /// The (day, shard) partitions of `window` that hold data, within the engine's partition
+    /// bound.
+    fn plan(&self, engine: Engine<'_>, window: Window) -> Result<Vec<(String, u16)>, QueryError> {
+        analysis::plan_reads(window, &self.days, engine.shards, engine.bounds.partitions)
+    }
+}
+
 async fn counters(
     engine: Engine<'_>,
     project: &str,
@@ -162,12 +170,7 @@ pub async fn analyze(
             aggregation.add_count(bucket, n);
         }
     } else {
-        let plan = analysis::plan_reads(
-            window,
-            &counters.days,
-            engine.shards,
-            engine.bounds.partitions,
-        )?;
+        let plan = counters.plan(engine, window)?;
         let range = sort_key_range(window.start_ms, window.end_ms);
         let mut reads = partition_reads(
             engine,
@@ -217,12 +220,7 @@ async fn count_split(
         .sum();
     let mut partitions = Vec::new();
     for edge in &split.edges {
-        for (day, shard) in analysis::plan_reads(
-            *edge,
-            &counters.days,
-            engine.shards,
-            engine.bounds.partitions,
-        )? {
+        for (day, shard) in counters.plan(engine, *edge)? {
             partitions.push((*edge, day, shard));
         }
     }
@@ -329,12 +327,7 @@ pub async fn delete(
         .map_or(Window::ALL_TIME, |t| t.resolve(now_ms, &timezone));
     let filters = given.filters()?;
     let counters = counters(engine, project, collection).await?;
-    let plan = analysis::plan_reads(
-        window,
-        &counters.days,
-        engine.shards,
-        engine.bounds.partitions,
-    )?;
+    let plan = counters.plan(engine, window)?;
     let range = sort_key_range(window.start_ms, window.end_ms);
     let mut reads = keyed_partition_reads(
         engine,
@@ -428,44 +421,44 @@ async fn remaining_edges(
     let (Some(first_hour), Some(last_hour)) = (live().min(), live().max()) else {
         return Ok((None, None));
     };
-    let edge = |hour: &str, newest_first: bool| {
-        let counters = &counters;
-        let start_ms = keen_shared::timestamp::parse(&format!("{hour}:00:00.000Z"))
-            .map(|t| t.unix_millis());
-        async move {
-            let Ok(start_ms) = start_ms else {
-                return Ok::<_, Failure>(None);
-            };
-            let window = Window {
-                start_ms,
-                end_ms: start_ms + 3_600_000,
-            };
-            let plan = analysis::plan_reads(
-                window,
-                &counters.days,
-                engine.shards,
-                engine.bounds.partitions,
-            )?;
-            let range = sort_key_range(window.start_ms, window.end_ms);
-            let order = ReadOrder {
-                newest_first,
-                limit: Some(1),
-            };
-            let mut reads = partition_reads(engine, project, collection, &range, plan, order);
-            let mut found: Option<i64> = None;
-            while let Some(rows) = reads.next().await {
-                for at in rows?.iter().filter_map(stored_at) {
-                    found = Some(match found {
-                        Some(f) if newest_first => f.max(at),
-                        Some(f) => f.min(at),
-                        None => at,
-                    });
-                }
-            }
-            Ok(found)
-        }
-    };
+    let edge =
+        |hour, newest_first| hour_edge(engine, project, collection, &counters, hour, newest_first);
     Ok((edge(first_hour, false).await?, edge(last_hour, true).await?))
+}
+
+/// The earliest (`newest_first`: latest) keen.timestamp of the events in counter hour `hour`:
+/// one event read from the matching end of each of its partitions.
+async fn hour_edge(
+    engine: Engine<'_>,
+    project: &str,
+    collection: &str,
+    counters: &Counters,
+    hour: &str,
+    newest_first: bool,
+) -> Result<Option<i64>, Failure> {
+    let Some(start_ms) = storage::hour_start_ms(hour) else {
+        return Ok(None);
+    };
+    let window = Window {
+        start_ms,
+        end_ms: start_ms + 3_600_000,
+    };
+    let range = sort_key_range(window.start_ms, window.end_ms);
+    let order = ReadOrder {
+        newest_first,
+        limit: Some(1),
+    };
+    let plan = counters.plan(engine, window)?;
+    let mut reads = partition_reads(engine, project, collection, &range, plan, order);
+    let mut ends = Vec::new();
+    while let Some(rows) = reads.next().await {
+        ends.extend(rows?.iter().filter_map(stored_at));
+    }
+    Ok(if newest_first {
+        ends.into_iter().max()
+    } else {
+        ends.into_iter().min()
+    })
 }
 
 /// A collection as a key restricted by `filters` may see it: its matching events counted, the
@@ -479,12 +472,7 @@ pub async fn describe_matching(
     filters: &analysis::Filters,
 ) -> Result<Option<Value>, Failure> {
     let counters = counters(engine, project, collection).await?;
-    let plan = analysis::plan_reads(
-        Window::ALL_TIME,
-        &counters.days,
-        engine.shards,
-        engine.bounds.partitions,
-    )?;
+    let plan = counters.plan(engine, Window::ALL_TIME)?;
     let range = sort_key_range(Window::ALL_TIME.start_ms, Window::ALL_TIME.end_ms);
     let mut reads = partition_reads(
         engine,
@@ -554,12 +542,7 @@ pub async fn extraction(
             latest_events(engine, project, &request, window, &counters.days, latest).await?
         }
         None => {
-            let plan = analysis::plan_reads(
-                window,
-                &counters.days,
-                engine.shards,
-                engine.bounds.partitions,
-            )?;
+            let plan = counters.plan(engine, window)?;
             let mut events = read_matching(engine, project, &request, window, plan, None)
                 .await?
                 .ok_or_else(|| too_many_events(engine.bounds))?;

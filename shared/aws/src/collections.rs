@@ -2,7 +2,9 @@
 //! times, property paths and their types), merged once per invocation, and the listing the
 //! query function answers with.
 
-use crate::items::{Item, Pages, StoreError, conditional, n, number_attr, s, string_attr};
+use crate::items::{
+    Item, Pages, StoreError, conditional, get_consistent, n, number_attr, s, string_attr,
+};
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::AttributeValue;
 use keen_shared::storage;
@@ -22,6 +24,14 @@ pub struct CollectionUpdate {
     pub truncated: bool,
 }
 
+/// The Collections item's key: one item per (project, collection).
+pub(crate) fn collection_key(project_id: &str, collection: &str) -> Item {
+    Item::from([
+        ("pk".to_owned(), s(project_id)),
+        ("sk".to_owned(), s(collection)),
+    ])
+}
+
 /// Merges an invocation's view of a collection into its Collections item. The first and last
 /// event times are each one conditional UpdateItem (moved only outwards, so concurrent batches of
 /// other partitions never lose a value); the schema is read and rewritten only when
@@ -35,12 +45,7 @@ pub async fn update_collection(
     collection: &str,
     update: &CollectionUpdate,
 ) -> Result<Option<BTreeMap<String, String>>, StoreError> {
-    let key = || {
-        Item::from([
-            ("pk".to_owned(), s(project_id)),
-            ("sk".to_owned(), s(collection)),
-        ])
-    };
+    let key = || collection_key(project_id, collection);
     let edge = |name: &'static str, at: Option<i64>, outwards: &'static str| {
         let key = key();
         async move {
@@ -189,22 +194,14 @@ pub async fn read_edges(
     project_id: &str,
     collection: &str,
 ) -> Result<(Option<i64>, Option<i64>), StoreError> {
-    let item = client
-        .get_item()
-        .table_name(table)
-        .key("pk", s(project_id))
-        .key("sk", s(collection))
-        .consistent_read(true)
-        .send()
-        .await
-        .map_err(|e| {
-            StoreError::new(
-                "GetItem collection times",
-                aws_sdk_dynamodb::error::DisplayErrorContext(e),
-            )
-        })?
-        .item
-        .unwrap_or_default();
+    let item = get_consistent(
+        client,
+        table,
+        collection_key(project_id, collection),
+        "GetItem collection times",
+    )
+    .await?
+    .unwrap_or_default();
     Ok((
         number_attr(&item, "first_event_ms"),
         number_attr(&item, "last_event_ms"),
@@ -234,8 +231,7 @@ pub async fn move_edges_in(
         let update = client
             .update_item()
             .table_name(table)
-            .key("pk", s(project_id))
-            .key("sk", s(collection))
+            .set_key(Some(collection_key(project_id, collection)))
             .condition_expression(format!("{name}_ms = :seen"))
             .expression_attribute_values(":seen", n(seen));
         let update = match remaining {

@@ -55,8 +55,9 @@ pub async fn mark_collection(
     client
         .update_item()
         .table_name(collections_table)
-        .key("pk", s(project_id))
-        .key("sk", s(collection))
+        .set_key(Some(crate::collections::collection_key(
+            project_id, collection,
+        )))
         .update_expression("SET #d = :now")
         .expression_attribute_names("#d", DELETIONS_AT)
         .expression_attribute_values(":now", n(now_ms))
